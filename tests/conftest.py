@@ -1,0 +1,44 @@
+"""Shared test setup: hypothesis profiles, devices, the shared data folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import tinytensor as tt
+
+# "ci" (the default) keeps the suite to a few minutes on 2 cores; "thorough"
+# runs many more examples: HYPOTHESIS_PROFILE=thorough pytest
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.register_profile("thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# tests that run on every device take the `device` fixture; "cuda" skips without a GPU
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    if tt.cuda_is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU (CuPy with a visible device) here")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent")
+    return SHARED_DATA

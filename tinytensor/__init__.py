@@ -1,0 +1,18 @@
+"""tinytensor: reverse-mode automatic differentiation on NumPy (CuPy on a GPU).
+
+    import tinytensor as tt
+    x = tt.tensor([1.0, 2.0], requires_grad=True)
+    (x * x).sum().backward()
+    x.grad  # array([2., 4.], dtype=float32)
+"""
+from .backend import cuda_is_available, get_array_module
+from .gradcheck import GradcheckError, gradcheck
+from .ops import concatenate, split, stack, sum_to_shape, where
+from .random import get_rng_state, manual_seed, rand, randn, set_rng_state
+from .tensor import Function, Tensor, arange, is_grad_enabled, no_grad, ones, tensor, zeros
+
+__all__ = [
+    "Function", "GradcheckError", "Tensor", "arange", "concatenate", "cuda_is_available",
+    "get_array_module", "get_rng_state", "gradcheck", "is_grad_enabled", "manual_seed", "no_grad",
+    "ones", "rand", "randn", "set_rng_state", "split", "stack", "sum_to_shape", "tensor", "where", "zeros",
+]

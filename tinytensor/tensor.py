@@ -1,0 +1,447 @@
+"""The Tensor, the graph it records, and reverse-mode differentiation.
+
+Every differentiable operation is a `Function`: `forward` computes the output
+array from the input arrays and keeps (on `self`) exactly what `backward` will
+need; `backward` receives dL/d(output) and returns dL/d(input) for each input.
+`Function.apply` runs the forward and, when a gradient may be needed, links the
+output tensor to the node so that `Tensor.backward` can find its way back.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backend import check_device, device_of, get_array_module, to_device
+
+DEFAULT_DTYPE = np.float32
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "grad_enabled", True)
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Inside this block (or decorated function) no graph is recorded."""
+
+    def __enter__(self) -> "no_grad":
+        self._prev = is_grad_enabled()
+        _state.grad_enabled = False
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _state.grad_enabled = self._prev
+
+
+class Function:
+    """One node of the graph. Subclasses define `forward(*arrays, **options)`
+    and `backward(grad)`; the attributes a forward sets on `self` are its saved
+    buffers, dropped once the node's backward has run."""
+
+    __slots__ = ("inputs", "needs_grad", "__dict__")
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def backward(self, grad: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs: "Tensor", **kwargs: Any) -> "Tensor":
+        fn = cls()
+        needs = tuple(t.requires_grad for t in inputs)
+        record = True in needs and is_grad_enabled()
+        # forward reads needs_grad to skip saving what no gradient will use
+        fn.needs_grad = needs if record else (False,) * len(needs)
+        out = Tensor._wrap(fn.forward(*[t.data for t in inputs], **kwargs), record)
+        if record:
+            fn.inputs = inputs
+            out._ctx = fn
+        return out
+
+
+class Tensor:
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    # NumPy arrays on the left of an operator defer to our reflected methods
+    __array_ufunc__ = None
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
+                 device: str | None = None):
+        self.data = _as_array(data, dtype, device)
+        if requires_grad and not _is_float(self.data.dtype):
+            raise TypeError(
+                f"only floating-point tensors can require grad, got dtype {self.data.dtype}; "
+                "pass dtype='float32' (or float64)"
+            )
+        self.grad = None
+        self.requires_grad = requires_grad
+        self._ctx: Function | None = None
+
+    @classmethod
+    def _wrap(cls, data: Any, requires_grad: bool) -> "Tensor":
+        t = cls.__new__(cls)
+        t.data, t.grad, t.requires_grad, t._ctx = data, None, requires_grad, None
+        return t
+
+    # ---- introspection -------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> Any:
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def device(self) -> str:
+        return device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        dev = ", device='cuda'" if self.device == "cuda" else ""
+        return f"tensor({self.numpy()!r}{grad}{dev})"
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (copied from the GPU if it lives there)."""
+        return to_device(self.data, "cpu")
+
+    def item(self) -> float | int | bool:
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
+        return self.data.item()
+
+    def detach(self) -> "Tensor":
+        """The same data, cut from the graph."""
+        return Tensor._wrap(self.data, False)
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        if flag and not _is_float(self.dtype):
+            raise TypeError(f"only floating-point tensors can require grad, got dtype {self.dtype}")
+        self.requires_grad = flag
+        return self
+
+    def to(self, device: str | None = None, dtype: Any = None) -> "Tensor":
+        """Move to "cpu" or "cuda" and/or cast; differentiable."""
+        out = self
+        if device is not None and check_device(device) != self.device:
+            out = ops.ToDevice.apply(out, device=device)
+        if dtype is not None and np.dtype(dtype) != out.dtype:
+            out = ops.Cast.apply(out, dtype=np.dtype(dtype))
+        return out
+
+    def float(self) -> "Tensor":
+        return self.to(dtype=np.float32)
+
+    def double(self) -> "Tensor":
+        return self.to(dtype=np.float64)
+
+    # ---- reverse mode --------------------------------------------------
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad`.
+
+        `grad` is dL/d(self); it may be left out only for a one-element tensor
+        (a loss), where it is 1. The graph's saved buffers are freed as the walk
+        passes each node unless `retain_graph` is set.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: no input of the "
+                "computation had requires_grad=True (or it ran inside no_grad())"
+            )
+        xp = get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() on a tensor of shape {self.shape} needs the gradient of the loss "
+                    f"with respect to it: call y.backward(grad) with grad of shape {self.shape}, "
+                    "or reduce y to a scalar first (e.g. y.sum().backward())"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            grad = xp.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(grad): grad has shape {grad.shape}, but the tensor has shape {self.shape}")
+
+        grads = {id(self): grad}  # dL/d(tensor) for tensors not yet visited
+        for t in reversed(_topological_order(self)):
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            fn = t._ctx
+            if fn is None:
+                # a leaf: copy on first write, since g may be shared with another
+                # tensor's gradient (x + y hands the same array to both)
+                t.grad = g.copy() if t.grad is None else t.grad + g
+                continue
+            if fn.inputs is None:
+                raise RuntimeError(
+                    "backward() through a graph that was already freed by an earlier backward(): "
+                    "pass retain_graph=True to the first call if you need to go back twice"
+                )
+            in_grads = fn.backward(g)
+            if type(in_grads) is not tuple:
+                in_grads = (in_grads,)
+            for inp, ig in zip(fn.inputs, in_grads):
+                if ig is None or not inp.requires_grad:
+                    continue
+                prev = grads.get(id(inp))
+                grads[id(inp)] = ig if prev is None else prev + ig
+            if not retain_graph:
+                vars(fn).clear()
+                fn.inputs = None
+
+    # ---- operators -----------------------------------------------------
+    def __add__(self, other: Any) -> "Tensor":
+        return ops.Add.apply(*_pair(self, other))
+
+    def __radd__(self, other: Any) -> "Tensor":
+        return ops.Add.apply(*_pair(self, other, reflected=True))
+
+    def __sub__(self, other: Any) -> "Tensor":
+        return ops.Sub.apply(*_pair(self, other))
+
+    def __rsub__(self, other: Any) -> "Tensor":
+        return ops.Sub.apply(*_pair(self, other, reflected=True))
+
+    def __mul__(self, other: Any) -> "Tensor":
+        return ops.Mul.apply(*_pair(self, other))
+
+    def __rmul__(self, other: Any) -> "Tensor":
+        return ops.Mul.apply(*_pair(self, other, reflected=True))
+
+    def __truediv__(self, other: Any) -> "Tensor":
+        return ops.Div.apply(*_pair(self, other))
+
+    def __rtruediv__(self, other: Any) -> "Tensor":
+        return ops.Div.apply(*_pair(self, other, reflected=True))
+
+    def __pow__(self, other: Any) -> "Tensor":
+        if isinstance(other, (int, float)):
+            return ops.PowScalar.apply(self, p=other)
+        return ops.Pow.apply(*_pair(self, other))
+
+    def __rpow__(self, other: Any) -> "Tensor":
+        return ops.Pow.apply(*_pair(self, other, reflected=True))
+
+    def __matmul__(self, other: Any) -> "Tensor":
+        return ops.MatMul.apply(*_pair(self, other))
+
+    def __rmatmul__(self, other: Any) -> "Tensor":
+        return ops.MatMul.apply(*_pair(self, other, reflected=True))
+
+    def __neg__(self) -> "Tensor":
+        return ops.Neg.apply(self)
+
+    def __getitem__(self, index: Any) -> "Tensor":
+        return ops.GetItem.apply(self, index=_unwrap_index(index))
+
+    # comparisons give boolean tensors and carry no gradient
+    def __lt__(self, other: Any) -> "Tensor":
+        return Tensor._wrap(self.data < _data(other), False)
+
+    def __le__(self, other: Any) -> "Tensor":
+        return Tensor._wrap(self.data <= _data(other), False)
+
+    def __gt__(self, other: Any) -> "Tensor":
+        return Tensor._wrap(self.data > _data(other), False)
+
+    def __ge__(self, other: Any) -> "Tensor":
+        return Tensor._wrap(self.data >= _data(other), False)
+
+    def __eq__(self, other: Any) -> "Tensor":  # type: ignore[override]
+        return Tensor._wrap(self.data == _data(other), False)
+
+    def __ne__(self, other: Any) -> "Tensor":  # type: ignore[override]
+        return Tensor._wrap(self.data != _data(other), False)
+
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    # ---- methods -------------------------------------------------------
+    def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> "Tensor":
+        return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> "Tensor":
+        return ops.Mean.apply(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> "Tensor":
+        return ops.Max.apply(self, axis=axis, keepdims=keepdims)
+
+    def exp(self) -> "Tensor":
+        return ops.Exp.apply(self)
+
+    def log(self) -> "Tensor":
+        return ops.Log.apply(self)
+
+    def sqrt(self) -> "Tensor":
+        return ops.Sqrt.apply(self)
+
+    def tanh(self) -> "Tensor":
+        return ops.Tanh.apply(self)
+
+    def relu(self) -> "Tensor":
+        return ops.Relu.apply(self)
+
+    def reshape(self, *shape: Any) -> "Tensor":
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return ops.Reshape.apply(self, shape=tuple(shape))
+
+    def view(self, *shape: Any) -> "Tensor":
+        return self.reshape(*shape)
+
+    def flatten(self) -> "Tensor":
+        return self.reshape(-1)
+
+    def transpose(self, *axes: Any) -> "Tensor":
+        """NumPy's transpose: no argument reverses the axes, else a full permutation."""
+        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        return ops.Transpose.apply(self, axes=tuple(axes) if axes else None)
+
+    def permute(self, *axes: Any) -> "Tensor":
+        return self.transpose(*axes)
+
+    def swapaxes(self, a: int, b: int) -> "Tensor":
+        perm = list(range(self.ndim))
+        perm[a], perm[b] = perm[b], perm[a]
+        return self.transpose(perm)
+
+    @property
+    def T(self) -> "Tensor":
+        return self.transpose()
+
+    def expand(self, *shape: Any) -> "Tensor":
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return ops.BroadcastTo.apply(self, shape=tuple(shape))
+
+    broadcast_to = expand
+
+    def split(self, split_size_or_sections: int | Sequence[int], axis: int = 0) -> list["Tensor"]:
+        return ops.split(self, split_size_or_sections, axis)
+
+    def masked_fill(self, mask: Any, value: float) -> "Tensor":
+        return ops.MaskedFill.apply(self, mask=_data(mask), value=value)
+
+    def clip(self, min: float | None = None, max: float | None = None) -> "Tensor":
+        return ops.Clip.apply(self, lo=min, hi=max)
+
+    clamp = clip
+
+
+def _is_float(dtype: Any) -> bool:
+    return np.dtype(dtype).kind == "f"
+
+
+def _as_array(data: Any, dtype: Any, device: str | None) -> Any:
+    if isinstance(data, Tensor):
+        data = data.data
+    if device is None:
+        device = device_of(data)
+    xp = get_array_module(data)
+    if dtype is None and not hasattr(data, "dtype"):
+        # Python numbers and lists: floats become float32, ints stay int64
+        probe = np.asarray(data)
+        dtype = DEFAULT_DTYPE if probe.dtype.kind == "f" else probe.dtype
+    arr = xp.asarray(data, dtype=dtype)
+    return to_device(arr, device)
+
+
+def _data(x: Any) -> Any:
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _unwrap_index(index: Any) -> Any:
+    if isinstance(index, tuple):
+        return tuple(_data(i) for i in index)
+    return _data(index)
+
+
+def _pair(t: Tensor, other: Any, reflected: bool = False) -> tuple[Tensor, Tensor]:
+    """Lift `other` to a tensor on t's device, then order the operands."""
+    if isinstance(other, Tensor):
+        if type(other.data) is not type(t.data):
+            raise RuntimeError(f"operands live on different devices: {t.device} and {other.device}; move one with .to()")
+    else:
+        # a Python number or array joins with the tensor's dtype, as PyTorch does
+        xp = get_array_module(t.data)
+        dtype = t.dtype if _is_float(t.dtype) or not _is_float(np.asarray(other).dtype) else None
+        other = Tensor._wrap(xp.asarray(other, dtype=dtype), False)
+    return (other, t) if reflected else (t, other)
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors that lead to `root` and need grad, each after all its inputs.
+
+    Iterative depth-first search: a chain of 10,000 ops must not hit Python's
+    recursion limit.
+    """
+    order: list[Tensor] = []
+    seen: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        t, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        fn = t._ctx
+        if fn is not None and fn.inputs is not None:
+            for inp in fn.inputs:
+                if inp.requires_grad and id(inp) not in seen:
+                    stack.append((inp, False))
+    return order
+
+
+# ---- creation ----------------------------------------------------------------
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: str = "cpu") -> Tensor:
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def _filled(fill: str, shape: Sequence[int], dtype: Any, device: str, requires_grad: bool) -> Tensor:
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+    arr = getattr(np, fill)(shape, dtype=dtype or DEFAULT_DTYPE)
+    return Tensor(arr, requires_grad=requires_grad, device=device)
+
+
+def zeros(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
+    return _filled("zeros", shape, dtype, device, requires_grad)
+
+
+def ones(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
+    return _filled("ones", shape, dtype, device, requires_grad)
+
+
+def arange(start: float, stop: float | None = None, step: float = 1, dtype: Any = None,
+           device: str = "cpu") -> Tensor:
+    """Like numpy.arange; integers stay int64, floats become float32."""
+    arr = np.arange(start, stop, step) if stop is not None else np.arange(start)
+    if dtype is None and arr.dtype.kind == "f":
+        dtype = DEFAULT_DTYPE
+    return Tensor(arr, dtype=dtype, device=device)
+
+
+from . import ops  # noqa: E402  (ops builds on Tensor and Function defined above)
