@@ -23,10 +23,12 @@ def sum_to_shape(g: Any, shape: tuple[int, ...]) -> Any:
     if g.shape == shape:
         return g
     lead = g.ndim - len(shape)
-    stretched = tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
-    )
-    return g.sum(axis=stretched, keepdims=True).reshape(shape)
+    if lead:  # axes that broadcasting added in front
+        g = g.sum(axis=tuple(range(lead)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if stretched:  # axes of size 1 that broadcasting stretched
+        g = g.sum(axis=stretched, keepdims=True)
+    return g
 
 
 def _normalize_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
@@ -150,9 +152,11 @@ class MatMul(Function):
             a = a[None, :]
         da = db = None
         if self.needs_grad[0]:
-            da = sum_to_shape(g @ b.swapaxes(-1, -2), a.shape).reshape(self.a.shape)
+            da = sum_to_shape(g @ b.swapaxes(-1, -2), a.shape)
+            da = da.reshape(self.a.shape) if self.a.ndim == 1 else da
         if self.needs_grad[1]:
-            db = sum_to_shape(a.swapaxes(-1, -2) @ g, b.shape).reshape(self.b.shape)
+            db = sum_to_shape(a.swapaxes(-1, -2) @ g, b.shape)
+            db = db.reshape(self.b.shape) if self.b.ndim == 1 else db
         return da, db
 
 
@@ -243,7 +247,7 @@ class Tanh(Function):
 class Relu(Function):
     def forward(self, x):
         self.positive = x > 0
-        return x * self.positive
+        return get_array_module(x).maximum(x, 0)
 
     def backward(self, g):
         # y = max(x, 0): dx = g where x > 0, else 0 (0 at x = 0 itself)

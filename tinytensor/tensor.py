@@ -57,7 +57,10 @@ class Function:
         record = True in needs and is_grad_enabled()
         # forward reads needs_grad to skip saving what no gradient will use
         fn.needs_grad = needs if record else (False,) * len(needs)
-        out = Tensor._wrap(fn.forward(*[t.data for t in inputs], **kwargs), record)
+        data = fn.forward(*[t.data for t in inputs], **kwargs)
+        if isinstance(data, np.generic):  # NumPy turns 0-d results into scalars
+            data = np.asarray(data)
+        out = Tensor._wrap(data, record)
         if record:
             fn.inputs = inputs
             out._ctx = fn
@@ -178,20 +181,28 @@ class Tensor:
             grad = xp.ones_like(self.data)
         else:
             grad = grad.data if isinstance(grad, Tensor) else grad
-            grad = xp.asarray(grad, dtype=self.dtype)
+            grad = xp.array(grad, dtype=self.dtype)  # a copy: the caller keeps theirs
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, but the tensor has shape {self.shape}")
 
         grads = {id(self): grad}  # dL/d(tensor) for tensors not yet visited
+        given_to_leaves: set[int] = set()
         for t in reversed(_topological_order(self)):
             g = grads.pop(id(t), None)
             if g is None:
                 continue
             fn = t._ctx
             if fn is None:
-                # a leaf: copy on first write, since g may be shared with another
-                # tensor's gradient (x + y hands the same array to both)
-                t.grad = g.copy() if t.grad is None else t.grad + g
+                if t.grad is not None:
+                    t.grad = t.grad + g
+                    continue
+                # A leaf's .grad must own its memory (optimizers scale it in place),
+                # but g may be shared: x + y hands the same array to both, a reshape
+                # hands on a view. Copy exactly those; a fresh array is kept as it is.
+                if g.base is not None or id(g) in given_to_leaves:
+                    g = g.copy()
+                given_to_leaves.add(id(g))
+                t.grad = g
                 continue
             if fn.inputs is None:
                 raise RuntimeError(

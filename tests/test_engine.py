@@ -1,0 +1,542 @@
+"""Finite-difference property tests for every primitive op, and engine properties."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import tinytensor as tt
+
+shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
+seeds = st.integers(0, 2**31 - 1)
+
+
+def rand(shape, seed, low=-2.0, high=2.0, device="cpu"):
+    arr = np.random.default_rng(seed).uniform(low, high, size=shape)
+    return tt.tensor(arr, requires_grad=True, dtype=np.float64, device=device)
+
+
+def away_from(arr: np.ndarray, points, margin=0.05, seed=0):
+    """Nudge values off non-differentiable points (finite differences straddle a kink)."""
+    arr = arr.copy()
+    for p in points:
+        close = np.abs(arr - p) < margin
+        arr[close] = p + margin * 2 * np.sign(arr[close] - p + 1e-12)
+    return arr
+
+
+# ---- binary ops with broadcasting ----------------------------------------------
+binary = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+}
+
+
+@pytest.mark.parametrize("name", sorted(binary))
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=3, max_side=3), seed=seeds)
+def test_binary_ops_gradcheck(name, shapes, seed):
+    a_shape, b_shape = shapes.input_shapes
+    a = rand(a_shape, seed)
+    b = rand(b_shape, seed + 1)
+    if name == "div":
+        b = tt.tensor(away_from(b.data, [0.0], margin=0.3), requires_grad=True)
+    assert tt.gradcheck(binary[name], [a, b])
+
+
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=3, max_side=3), seed=seeds)
+def test_pow_tensor_exponent_gradcheck(shapes, seed):
+    a_shape, b_shape = shapes.input_shapes
+    a = rand(a_shape, seed, low=0.5, high=2.0)
+    b = rand(b_shape, seed + 1, low=-1.5, high=1.5)
+    assert tt.gradcheck(lambda a, b: a ** b, [a, b])
+
+
+@given(shape=shapes, seed=seeds, p=st.sampled_from([2, 3, 0.5, -1.0, 1.5]))
+def test_pow_scalar_gradcheck(shape, seed, p):
+    x = rand(shape, seed, low=0.3, high=2.0)
+    assert tt.gradcheck(lambda x: x ** p, [x])
+
+
+@given(shape=shapes, seed=seeds)
+def test_neg_gradcheck(shape, seed):
+    assert tt.gradcheck(lambda x: -x, [rand(shape, seed)])
+
+
+@given(shape=shapes, seed=seeds, scalar=st.floats(-3, 3).filter(lambda v: abs(v) > 0.2))
+def test_scalars_and_arrays_on_either_side(shape, seed, scalar):
+    x = rand(shape, seed, low=0.5, high=2.0)
+    arr = np.random.default_rng(seed).uniform(0.5, 2.0, size=shape)
+    fns = [
+        lambda x: scalar + x, lambda x: x - scalar, lambda x: scalar - x, lambda x: scalar * x,
+        lambda x: scalar / x, lambda x: x / scalar, lambda x: arr * x, lambda x: arr - x, lambda x: x + arr,
+        lambda x: arr / x, lambda x: 2.0 ** x,
+    ]
+    for fn in fns:
+        assert tt.gradcheck(fn, [x])
+
+
+def test_operand_dtype_follows_the_tensor():
+    x = tt.tensor([1.0, 2.0])
+    assert (x * 2.5).dtype == np.float32
+    assert (np.ones(2, dtype=np.float64) + x).dtype == np.float32
+    assert (x + np.ones(2, dtype=np.float64)).dtype == np.float32
+
+
+# ---- matmul ---------------------------------------------------------------------
+@st.composite
+def matmul_shapes(draw):
+    n, k, m = (draw(st.integers(1, 4)) for _ in range(3))
+    kind = draw(st.sampled_from(["vv", "vm", "mv", "mm", "batched", "broadcast"]))
+    if kind == "vv":
+        return (k,), (k,)
+    if kind == "vm":
+        return (k,), (draw(st.integers(1, 3)), k, m) if draw(st.booleans()) else (k, m)
+    if kind == "mv":
+        return (draw(st.integers(1, 3)), n, k) if draw(st.booleans()) else (n, k), (k,)
+    if kind == "mm":
+        return (n, k), (k, m)
+    batch = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=2, max_side=3))
+    a_batch, b_batch = batch.input_shapes
+    if kind == "batched":
+        b_batch = a_batch
+    return a_batch + (n, k), b_batch + (k, m)
+
+
+@given(shapes=matmul_shapes(), seed=seeds)
+def test_matmul_gradcheck(shapes, seed):
+    a_shape, b_shape = shapes
+    assert tt.gradcheck(lambda a, b: a @ b, [rand(a_shape, seed), rand(b_shape, seed + 1)])
+
+
+@given(shapes=matmul_shapes(), seed=seeds)
+def test_matmul_forward_matches_numpy(shapes, seed):
+    a, b = rand(shapes[0], seed), rand(shapes[1], seed + 1)
+    np.testing.assert_allclose((a @ b).data, a.data @ b.data)
+
+
+def test_matmul_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(2, 3\) @ \(4, 5\)"):
+        tt.ones(2, 3) @ tt.ones(4, 5)
+
+
+def test_broadcast_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(2,3\).*\(4,\)|\(2, 3\).*\(4,\)"):
+        tt.ones(2, 3) + tt.ones(4)
+
+
+# ---- reductions --------------------------------------------------------------------
+@st.composite
+def shape_and_axis(draw):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4))
+    kind = draw(st.sampled_from(["none", "int", "neg", "tuple"]))
+    if kind == "none":
+        axis = None
+    elif kind == "int":
+        axis = draw(st.integers(0, len(shape) - 1))
+    elif kind == "neg":
+        axis = -draw(st.integers(1, len(shape)))
+    else:
+        axis = tuple(sorted(draw(st.sets(st.integers(0, len(shape) - 1), min_size=1))))
+    return shape, axis
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "max"])
+@given(sa=shape_and_axis(), keepdims=st.booleans(), seed=seeds)
+def test_reduction_gradcheck(op, sa, keepdims, seed):
+    shape, axis = sa
+    x = rand(shape, seed)
+    if op == "max":  # distinct values: the arg-max must not flip under a perturbation
+        x = tt.tensor(np.random.default_rng(seed).permutation(np.arange(x.size)).reshape(shape) * 0.1,
+                      requires_grad=True, dtype=np.float64)
+    expected = getattr(np, op)(x.data, axis=axis, keepdims=keepdims)
+    out = getattr(x, op)(axis=axis, keepdims=keepdims)
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(out.data, expected)
+    assert tt.gradcheck(lambda x: getattr(x, op)(axis=axis, keepdims=keepdims), [x])
+
+
+def test_reductions_of_a_0d_tensor():
+    x = tt.tensor(3.0, requires_grad=True, dtype=np.float64)
+    for op in ("sum", "mean", "max"):
+        assert tt.gradcheck(lambda x: getattr(x, op)(), [x])
+
+
+def test_max_splits_the_gradient_between_ties():
+    x = tt.tensor([1.0, 3.0, 3.0, 0.0], requires_grad=True)
+    x.max().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.5, 0.5, 0.0])
+
+
+def test_gradient_of_sum_is_ones():
+    x = rand((3, 4), 0)
+    x.sum().backward()
+    np.testing.assert_array_equal(x.grad, np.ones((3, 4)))
+
+
+# ---- elementwise ---------------------------------------------------------------------
+unary = {
+    "exp": (lambda x: x.exp(), (-2, 2), []),
+    "log": (lambda x: x.log(), (0.2, 3), []),
+    "sqrt": (lambda x: x.sqrt(), (0.2, 3), []),
+    "tanh": (lambda x: x.tanh(), (-3, 3), []),
+    "relu": (lambda x: x.relu(), (-2, 2), [0.0]),
+    "clip": (lambda x: x.clip(-0.5, 0.7), (-2, 2), [-0.5, 0.7]),
+    "clip_low": (lambda x: x.clip(min=-0.5), (-2, 2), [-0.5]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(unary))
+@given(shape=shapes, seed=seeds)
+def test_unary_gradcheck(name, shape, seed):
+    fn, (low, high), kinks = unary[name]
+    x = rand(shape, seed, low, high)
+    x = tt.tensor(away_from(x.data, kinks), requires_grad=True)
+    assert tt.gradcheck(fn, [x])
+
+
+def test_unary_forward_matches_numpy():
+    x = np.linspace(0.1, 2.0, 7)
+    t = tt.tensor(x, dtype=np.float64)
+    np.testing.assert_allclose(t.exp().data, np.exp(x))
+    np.testing.assert_allclose(t.log().data, np.log(x))
+    np.testing.assert_allclose(t.sqrt().data, np.sqrt(x))
+    np.testing.assert_allclose(t.tanh().data, np.tanh(x))
+    np.testing.assert_allclose((t - 1).relu().data, np.maximum(x - 1, 0))
+    np.testing.assert_allclose(t.clip(0.5, 1.5).data, np.clip(x, 0.5, 1.5))
+
+
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=3, max_dims=3, max_side=3), seed=seeds)
+def test_where_gradcheck(shapes, seed):
+    c_shape, a_shape, b_shape = shapes.input_shapes
+    cond = np.random.default_rng(seed).random(c_shape) > 0.5
+    a, b = rand(a_shape, seed), rand(b_shape, seed + 1)
+    out = tt.where(cond, a, b)
+    np.testing.assert_array_equal(out.data, np.where(cond, a.data, b.data))
+    assert tt.gradcheck(lambda a, b: tt.where(cond, a, b), [a, b])
+
+
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=3, max_side=3), seed=seeds)
+def test_masked_fill_gradcheck(shapes, seed):
+    x_shape, m_shape = shapes.input_shapes
+    assume(np.broadcast_shapes(x_shape, m_shape) == tuple(x_shape))
+    mask = np.random.default_rng(seed).random(m_shape) > 0.5
+    x = rand(x_shape, seed)
+    np.testing.assert_array_equal(x.masked_fill(mask, -7.0).data, np.where(mask, -7.0, x.data))
+    assert tt.gradcheck(lambda x: x.masked_fill(mask, -7.0), [x])
+
+
+# ---- shape ops -------------------------------------------------------------------
+@given(shape=shapes, seed=seeds, data=st.data())
+def test_reshape_gradcheck(shape, seed, data):
+    x = rand(shape, seed)
+    n = x.size
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    d = data.draw(st.sampled_from(divisors))
+    new = data.draw(st.sampled_from([(d, n // d), (n,), (-1, d), (1, n, 1)]))
+    assert tt.gradcheck(lambda x: x.reshape(new), [x])
+
+
+@given(shape=shapes, seed=seeds, data=st.data())
+def test_transpose_permute_gradcheck(shape, seed, data):
+    x = rand(shape, seed)
+    perm = tuple(data.draw(st.permutations(range(len(shape)))))
+    np.testing.assert_array_equal(x.permute(*perm).data, x.data.transpose(perm))
+    assert tt.gradcheck(lambda x: x.transpose(perm) if perm else x.transpose(), [x])
+    assert tt.gradcheck(lambda x: x.T, [x])
+
+
+def test_transpose_needs_a_full_permutation():
+    with pytest.raises(ValueError, match="swapaxes"):
+        tt.ones(2, 3, 4).transpose(0, 1)
+    x = rand((2, 3, 4), 0)
+    assert x.swapaxes(0, 2).shape == (4, 3, 2)
+    assert tt.gradcheck(lambda x: x.swapaxes(-1, -2), [x])
+
+
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=3, max_side=3), seed=seeds)
+def test_expand_gradcheck(shapes, seed):
+    x_shape = shapes.input_shapes[0]
+    x = rand(x_shape, seed)
+    assert tt.gradcheck(lambda x: x.expand(shapes.result_shape), [x])
+    assert tt.gradcheck(lambda x: x.broadcast_to((2,) + shapes.result_shape), [x])
+
+
+@st.composite
+def index_cases(draw):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=5))
+    kind = draw(st.sampled_from(["int", "slice", "step", "array", "repeated", "mixed", "bool", "none"]))
+    n = shape[0]
+    if kind == "int":
+        return shape, draw(st.integers(-n, n - 1))
+    if kind == "slice":
+        a = draw(st.integers(0, n - 1))
+        return shape, slice(a, draw(st.integers(a + 1, n)))
+    if kind == "step":
+        return shape, (slice(None, None, -1),) + (slice(None),) * (len(shape) - 1)
+    if kind == "array":
+        return shape, np.array(draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=6)))
+    if kind == "repeated":
+        return shape, np.array([0] * 3 + [n - 1] * 2)
+    if kind == "mixed" and len(shape) >= 2:
+        rows = np.array(draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=4)))
+        return shape, (rows, slice(0, shape[1]))
+    if kind == "bool":
+        return shape, np.random.default_rng(n).random(shape) > 0.4
+    return shape, (None, Ellipsis)
+
+
+@given(case=index_cases(), seed=seeds)
+def test_getitem_gradcheck(case, seed):
+    shape, index = case
+    x = rand(shape, seed)
+    np.testing.assert_array_equal(x[index].data, x.data[index])
+    assert tt.gradcheck(lambda x: x[index], [x])
+
+
+def test_getitem_repeated_indices_accumulate():
+    x = tt.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    x[np.array([0, 0, 2, 0])].sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 0.0, 1.0])
+
+
+def test_getitem_with_a_tensor_index():
+    x = tt.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    x[tt.tensor([1, 1])].sum().backward()
+    np.testing.assert_array_equal(x.grad, [[0.0, 0.0], [2.0, 2.0]])
+
+
+@given(n=st.integers(1, 4), shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=3),
+       data=st.data(), seed=seeds)
+def test_concatenate_stack_gradcheck(n, shape, data, seed):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    sizes = data.draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))
+    pieces = []
+    for i, s in enumerate(sizes):
+        piece_shape = list(shape)
+        piece_shape[axis] = s
+        pieces.append(rand(tuple(piece_shape), seed + i))
+    np.testing.assert_array_equal(tt.concatenate(pieces, axis).data, np.concatenate([p.data for p in pieces], axis))
+    assert tt.gradcheck(lambda *ps: tt.concatenate(ps, axis=axis), pieces)
+    same = [rand(shape, seed + i) for i in range(n)]
+    stack_axis = data.draw(st.integers(-len(shape) - 1, len(shape)))
+    assert tt.gradcheck(lambda *ps: tt.stack(ps, axis=stack_axis), same)
+
+
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6), data=st.data(), seed=seeds)
+def test_split_gradcheck(shape, data, seed):
+    axis = data.draw(st.integers(0, len(shape) - 1))
+    n = shape[axis]
+    size = data.draw(st.integers(1, n))
+    x = rand(shape, seed)
+    pieces = x.split(size, axis=axis)
+    assert sum(p.shape[axis] for p in pieces) == n
+    weights = [float(i + 1) for i in range(len(pieces))]
+    assert tt.gradcheck(lambda x: tt.concatenate([p * w for p, w in zip(x.split(size, axis), weights)], axis), [x])
+
+
+def test_split_sections_must_cover_the_axis():
+    with pytest.raises(ValueError, match="add up to 5"):
+        tt.ones(6).split([2, 3])
+
+
+# ---- engine properties ---------------------------------------------------------------
+def test_x_plus_x_accumulates_to_two():
+    x = tt.tensor([1.0, -2.0], requires_grad=True)
+    (x + x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0])
+
+
+def test_two_backward_calls_add_up():
+    x = tt.tensor([1.0, 2.0], requires_grad=True)
+    (x * x).sum().backward()
+    (x * x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [4.0, 8.0])
+    y = (3 * x).sum()
+    x.grad = None
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [6.0, 6.0])
+
+
+def test_backward_twice_on_a_freed_graph_says_retain_graph():
+    x = tt.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        y.backward()
+
+
+@given(shape=shapes, seed=seeds, alpha=st.floats(-3, 3), beta=st.floats(-3, 3))
+def test_backward_is_linear_in_the_upstream_gradient(shape, seed, alpha, beta):
+    x = rand(shape, seed)
+    rng = np.random.default_rng(seed)
+    g1, g2 = rng.standard_normal(shape), rng.standard_normal(shape)
+
+    def grad_for(g):
+        x.grad = None
+        (x * x.tanh() + x.exp()).backward(g)
+        return x.grad
+
+    combined = grad_for(alpha * g1 + beta * g2)
+    np.testing.assert_allclose(combined, alpha * grad_for(g1) + beta * grad_for(g2), rtol=1e-9, atol=1e-9)
+
+
+def test_no_grad_records_nothing():
+    x = tt.tensor([1.0, 2.0], requires_grad=True)
+    with tt.no_grad():
+        y = (x * 2).exp().sum()
+    assert not y.requires_grad and y.is_leaf
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.backward()
+
+    @tt.no_grad()
+    def f(t):
+        return t * 3
+
+    assert not f(x).requires_grad
+    assert tt.is_grad_enabled()
+
+
+def test_a_graph_ten_thousand_ops_deep():
+    x = tt.tensor(1.0, requires_grad=True, dtype=np.float64)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001 + 0.0
+    y.backward()
+    assert x.grad == pytest.approx(1.0001 ** 10_000)
+
+
+def test_backward_frees_saved_buffers():
+    x = tt.tensor(np.ones(3), requires_grad=True)
+    h = x.exp()
+    y = (h * h).sum()
+    node = h._ctx
+    assert vars(node)
+    y.backward()
+    assert not vars(node) and node.inputs is None
+
+
+def test_inputs_that_need_no_grad_get_none():
+    x = tt.tensor(np.ones((2, 3)))
+    w = tt.tensor(np.ones((3, 4)), requires_grad=True)
+    (x @ w).sum().backward()
+    assert x.grad is None
+    np.testing.assert_array_equal(w.grad, np.full((3, 4), 2.0))
+
+
+def test_leaf_grads_do_not_alias_each_other():
+    a = tt.tensor([1.0, 2.0], requires_grad=True)
+    b = tt.tensor([3.0, 4.0], requires_grad=True)
+    (a + b).sum().backward()
+    a.grad *= 10  # an optimizer may scale gradients in place
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0])
+
+
+def test_backward_on_a_non_scalar_says_what_to_pass():
+    x = tt.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"y.backward\(grad\).*shape \(2,\)"):
+        (x * 2).backward()
+    with pytest.raises(ValueError, match="grad has shape"):
+        (x * 2).backward(np.ones(3))
+
+
+def test_only_floats_require_grad():
+    with pytest.raises(TypeError, match="floating-point"):
+        tt.tensor([1, 2], requires_grad=True)
+
+
+def test_creation_and_dtypes():
+    assert tt.tensor([1.0, 2.0]).dtype == np.float32
+    assert tt.tensor([1, 2]).dtype == np.int64
+    assert tt.zeros(2, 3).shape == (2, 3) and tt.zeros(2, 3).dtype == np.float32
+    assert tt.ones((2, 3), dtype=np.float64).dtype == np.float64
+    assert tt.arange(5).dtype == np.int64 and tt.arange(0.0, 1.0, 0.25).dtype == np.float32
+    tt.manual_seed(3)
+    a = tt.randn(4, 5)
+    tt.manual_seed(3)
+    np.testing.assert_array_equal(a.data, tt.randn(4, 5).data)
+    assert a.dtype == np.float32 and tt.randn(2, dtype=np.float64).dtype == np.float64
+    x = tt.tensor([[1.5]])
+    assert x.item() == 1.5 and x.ndim == 2 and x.device == "cpu"
+    assert isinstance(x.numpy(), np.ndarray)
+    assert x.detach().requires_grad is False
+
+
+def test_float64_end_to_end():
+    x = tt.tensor(np.linspace(-1, 1, 6).reshape(2, 3), requires_grad=True, dtype=np.float64)
+    y = ((x @ x.T).tanh().exp() / 3).mean()
+    y.backward()
+    assert y.dtype == np.float64 and x.grad.dtype == np.float64
+
+
+def test_cast_is_differentiable():
+    x = rand((3,), 1)
+    y = x.to(dtype=np.float32)
+    assert y.dtype == np.float32
+    (y * np.array([1.0, 2.0, 3.0])).sum().backward()
+    assert x.grad.dtype == np.float64
+    np.testing.assert_array_equal(x.grad, [1.0, 2.0, 3.0])
+
+
+# ---- devices ---------------------------------------------------------------------------
+def test_ops_on_each_device(device):
+    x = rand((3, 4), 0, device=device)
+    w = rand((4, 2), 1, device=device)
+    assert x.device == device
+    out = ((x @ w).tanh() * 2 + 1).sum(axis=0)
+    assert out.device == device
+    assert tt.gradcheck(lambda x, w: ((x @ w).tanh() * 2 + 1).sum(axis=0), [x, w])
+
+
+def test_to_cuda_without_cupy_is_a_clear_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_cupy(name, *args, **kwargs):
+        if name == "cupy":
+            raise ImportError("no cupy")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    monkeypatch.delitem(__import__("sys").modules, "cupy", raising=False)
+    with pytest.raises(RuntimeError, match="needs CuPy"):
+        tt.ones(2).to("cuda")
+
+
+def test_unknown_device():
+    with pytest.raises(ValueError, match="unknown device"):
+        tt.ones(2).to("tpu")
+
+
+# ---- gradcheck itself ------------------------------------------------------------------
+class _WrongSquare(tt.Function):
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, g):
+        return g * self.x  # wrong on purpose: the derivative is 2x
+
+
+def test_gradcheck_catches_a_wrong_gradient_and_names_the_worst_element():
+    x = tt.tensor([0.5, -3.0, 1.0], requires_grad=True, dtype=np.float64)
+    with pytest.raises(tt.GradcheckError, match=r"input 0 \(shape \(3,\)\) differs at index \(1,\): backward gives .* finite differences give"):
+        tt.gradcheck(lambda x: _WrongSquare.apply(x).sum(), [x])
+    with pytest.raises(tt.GradcheckError, match="directional"):
+        tt.gradcheck(lambda x: _WrongSquare.apply(x), [x], mode="directional")
+
+
+def test_directional_gradcheck_on_a_large_input():
+    x = rand((64, 64), 5)
+    w = rand((64, 32), 6)
+    assert tt.gradcheck(lambda x, w: (x @ w).tanh(), [x, w], mode="directional", n_directions=3)
+
+
+def test_gradcheck_sampled_elements():
+    x = rand((30, 30), 2)
+    assert tt.gradcheck(lambda x: (x * x).exp(), [x], max_elements=20)
