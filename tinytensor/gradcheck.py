@@ -64,14 +64,15 @@ def gradcheck(
     if mode == "directional":
         for d in range(n_directions):
             dirs = [xp.asarray(rng.standard_normal(tensors[i].shape)) for i in checked]
-            for i, u in zip(checked, dirs):
-                tensors[i].data += eps * u
+            originals = [tensors[i].data.copy() for i in checked]
+            for i, u, x0 in zip(checked, dirs, originals):
+                tensors[i].data[...] = x0 + eps * u
             plus = loss()
-            for i, u in zip(checked, dirs):
-                tensors[i].data -= 2 * eps * u
+            for i, u, x0 in zip(checked, dirs, originals):
+                tensors[i].data[...] = x0 - eps * u
             minus = loss()
-            for i, u in zip(checked, dirs):
-                tensors[i].data += eps * u
+            for i, x0 in zip(checked, originals):
+                tensors[i].data[...] = x0
             numeric = (plus - minus) / (2 * eps)
             exact = float(sum((a * u).sum() for a, u in zip(analytic, dirs)))
             if abs(exact - numeric) > atol + rtol * abs(numeric):
@@ -112,11 +113,17 @@ def gradcheck(
 
 
 def _as_float64(x: Any) -> Tensor:
-    """A float64 copy of the input that gradcheck may perturb in place."""
+    """The input as a float64 tensor that gradcheck may perturb (and restores).
+
+    A float64 tensor is used as it is, so `fn` may reach it some other way than
+    its arguments (a model's parameter, say); anything else is copied.
+    """
     if isinstance(x, Tensor):
-        xp = get_array_module(x.data)
         if x.dtype.kind != "f":
             return Tensor._wrap(x.data, False)
+        if x.dtype == np.float64:
+            return x
+        xp = get_array_module(x.data)
         return Tensor._wrap(xp.array(x.data, dtype=xp.float64), x.requires_grad)
     arr = np.asarray(x)
     if arr.dtype.kind != "f":

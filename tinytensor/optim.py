@@ -1,0 +1,352 @@
+"""Optimizers (SGD, AdamW), gradient clipping and a warmup + cosine learning-rate schedule.
+
+An optimizer holds `param_groups`: a list of dicts, each with "params" (the
+tensors) and its own hyperparameters, so biases and norm weights can skip
+weight decay. Training scripts set the learning rate every step with
+
+    for group in opt.param_groups:
+        group["lr"] = cosine_schedule(step, max_lr, min_lr, warmup_steps, decay_steps)
+
+Updates happen in place on the parameters' arrays (and on the optimizer's own
+buffers) with `out=` ufuncs and one shared scratch array, so a step allocates
+nothing proportional to the model once the first step has run.
+
+`state_dict()` layout, made to be saved as safetensors + JSON:
+
+    {
+      "arrays":  {"0.exp_avg": array, "0.exp_avg_sq": array, "1.exp_avg": ...},   # safetensors
+      "scalars": {"0.step": 12, "1.step": 12},                                      # JSON
+      "param_groups": [{"lr": 3e-4, "betas": [0.9, 0.95], "eps": 1e-8,
+                        "weight_decay": 0.1, "params": [0, 1]}, ...],               # JSON
+    }
+
+The number before the dot is the parameter's position counting through all
+groups in order (the order they were given in); parameters that have not been
+updated yet have no entries.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .backend import get_array_module, to_device
+from .tensor import Tensor
+
+if TYPE_CHECKING:
+    from .nn import Module
+
+
+class Optimizer:
+    """Base class: parameter groups, per-parameter state, step, state dicts.
+
+    A subclass names its per-parameter state (`array_state`, `scalar_state`),
+    creates it in `_new_state` and applies one update in `_update`.
+    """
+
+    array_state: tuple[str, ...] = ()
+    scalar_state: tuple[str, ...] = ()
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
+        self.defaults = defaults
+        self.param_groups: list[dict[str, Any]] = []
+        # id(parameter) -> its buffers and counters, created on its first update
+        self.state: dict[int, dict[str, Any]] = {}
+        # (array module, dtype) -> flat work array, big enough for the largest parameter
+        self._scratch: dict[tuple[str, Any], Any] = {}
+        items = [params] if isinstance(params, Tensor) else list(params)
+        groups = items if items and isinstance(items[0], dict) else [{"params": items}]
+        for group in groups:
+            self.add_param_group(group)
+        if not self._params():
+            raise ValueError("optimizer got an empty parameter list")
+
+    def add_param_group(self, group: dict[str, Any]) -> None:
+        """Add {"params": [...], option: value, ...}; options left out take the defaults."""
+        if "params" not in group:
+            raise ValueError("a parameter group needs a 'params' entry")
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {sorted(unknown)} in a parameter group of {type(self).__name__}; "
+                f"known: {sorted(self.defaults)}"
+            )
+        params = [group["params"]] if isinstance(group["params"], Tensor) else list(group["params"])
+        for p in params:
+            if not isinstance(p, Tensor) or not p.requires_grad:
+                raise TypeError(f"optimizers update tensors that require grad, got {type(p).__name__}")
+        known = {id(p) for p in self._params()}
+        if any(id(p) in known for p in params) or len({id(p) for p in params}) != len(params):
+            raise ValueError("a parameter appears more than once in the optimizer's parameter groups")
+        self.param_groups.append({**self.defaults, **group, "params": params})
+
+    def _params(self) -> list[Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def zero_grad(self) -> None:
+        """Set every parameter's grad to None."""
+        for p in self._params():
+            p.grad = None
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient; those whose grad is None
+        (unused by this loss) are left alone, state included."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state.get(id(p))
+                if state is None:
+                    state = self.state[id(p)] = self._new_state(p.data, group)
+                self._update(p.data, p.grad, state, group, self._scratch_like(p.data))
+
+    def _new_state(self, p: Any, group: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _update(self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any], s: Any) -> None:
+        """Update array `p` in place from gradient `g`; `s` is scratch shaped like p."""
+        raise NotImplementedError
+
+    def _scratch_like(self, arr: Any) -> Any:
+        # parameters are updated one at a time, so they can all share one work array
+        xp = get_array_module(arr)
+        key = (xp.__name__, arr.dtype)
+        buf = self._scratch.get(key)
+        if buf is None or buf.size < arr.size:
+            buf = self._scratch[key] = xp.empty(arr.size, dtype=arr.dtype)
+        return buf[: arr.size].reshape(arr.shape)
+
+    # ---- checkpoints -----------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state as arrays (copies) and JSON-able values; see the module docstring."""
+        arrays: dict[str, Any] = {}
+        scalars: dict[str, int] = {}
+        for i, p in enumerate(self._params()):
+            for name, value in self.state.get(id(p), {}).items():
+                if name in self.array_state:
+                    arrays[f"{i}.{name}"] = value.copy()
+                else:
+                    scalars[f"{i}.{name}"] = value
+        groups, start = [], 0
+        for group in self.param_groups:
+            options = {k: list(v) if isinstance(v, tuple) else v for k, v in group.items() if k != "params"}
+            options["params"] = list(range(start, start + len(group["params"])))
+            start += len(group["params"])
+            groups.append(options)
+        return {"arrays": arrays, "scalars": scalars, "param_groups": groups}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore hyperparameters and per-parameter state saved by `state_dict()`.
+
+        The groups must hold the same number of parameters, in the same order,
+        as when it was saved. Every mismatch is reported in one error before
+        anything changes. Arrays are copied to each parameter's device and dtype.
+        """
+        lacking = [k for k in ("arrays", "scalars", "param_groups") if k not in state]
+        if lacking:
+            raise ValueError(f"not an optimizer state dict: it lacks {lacking}")
+        params = self._params()
+        problems = []
+        saved_groups = state["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            problems.append(
+                f"the checkpoint has {len(saved_groups)} parameter groups, this optimizer has {len(self.param_groups)}"
+            )
+        start = 0
+        for gi, (saved, own) in enumerate(zip(saved_groups, self.param_groups)):
+            own_indices = list(range(start, start + len(own["params"])))
+            start += len(own["params"])
+            if list(saved.get("params", [])) != own_indices:
+                problems.append(
+                    f"group {gi}: the checkpoint holds parameters {saved.get('params')}, "
+                    f"this optimizer's group holds {own_indices}"
+                )
+            unknown = set(saved) - set(self.defaults) - {"params"}
+            if unknown:
+                problems.append(f"group {gi}: unknown options {sorted(unknown)} for {type(self).__name__}")
+
+        per_param: dict[int, dict[str, Any]] = {}
+        for kind, names in (("arrays", self.array_state), ("scalars", self.scalar_state)):
+            for key, value in state[kind].items():
+                index, _, name = key.partition(".")
+                if not index.isdigit() or int(index) >= len(params) or name not in names:
+                    problems.append(f"unexpected {kind} entry {key!r} (this optimizer has {len(params)} "
+                                    f"parameters and state {list(names)})")
+                    continue
+                i = int(index)
+                if kind == "arrays":
+                    value = value.data if isinstance(value, Tensor) else value
+                    if tuple(value.shape) != params[i].shape:
+                        problems.append(f"{key}: the checkpoint has shape {tuple(value.shape)}, "
+                                        f"parameter {i} has shape {params[i].shape}")
+                per_param.setdefault(i, {})[name] = value
+        for i, entries in sorted(per_param.items()):
+            missing = [n for n in self.array_state + self.scalar_state if n not in entries]
+            if missing:
+                problems.append(f"parameter {i} has state but lacks {missing}")
+        if problems:
+            raise ValueError(f"{type(self).__name__}.load_state_dict failed:\n  " + "\n  ".join(problems))
+
+        for saved, own in zip(saved_groups, self.param_groups):
+            own.update({k: v for k, v in saved.items() if k != "params"})
+        self.state = {}
+        for i, entries in per_param.items():
+            p = params[i]
+            self.state[id(p)] = {
+                # astype copies, so stepping never writes into the caller's arrays
+                name: to_device(v, p.device).astype(p.dtype) if name in self.array_state else int(v)
+                for name, v in entries.items()
+            }
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, as PyTorch defines it:
+
+        d = g + weight_decay * p              (L2 penalty, added to the gradient)
+        buf = momentum * buf + d              (buf starts at 0, so first buf = d)
+        d = d + momentum * buf  if nesterov   else  d = buf
+        p -= lr * d
+    """
+
+    array_state = ("momentum_buffer",)
+
+    def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"SGD needs lr, momentum, weight_decay >= 0, got {lr}, {momentum}, {weight_decay}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay))
+
+    def _new_state(self, p: Any, group: dict[str, Any]) -> dict[str, Any]:
+        return {"momentum_buffer": get_array_module(p).zeros_like(p)} if group["momentum"] else {}
+
+    def _update(self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any], s: Any) -> None:
+        xp = get_array_module(p)
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        # the direction d is built in the scratch so p.grad stays as backward left it
+        d = s
+        if wd:
+            xp.multiply(p, wd, out=d)
+            d += g
+        else:
+            xp.copyto(d, g)
+        if not mu:
+            d *= lr
+            p -= d
+            return
+        buf = state["momentum_buffer"]
+        buf *= mu
+        buf += d
+        if group["nesterov"]:
+            # p -= lr * (d + mu * buf), in two passes to need no second buffer
+            d *= lr
+            p -= d
+            xp.multiply(buf, lr * mu, out=d)
+        else:
+            xp.multiply(buf, lr, out=d)
+        p -= d
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as PyTorch computes it.
+    With t the parameter's step count (from 1):
+
+        p -= lr * weight_decay * p
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2
+        p -= lr * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps)
+    """
+
+    array_state = ("exp_avg", "exp_avg_sq")
+    scalar_state = ("step",)
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01):
+        if lr < 0 or eps < 0 or weight_decay < 0:
+            raise ValueError(f"AdamW needs lr, eps, weight_decay >= 0, got {lr}, {eps}, {weight_decay}")
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"AdamW betas must be in [0, 1), got {betas}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def _new_state(self, p: Any, group: dict[str, Any]) -> dict[str, Any]:
+        xp = get_array_module(p)
+        return {"step": 0, "exp_avg": xp.zeros_like(p), "exp_avg_sq": xp.zeros_like(p)}
+
+    def _update(self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any], s: Any) -> None:
+        xp = get_array_module(p)
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        b1, b2 = group["betas"]
+        state["step"] += 1
+        t = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        if wd:
+            # decoupled: shrink the weights directly rather than through the
+            # gradient, where Adam's per-element scaling would distort it
+            p *= 1.0 - lr * wd
+        xp.multiply(g, 1.0 - b1, out=s)
+        m *= b1
+        m += s
+        xp.multiply(g, g, out=s)
+        s *= 1.0 - b2
+        v *= b2
+        v += s
+        # m and v start at 0 and so underestimate early on; the bias corrections
+        # 1 - beta**t undo that, folded into scalars to save array passes
+        xp.sqrt(v, out=s)
+        s *= 1.0 / math.sqrt(1.0 - b2**t)
+        s += eps
+        xp.divide(m, s, out=s)
+        s *= lr / (1.0 - b1**t)
+        p -= s
+
+
+def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> float:
+    """Scale all gradients together, in place, so their global L2 norm is at most
+    `max_norm`; return the norm they had before (parameters without grad are
+    skipped). A non-finite return value means the step should be skipped."""
+    if max_norm <= 0:
+        raise ValueError(f"max_norm must be positive, got {max_norm}")
+    params = [params] if isinstance(params, Tensor) else params
+    grads = [p.grad for p in params if p.grad is not None]
+    # summed as Python floats (float64) so many float32 parts lose no precision
+    total = math.sqrt(sum(float(get_array_module(g).vdot(g.ravel(), g.ravel())) for g in grads))
+    scale = max_norm / (total + 1e-6)
+    if scale < 1.0:
+        for g in grads:
+            g *= scale
+    return total
+
+
+def cosine_schedule(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+    """Learning rate at `step` (counting from 0): linear warmup, cosine decay, then a floor.
+
+    - step < warmup_steps: max_lr * (step + 1) / warmup_steps, so step 0 is
+      already non-zero and step warmup_steps - 1 reaches max_lr;
+    - warmup_steps <= step < decay_steps: cosine from max_lr (at warmup_steps)
+      towards min_lr;
+    - step >= decay_steps: min_lr, where the cosine ends.
+
+    `decay_steps` counts from step 0, warmup included (nanoGPT's lr_decay_iters).
+    """
+    if step < 0 or warmup_steps < 0 or decay_steps < warmup_steps:
+        raise ValueError(
+            f"need step >= 0 and 0 <= warmup_steps <= decay_steps, got step={step}, "
+            f"warmup_steps={warmup_steps}, decay_steps={decay_steps}"
+        )
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= decay_steps:
+        return min_lr
+    progress = (step - warmup_steps) / (decay_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+def param_groups_for_weight_decay(model: "Module", weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups for an optimizer: matrices (ndim >= 2: linear and embedding
+    weights) decay with `weight_decay`; vectors (biases, norm weights) get none,
+    since shrinking a gain or an offset towards 0 is not a useful prior."""
+    params = model.parameters()
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
