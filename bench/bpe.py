@@ -1,0 +1,142 @@
+"""Benchmark the BPE tokenizer against tiktoken and Hugging Face `tokenizers`.
+
+    python bench/bpe.py            # Tiny Shakespeare (vocab 4096 and 16384) + Gutenberg 10 MB
+    python bench/bpe.py --quick    # Tiny Shakespeare, vocab 4096 only
+
+Training is compared with HF `tokenizers` (byte-level BPE, GPT-2 pre-tokenizer,
+one thread per core as it defaults to); encoding with tiktoken on the very same
+ranks, pattern and special tokens. Missing comparison libraries are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bpe import Tokenizer  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SPECIALS = ["<|endoftext|>"]
+
+
+def best_of(repeats: int, fn) -> tuple[float, object]:
+    """Fastest wall time of `repeats` runs, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def hf_train(text_or_path: str | Path, vocab_size: int) -> float | None:
+    try:
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+    except ImportError:
+        return None
+
+    def run() -> None:
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIALS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        if isinstance(text_or_path, Path):
+            hf.train([str(text_or_path)], trainer)
+        else:
+            hf.train_from_iterator(text_or_path.splitlines(keepends=True), trainer)
+
+    return best_of(1, run)[0]
+
+
+def _train_in_child(path: Path, vocab_size: int, queue) -> None:
+    start = time.perf_counter()
+    Tokenizer.train(path, vocab_size, SPECIALS, progress=False)
+    queue.put((time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def train_file_with_peak_memory(path: Path, vocab_size: int) -> tuple[float, float]:
+    """Train from a path in a fresh process; returns (seconds, peak RSS in MiB)."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_train_in_child, args=(path, vocab_size, queue))
+    child.start()
+    result = queue.get()
+    child.join()
+    return result
+
+
+def row(table: list, what: str, ours: float, theirs: float | None, unit: str, higher_is_better: bool) -> None:
+    if theirs is None:
+        table.append((what, f"{ours:.3g} {unit}", "n/a", "n/a"))
+        return
+    ratio = ours / theirs if higher_is_better else theirs / ours
+    table.append((what, f"{ours:.3g} {unit}", f"{theirs:.3g} {unit}", f"{ratio:.2f}x"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="Tiny Shakespeare at vocab 4096 only")
+    args = parser.parse_args()
+
+    shakespeare = DATA / "tinyshakespeare.txt"
+    if not shakespeare.is_file():
+        sys.exit(f"missing {shakespeare}")
+    text = shakespeare.read_text(encoding="utf-8")
+    mb = len(text.encode("utf-8")) / 1e6
+    table: list[tuple[str, str, str, str]] = []
+
+    tok = None
+    for vocab_size in (4096,) if args.quick else (4096, 16384):
+        seconds, trained = best_of(1 if args.quick else 2, lambda: Tokenizer.train(text, vocab_size, SPECIALS, progress=False))
+        tok = tok or trained
+        row(table, f"train shakespeare -> {vocab_size} (vs HF)", seconds, hf_train(text, vocab_size), "s", False)
+
+    try:
+        import tiktoken
+
+        enc = tiktoken.Encoding("bench", pat_str=tok.pattern, mergeable_ranks=tok.mergeable_ranks(), special_tokens=tok.special_tokens)
+    except ImportError:
+        enc = None
+    tok = Tokenizer(tok.merges, tok.pattern, list(tok.special_tokens))  # an empty pre-token cache
+    cold, ids = best_of(1, lambda: tok.encode(text))
+    warm, _ = best_of(5, lambda: tok.encode(text))
+    theirs = best_of(5, lambda: enc.encode(text))[0] if enc else None
+    if enc:
+        assert enc.encode(text) == ids, "encode differs from tiktoken"
+    row(table, "encode, cold cache (vs tiktoken 1 thread)", mb / cold, mb / theirs if enc else None, "MB/s", True)
+    row(table, "encode, warm cache (vs tiktoken 1 thread)", mb / warm, mb / theirs if enc else None, "MB/s", True)
+
+    paragraphs = text.split("\n\n")
+    ours_batch, _ = best_of(3, lambda: tok.encode_batch(paragraphs))
+    theirs_batch = best_of(3, lambda: enc.encode_batch(paragraphs, num_threads=2))[0] if enc else None
+    row(table, "encode_batch paragraphs (vs tiktoken 2 threads)", mb / ours_batch, mb / theirs_batch if enc else None, "MB/s", True)
+    row(table, "encode_batch paragraphs (vs our warm encode)", mb / ours_batch, mb / warm, "MB/s", True)
+
+    if not args.quick:
+        gutenberg = DATA / "gutenberg_classics.txt"
+        if gutenberg.is_file():
+            seconds, peak = train_file_with_peak_memory(gutenberg, 16384)
+            row(table, "train gutenberg 9.75 MB path -> 16384 (vs HF)", seconds, hf_train(gutenberg, 16384), "s", False)
+            table.append(("  peak memory of that training (RSS)", f"{peak:.0f} MiB", "", ""))
+
+    widths = [max(len(r[i]) for r in [("what", "ours", "theirs", "ratio")] + table) for i in range(4)]
+    for line in [("what", "ours", "theirs", "ratio")] + table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
+    print(f"{os.cpu_count()} cores; ratio > 1 means ours is faster (time ratio for training, throughput ratio for encoding)")
+
+
+if __name__ == "__main__":
+    main()

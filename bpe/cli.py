@@ -1,0 +1,71 @@
+"""Command line: train a tokenizer, encode stdin to ids, decode ids to text.
+
+    python -m bpe train --input corpus.txt --vocab-size 4096 --out tok.bpe
+    echo "hello world" | python -m bpe encode --tokenizer tok.bpe
+    echo "31373 995"   | python -m bpe decode --tokenizer tok.bpe
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .tokenizer import Tokenizer
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (OSError, ValueError) as exc:
+        print(f"bpe {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bpe", description="Byte-level BPE tokenizer.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="learn a tokenizer from a UTF-8 text file")
+    train.add_argument("--input", required=True, type=Path, help="training text (streamed, may be large)")
+    train.add_argument("--vocab-size", required=True, type=int, help="total ids: 256 bytes + merges + special tokens")
+    train.add_argument("--out", required=True, type=Path, help="where to write the tokenizer")
+    train.add_argument("--pattern", default="gpt2", help="'gpt2' (default), 'cl100k' or a regex")
+    train.add_argument("--special", action="append", default=[], metavar="TOKEN", help="a special token (repeatable)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(run=_train)
+
+    for name, run, help_text in (
+        ("encode", _encode, "read text on stdin, write space-separated ids on stdout"),
+        ("decode", _decode, "read whitespace-separated ids on stdin, write text on stdout"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--tokenizer", required=True, type=Path, help="a file written by 'train'")
+        sub.set_defaults(run=run)
+    commands.choices["encode"].add_argument(
+        "--allow-special", action="store_true", help="encode special tokens in the text as their ids"
+    )
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    tok = Tokenizer.train(args.input, args.vocab_size, args.special, args.pattern, progress=not args.quiet)
+    tok.save(args.out)
+    print(f"wrote {args.out}: {tok.vocab_size} ids", file=sys.stderr)
+
+
+def _encode(args: argparse.Namespace) -> None:
+    tok = Tokenizer.load(args.tokenizer)
+    text = sys.stdin.buffer.read().decode("utf-8")
+    ids = tok.encode(text, allowed_special="all" if args.allow_special else "none_raise")
+    sys.stdout.write(" ".join(map(str, ids)) + "\n")
+
+
+def _decode(args: argparse.Namespace) -> None:
+    tok = Tokenizer.load(args.tokenizer)
+    ids = [int(field) for field in sys.stdin.read().split()]
+    sys.stdout.buffer.write(tok.decode_bytes(ids))

@@ -1,0 +1,132 @@
+"""Pre-tokenization: cut text into the pieces that BPE works inside.
+
+BPE never merges across a pre-token boundary, so a word like " hello" is
+learned and encoded independently of its neighbours. The regex below decides
+where those boundaries are; special tokens such as ``<|endoftext|>`` are cut
+out before the regex runs so that it never sees them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from pathlib import Path
+
+import regex
+
+# tiktoken's spelling of GPT-2's pattern ("r50k"). It matches exactly what the
+# original r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+# matches, but the possessive quantifiers spare the engine from backtracking.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+
+# tiktoken's cl100k_base pattern (GPT-3.5/4): case-insensitive contractions,
+# numbers in groups of at most three digits, newlines kept apart from spaces.
+CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+
+NAMED_PATTERNS = {"gpt2": GPT2_PATTERN, "cl100k": CL100K_PATTERN}
+
+# `regex`'s own idea of whitespace, which may differ from str.isspace().
+_NON_SPACE = regex.compile(r"\S")
+
+# Streaming reads this many characters at a time (then cuts at a safe place).
+CHUNK_CHARS = 1 << 20
+
+
+def resolve_pattern(pattern: str) -> str:
+    """Return the regex for a pattern name ("gpt2", "cl100k") or check a custom regex."""
+    pattern = NAMED_PATTERNS.get(pattern, pattern)
+    compile_pattern(pattern)
+    return pattern
+
+
+@lru_cache(maxsize=16)
+def compile_pattern(pattern: str) -> regex.Pattern:
+    try:
+        return regex.compile(pattern)
+    except regex.error as exc:
+        raise ValueError(f"invalid pre-tokenization pattern {pattern!r}: {exc}") from None
+
+
+@lru_cache(maxsize=64)
+def special_regex(names: frozenset[str]) -> regex.Pattern | None:
+    """A regex matching any of the given special tokens, or None for no tokens.
+
+    Longer names come first so that when one special token is a prefix of
+    another, the longer one wins regardless of set order.
+    """
+    if not names:
+        return None
+    ordered = sorted(names, key=lambda s: (-len(s), s))
+    return regex.compile("|".join(regex.escape(name) for name in ordered))
+
+
+def _safe_cut(buffer: str, specials: frozenset[str]) -> int:
+    """Index near the end of `buffer` where the text can be split in two.
+
+    We cut just before a space that follows a non-space character. For the
+    built-in patterns no pre-token contains "<non-space><space>" and no
+    pre-token ending in a non-space looks past itself, so both halves
+    pre-tokenize exactly as the whole would (a custom pattern may not have
+    this property; then chunk edges can shift a few pre-tokens). Returns 0
+    when there is no such place, and the caller keeps reading. A cut inside
+    a special token moves to its start: special tokens are boundaries anyway.
+    """
+    cut = buffer.rfind(" ")
+    while cut > 0 and not _NON_SPACE.match(buffer, cut - 1):
+        cut = buffer.rfind(" ", 0, cut)
+    if cut <= 0:
+        return 0
+    if specials:
+        reach = max(map(len, specials))
+        for m in special_regex(specials).finditer(buffer, max(0, cut - reach), cut + reach):
+            if m.start() < cut < m.end():
+                return m.start()
+    return cut
+
+
+def _chunks_of(stream: io.TextIOBase, specials: frozenset[str]) -> Iterator[str]:
+    buffer = ""
+    while block := stream.read(CHUNK_CHARS):
+        buffer += block
+        cut = _safe_cut(buffer, specials)
+        if cut:
+            yield buffer[:cut]
+            buffer = buffer[cut:]
+    if buffer:
+        yield buffer
+
+
+def iter_texts(source: str | os.PathLike | Iterable[str], specials: frozenset[str]) -> Iterator[str]:
+    """Yield a corpus as bounded pieces of text that can be pre-tokenized separately.
+
+    A `str` is text, an `os.PathLike` is a UTF-8 file (read in chunks, never
+    whole), and anything else is an iterable of separate documents.
+    """
+    if isinstance(source, str):
+        yield from _chunks_of(io.StringIO(source), specials)
+    elif isinstance(source, os.PathLike):
+        # newline="" keeps "\r\n" as is, so a file trains like its text in memory.
+        with open(Path(source), encoding="utf-8", newline="") as f:
+            yield from _chunks_of(f, specials)
+    else:
+        for text in source:
+            if not isinstance(text, str):
+                raise TypeError(f"expected an iterable of str, got an item of type {type(text).__name__}")
+            yield from _chunks_of(io.StringIO(text), specials)
+
+
+def count_pretokens(text: str, pattern: str, specials: frozenset[str]) -> Counter[str]:
+    """How often each distinct pre-token occurs in `text` (special tokens excluded)."""
+    splitter = special_regex(specials)
+    segments = splitter.split(text) if splitter is not None else (text,)
+    compiled = compile_pattern(pattern)
+    counts: Counter[str] = Counter()
+    for segment in segments:
+        counts.update(compiled.findall(segment))
+    return counts

@@ -1,0 +1,272 @@
+"""The Tokenizer: train, encode, decode, save and load a byte-level BPE."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import warnings
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Sequence, Set
+from itertools import chain
+from typing import Literal, Union
+
+from tqdm import tqdm
+
+from . import files
+from .encode import encode_piece
+from .gpt2 import read_gpt2_files
+from .pretokenize import GPT2_PATTERN, compile_pattern, count_pretokens, iter_texts, resolve_pattern, special_regex
+from .train import learn_merges
+
+AllowedSpecial = Union[Literal["none_raise", "none", "all"], Set[str]]
+Corpus = Union[str, os.PathLike, Iterable[str]]
+
+# Pre-token -> ids entries kept before the cache is emptied (about 40 MB).
+CACHE_LIMIT = 1 << 18
+# encode_batch forks workers only when there is at least this much text.
+PARALLEL_MIN_CHARS = 1 << 20
+
+
+class Tokenizer:
+    """A byte-level BPE tokenizer with tiktoken's encoding semantics.
+
+    Ids 0-255 are single bytes, id 256 + i is made by merge i, and special
+    tokens come last. Build one with `train`, `load` or `from_gpt2`.
+    """
+
+    def __init__(
+        self,
+        merges: Sequence[tuple[int, int]] = (),
+        pattern: str = "gpt2",
+        special_tokens: Iterable[str] = (),
+        byte_order: Sequence[int] | None = None,
+    ) -> None:
+        """`byte_order[i]` is the byte that id i stands for (default: byte i is id i)."""
+        self.pattern: str = resolve_pattern(pattern)
+        self._regex = compile_pattern(self.pattern)
+        self._merges = [(int(left), int(right)) for left, right in merges]
+        self._byte_order = list(byte_order) if byte_order is not None else None
+        if self._byte_order is not None and sorted(self._byte_order) != list(range(256)):
+            raise ValueError("byte_order must list each of the 256 byte values once")
+        vocab = [bytes([b]) for b in (self._byte_order or range(256))]
+        for left, right in self._merges:
+            if not (0 <= left < len(vocab) and 0 <= right < len(vocab)):
+                raise ValueError(f"merge ({left}, {right}) for id {len(vocab)} refers to an id that does not exist yet")
+            vocab.append(vocab[left] + vocab[right])
+        self._ranks = {token: i for i, token in enumerate(vocab)}
+        if len(self._ranks) != len(vocab):
+            raise ValueError("two merges make the same bytes; token bytes must be unique")
+
+        names = list(special_tokens)
+        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"special tokens must be distinct non-empty strings, got {names!r}")
+        self.special_tokens: dict[str, int] = {name: len(vocab) + i for i, name in enumerate(names)}
+        self._special_names = frozenset(names)
+        self._decoder = dict(enumerate(vocab))
+        self._decoder.update((i, name.encode("utf-8")) for name, i in self.special_tokens.items())
+        self._cache: dict[str, tuple[int, ...]] = {}
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def train(
+        cls,
+        corpus: Corpus,
+        vocab_size: int,
+        special_tokens: Iterable[str] = (),
+        pattern: str = "gpt2",
+        progress: bool = True,
+    ) -> Tokenizer:
+        """Learn a tokenizer of `vocab_size` ids (bytes + merges + special tokens).
+
+        `corpus` is a `str`, a path (`os.PathLike`, read in chunks so it may be
+        larger than memory) or an iterable of documents. `pattern` is "gpt2",
+        "cl100k" or a regex. Each merge joins the most frequent adjacent pair;
+        ties go to the smallest (left id, right id). If the corpus runs out of
+        pairs first, training stops early with a warning.
+        """
+        names = list(special_tokens)
+        n_merges = vocab_size - 256 - len(names)
+        if n_merges < 0:
+            raise ValueError(
+                f"vocab_size={vocab_size} is too small: it must be at least 256 bytes + {len(names)} special tokens"
+            )
+        pattern = resolve_pattern(pattern)
+        specials = frozenset(names)
+        counts: Counter[str] = Counter()
+        chunks = tqdm(iter_texts(corpus, specials), desc="counting pre-tokens", unit=" chunks", delay=2.0, disable=not progress)
+        for chunk in chunks:
+            counts.update(count_pretokens(chunk, pattern, specials))
+        word_counts = {_utf8(word): n for word, n in counts.items()}
+        del counts
+        merges = learn_merges(word_counts, n_merges, progress)
+        if len(merges) < n_merges:
+            warnings.warn(
+                f"the corpus is too small for vocab_size={vocab_size}: only {len(merges)} merges were possible "
+                f"(of {n_merges}), so the vocabulary has {256 + len(merges) + len(names)} ids",
+                stacklevel=2,
+            )
+        return cls(merges, pattern, names)
+
+    @classmethod
+    def from_gpt2(cls, encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike) -> Tokenizer:
+        """GPT-2's tokenizer from its released files; gives GPT-2's exact ids."""
+        byte_order, merges, specials = read_gpt2_files(encoder_json, vocab_bpe)
+        return cls(merges, GPT2_PATTERN, sorted(specials, key=specials.get), byte_order)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
+        """Load a file written by `save`; raises `TokenizerFileError` on anything else."""
+        spec = files.read(path)
+        try:
+            return cls(spec.merges, spec.pattern, sorted(spec.special_tokens, key=spec.special_tokens.get), spec.byte_order)
+        except ValueError as exc:
+            raise files.TokenizerFileError(f"{path}: {exc}") from None
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the tokenizer to `path` atomically (see `bpe.files` for the format)."""
+        files.write(path, files.TokenizerSpec(self._merges, self.pattern, dict(self.special_tokens), self._byte_order))
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._decoder)
+
+    @property
+    def merges(self) -> list[tuple[int, int]]:
+        """The learned merges in order: merge i joins (left id, right id) into id 256 + i."""
+        return list(self._merges)
+
+    def mergeable_ranks(self) -> dict[bytes, int]:
+        """Token bytes -> id for every non-special token, as `tiktoken.Encoding` takes them."""
+        return dict(self._ranks)
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(self, text: str, allowed_special: AllowedSpecial = "none_raise") -> list[int]:
+        """Token ids for `text`, exactly as tiktoken would produce them.
+
+        Special tokens in the text: "none_raise" (default) raises ValueError,
+        "none" encodes them as ordinary text, "all" or a set of names turns
+        those into their special ids (others still raise). A lone surrogate
+        in `text` raises ValueError: it has no UTF-8 bytes.
+        """
+        if allowed_special == "none":
+            return self.encode_ordinary(text)
+        allowed = self._allowed(allowed_special)
+        disallowed = self._special_names - allowed
+        if disallowed and (found := special_regex(disallowed).search(text)):
+            raise ValueError(
+                f"text contains the special token {found.group()!r} at index {found.start()}; pass "
+                f"allowed_special={{{found.group()!r}}} or 'all' to encode it as a special token, "
+                f"or allowed_special='none' to encode it as plain text"
+            )
+        if not allowed:
+            return self.encode_ordinary(text)
+        ids: list[int] = []
+        start = 0
+        for found in special_regex(allowed).finditer(text):
+            ids += self.encode_ordinary(text[start : found.start()])
+            ids.append(self.special_tokens[found.group()])
+            start = found.end()
+        ids += self.encode_ordinary(text[start:])
+        return ids
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Token ids for `text`, treating special tokens as plain text."""
+        pieces = self._regex.findall(text)
+        # The common case: every pre-token is cached and the whole loop runs in C.
+        try:
+            return list(chain.from_iterable(map(self._cache.__getitem__, pieces)))
+        except KeyError:
+            pass
+        if len(self._cache) > CACHE_LIMIT:
+            self._cache.clear()
+        for piece in set(pieces).difference(self._cache):
+            self._cache[piece] = tuple(encode_piece(_utf8(piece), self._ranks))
+        return list(chain.from_iterable(map(self._cache.__getitem__, pieces)))
+
+    def encode_batch(
+        self, texts: Iterable[str], allowed_special: AllowedSpecial = "none_raise", workers: int | None = None
+    ) -> list[list[int]]:
+        """`encode` for each text, in order; large batches are split over `workers` processes (default: all cores)."""
+        texts = list(texts)
+        workers = workers or os.cpu_count() or 1
+        fork_ok = "fork" in multiprocessing.get_all_start_methods()
+        workers = min(workers, len(texts))
+        if workers < 2 or not fork_ok or sum(map(len, texts)) < PARALLEL_MIN_CHARS:
+            return [self.encode(text, allowed_special) for text in texts]
+        self._allowed(allowed_special)  # fail here, not inside a worker
+        bounds = [len(texts) * w // workers for w in range(workers + 1)]
+        ranges = list(zip(bounds, bounds[1:]))
+        # This process encodes the first share while forked workers do the rest.
+        # fork lets them inherit this tokenizer (warm cache included) and the
+        # texts without pickling; they send back flat arrays of ids, which
+        # pickle as raw bytes, with the length of each text's part.
+        with multiprocessing.get_context("fork").Pool(workers - 1, _worker_init, (self, texts, allowed_special)) as pool:
+            pending = pool.map_async(_worker_encode, ranges[1:], chunksize=1)
+            batch = [self.encode(text, allowed_special) for text in texts[: bounds[1]]]
+            for flat_ids, lengths in pending.get():
+                flat = flat_ids.tolist()
+                start = 0
+                for n in lengths:
+                    batch.append(flat[start : start + n])
+                    start += n
+        return batch
+
+    def _allowed(self, allowed_special: AllowedSpecial) -> frozenset[str]:
+        if allowed_special == "all":
+            return self._special_names
+        if allowed_special in ("none_raise", "none"):
+            return frozenset()
+        if isinstance(allowed_special, str):
+            raise ValueError(f"allowed_special must be 'none_raise', 'none', 'all' or a set, got {allowed_special!r}")
+        allowed = frozenset(allowed_special)
+        if unknown := allowed - self._special_names:
+            raise ValueError(f"unknown special tokens in allowed_special: {sorted(unknown)!r}")
+        return allowed
+
+    # ------------------------------------------------------------------ decoding
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The raw bytes behind `ids` (special tokens as their UTF-8 text)."""
+        try:
+            return b"".join(map(self._decoder.__getitem__, ids))
+        except KeyError as exc:
+            raise ValueError(
+                f"token id {exc.args[0]!r} is out of range: this tokenizer has ids 0 to {self.vocab_size - 1}"
+            ) from None
+
+    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
+        """Text for `ids`; bytes that are not valid UTF-8 become U+FFFD by default."""
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self._merges)}, special_tokens={self.special_tokens})"
+
+
+def _utf8(piece: str) -> bytes:
+    try:
+        return piece.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"text contains a lone surrogate {piece[exc.start]!r} (in {piece!r}), which has no UTF-8 encoding; "
+            f"fix the text first, e.g. with text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')"
+        ) from None
+
+
+_worker_job: tuple[Tokenizer, list[str], AllowedSpecial] | None = None
+
+
+def _worker_init(tokenizer: Tokenizer, texts: list[str], allowed_special: AllowedSpecial) -> None:
+    global _worker_job
+    _worker_job = (tokenizer, texts, allowed_special)
+
+
+def _worker_encode(bounds: tuple[int, int]) -> tuple[array, array]:
+    assert _worker_job is not None
+    tokenizer, texts, allowed_special = _worker_job
+    encoded = [tokenizer.encode(text, allowed_special) for text in texts[bounds[0] : bounds[1]]]
+    return array("q", chain.from_iterable(encoded)), array("q", map(len, encoded))
