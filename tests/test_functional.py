@@ -1,0 +1,526 @@
+"""Fused ops: finite-difference property tests, agreement with the same math
+composed from primitives (forward and backward), and the edge cases each op promises."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinytensor as tt
+from tinytensor import functional as F
+
+seeds = st.integers(0, 2**31 - 1)
+
+
+def rand(shape, seed, low=-2.0, high=2.0, dtype=np.float64, device="cpu"):
+    arr = np.random.default_rng(seed).uniform(low, high, size=shape)
+    return tt.tensor(arr, requires_grad=True, dtype=dtype, device=device)
+
+
+def keep_mask(shape, p, seed):
+    """The dropout mask F draws after tt.manual_seed(seed): 16 random bits per element vs round(p * 2^16)."""
+    tt.manual_seed(seed)
+    return tt.random.generator().integers(0, 1 << 16, size=shape, dtype=np.uint16) >= round(p * 65536)
+
+
+def leaves(*tensors):
+    """Fresh leaves with the same data (so two graphs do not share .grad)."""
+    return [None if t is None else tt.Tensor(t.data.copy(), requires_grad=True) for t in tensors]
+
+
+def assert_same(fused, composed, inputs, seed=0, rtol=1e-7, atol=1e-9):
+    """fused(*inputs) equals composed(*inputs), and so do the gradients of sum(y * w)."""
+    a, b = leaves(*inputs), leaves(*inputs)
+    ya, yb = fused(*a), composed(*b)
+    np.testing.assert_allclose(ya.numpy(), yb.numpy(), rtol=rtol, atol=atol)
+    w = np.random.default_rng(seed).standard_normal(ya.shape)
+    ya.backward(w)
+    yb.backward(w)
+    for ta, tb in zip(a, b):
+        if ta is not None:
+            np.testing.assert_allclose(ta.grad, tb.grad, rtol=rtol, atol=atol)
+
+
+# ---- the same math from primitives ---------------------------------------------------
+def softmax_ref(x, axis=-1):
+    e = (x - x.max(axis=axis, keepdims=True).detach()).exp()
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax_ref(x, axis=-1):
+    s = x - x.max(axis=axis, keepdims=True).detach()
+    return s - s.exp().sum(axis=axis, keepdims=True).log()
+
+
+def cross_entropy_ref(logits, targets, ignore_index=-100, reduction="mean"):
+    v = logits.shape[-1]
+    t = np.asarray(targets).reshape(-1)
+    valid = t != ignore_index
+    logp = log_softmax_ref(logits.reshape(-1, v))
+    picked = logp[np.arange(len(t)), np.where(valid, t, 0)]
+    losses = -picked * valid.astype(np.float64)
+    if reduction == "none":
+        return losses.reshape(np.asarray(targets).shape)
+    if reduction == "sum":
+        return losses.sum()
+    return losses.sum() / max(int(valid.sum()), 1)
+
+
+def layer_norm_ref(x, w, b, eps=1e-5):
+    xc = x - x.mean(axis=-1, keepdims=True)
+    y = xc / ((xc * xc).mean(axis=-1, keepdims=True) + eps).sqrt()
+    y = y * w if w is not None else y
+    return y + b if b is not None else y
+
+
+def rms_norm_ref(x, w, eps=1e-5):
+    y = x / ((x * x).mean(axis=-1, keepdims=True) + eps).sqrt()
+    return y * w if w is not None else y
+
+
+def gelu_tanh_ref(x):
+    return 0.5 * x * (1 + ((x + 0.044715 * x ** 3) * math.sqrt(2 / math.pi)).tanh())
+
+
+def silu_ref(x):
+    return x / (1 + (-x).exp())
+
+
+def attention_ref(q, k, v, causal=True, mask=None, scale=None, keep=None, dropout_p=0.0):
+    tq, tk, d = q.shape[-2], k.shape[-2], q.shape[-1]
+    s = (q @ k.swapaxes(-1, -2)) * (1 / math.sqrt(d) if scale is None else scale)
+    if causal:
+        s = s.masked_fill(np.triu(np.ones((tq, tk), dtype=bool), k=tk - tq + 1), -np.inf)
+    if mask is not None:
+        s = s.masked_fill(~mask, -np.inf) if mask.dtype == bool else s + mask
+    p = softmax_ref(s)
+    if keep is not None:
+        p = p * (keep / (1 - dropout_p))
+    return p @ v
+
+
+# ---- softmax, log_softmax ------------------------------------------------------------
+@pytest.mark.parametrize("fn", [F.softmax, F.log_softmax])
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3), data=st.data(), seed=seeds)
+def test_softmax_gradcheck(fn, shape, data, seed):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    assert tt.gradcheck(lambda x: fn(x, axis=axis), [rand(shape, seed, -3, 3)])
+
+
+@pytest.mark.parametrize("fn, ref", [(F.softmax, softmax_ref), (F.log_softmax, log_softmax_ref)])
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3), data=st.data(), seed=seeds)
+def test_softmax_matches_primitives(fn, ref, shape, data, seed):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    assert_same(lambda x: fn(x, axis), lambda x: ref(x, axis), [rand(shape, seed, -5, 5)], seed)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_is_finite_on_extreme_logits(dtype):
+    x = tt.tensor([[1000.0, 0.0, -1000.0], [-np.inf, -np.inf, 3.0]], requires_grad=True, dtype=dtype)
+    for fn in (F.softmax, F.log_softmax):
+        x.grad = None
+        y = fn(x)
+        assert y.dtype == dtype
+        expected_p = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+        if fn is F.softmax:
+            np.testing.assert_array_equal(y.numpy(), expected_p)
+        else:
+            np.testing.assert_array_equal(y.numpy()[0], [0.0, -1000.0, -2000.0])
+            np.testing.assert_array_equal(y.numpy()[1], [-np.inf, -np.inf, 0.0])
+        y.backward(np.ones(y.shape))
+        assert np.isfinite(x.grad).all()
+
+
+# ---- cross-entropy ----------------------------------------------------------------
+@st.composite
+def ce_case(draw):
+    lead = tuple(draw(st.lists(st.integers(1, 6), min_size=1, max_size=2)))
+    v = draw(st.integers(1, 8))
+    seed = draw(seeds)
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, v, size=lead)
+    targets[rng.random(lead) < draw(st.sampled_from([0.0, 0.3, 1.0]))] = -100  # ignore_index hits
+    return lead + (v,), targets, seed, draw(st.sampled_from(["mean", "sum", "none"]))
+
+
+@given(case=ce_case())
+def test_cross_entropy_gradcheck(case):
+    shape, targets, seed, reduction = case
+    fn = lambda lg: F.cross_entropy(lg, targets, reduction=reduction)  # noqa: E731
+    assert tt.gradcheck(fn, [rand(shape, seed, -4, 4)])
+
+
+@given(case=ce_case())
+def test_cross_entropy_matches_primitives(case):
+    shape, targets, seed, reduction = case
+    assert_same(lambda lg: F.cross_entropy(lg, tt.tensor(targets), reduction=reduction),
+                lambda lg: cross_entropy_ref(lg, targets, reduction=reduction), [rand(shape, seed, -4, 4)], seed)
+
+
+def test_cross_entropy_custom_ignore_index_and_all_ignored():
+    logits = rand((2, 3, 5), 0)
+    targets = np.array([[1, 7, 4], [7, 0, 2]])
+    assert_same(lambda lg: F.cross_entropy(lg, targets, ignore_index=7),
+                lambda lg: cross_entropy_ref(lg, targets, ignore_index=7), [logits])
+    # every target ignored: "mean" is defined as 0 with a zero gradient
+    loss = F.cross_entropy(logits, np.full((2, 3), -100))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert not logits.grad.any()
+
+
+def test_cross_entropy_extreme_logits_stay_finite():
+    logits = tt.tensor([[1000.0, 0.0, -1000.0], [0.0, 1000.0, -1000.0]], requires_grad=True)
+    loss = F.cross_entropy(logits, [0, 0])
+    np.testing.assert_allclose(loss.item(), 500.0)
+    loss.backward()
+    np.testing.assert_allclose(logits.grad, [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-6)  # (softmax - onehot) / 2
+
+
+def test_cross_entropy_errors():
+    logits = rand((4, 5), 0)
+    with pytest.raises(IndexError, match=r"target 5 .* 5 classes"):
+        F.cross_entropy(logits, [0, 1, 5, 2])
+    with pytest.raises(IndexError, match=r"target -3"):
+        F.cross_entropy(logits, [0, 1, -3, 2])
+    with pytest.raises(ValueError, match=r"\(4, 5\).*\(3,\)"):
+        F.cross_entropy(logits, [0, 1, 2])
+    with pytest.raises(TypeError, match="integers"):
+        F.cross_entropy(logits, np.zeros(4))
+    with pytest.raises(ValueError, match="reduction"):
+        F.cross_entropy(logits, [0, 1, 2, 3], reduction="avg")
+
+
+# ---- layer_norm, rms_norm -------------------------------------------------------------
+norm_shapes = st.tuples(st.lists(st.integers(1, 4), max_size=2), st.integers(1, 8))
+
+
+@given(shape=norm_shapes, seed=seeds, affine=st.sampled_from([(True, True), (True, False), (False, True),
+                                                               (False, False)]))
+def test_layer_norm_gradcheck_and_matches_primitives(shape, seed, affine):
+    lead, c = shape
+    x = rand(tuple(lead) + (c,), seed)
+    w = rand((c,), seed + 1) if affine[0] else None
+    b = rand((c,), seed + 2) if affine[1] else None
+    inputs = [t for t in (x, w, b) if t is not None]
+
+    def pack(fn):
+        def run(*ts):
+            it = iter(ts)
+            return fn(next(it), next(it) if w is not None else None, next(it) if b is not None else None)
+        return run
+
+    assert tt.gradcheck(pack(lambda x, w, b: F.layer_norm(x, w, b, eps=1e-3)), inputs)
+    assert_same(pack(F.layer_norm), pack(layer_norm_ref), inputs, seed, rtol=1e-6, atol=1e-8)
+
+
+@given(shape=norm_shapes, seed=seeds, weighted=st.booleans())
+def test_rms_norm_gradcheck_and_matches_primitives(shape, seed, weighted):
+    lead, c = shape
+    x = rand(tuple(lead) + (c,), seed)
+    inputs = [x, rand((c,), seed + 1)] if weighted else [x]
+    fused = (lambda x, w: F.rms_norm(x, w)) if weighted else (lambda x: F.rms_norm(x, None))
+    composed = (lambda x, w: rms_norm_ref(x, w)) if weighted else (lambda x: rms_norm_ref(x, None))
+    assert tt.gradcheck(fused, inputs)
+    assert_same(fused, composed, inputs, seed, rtol=1e-6, atol=1e-8)
+
+
+def test_norm_shape_errors():
+    with pytest.raises(ValueError, match=r"\(4,\).*\(2, 3\)"):
+        F.layer_norm(rand((2, 3), 0), rand((4,), 0), None)
+    with pytest.raises(ValueError, match=r"\(3, 1\).*\(2, 3\)"):
+        F.layer_norm(rand((2, 3), 0), None, rand((3, 1), 0))
+    with pytest.raises(ValueError, match=r"\(5,\).*\(2, 3\)"):
+        F.rms_norm(rand((2, 3), 0), rand((5,), 0))
+
+
+# ---- activations ------------------------------------------------------------------
+activation_shapes = st.lists(st.integers(1, 5), max_size=3)
+
+
+@pytest.mark.parametrize("fn", [lambda x: F.gelu(x), lambda x: F.gelu(x, approximate="none"), F.silu,
+                                F.tanh], ids=["gelu_tanh", "gelu_erf", "silu", "tanh"])
+@given(shape=activation_shapes, seed=seeds)
+def test_activation_gradcheck(fn, shape, seed):
+    assert tt.gradcheck(fn, [rand(shape, seed, -5, 5)])
+
+
+@given(shape=activation_shapes, seed=seeds)
+def test_activations_match_primitives(shape, seed):
+    x = rand(shape, seed, -6, 6)
+    assert_same(F.gelu, gelu_tanh_ref, [x], seed)
+    assert_same(F.silu, silu_ref, [x], seed)
+
+
+def test_gelu_exact_against_erf_and_extremes():
+    x = np.linspace(-8, 8, 101)
+    y = F.gelu(tt.tensor(x, dtype=np.float64), approximate="none").numpy()
+    np.testing.assert_allclose(y, [v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x], rtol=1e-12, atol=1e-15)
+    big = tt.tensor([-1000.0, -50.0, 0.0, 50.0, 1000.0], requires_grad=True)
+    for fn in (F.gelu, F.silu, lambda t: F.gelu(t, approximate="none")):
+        big.grad = None
+        y = fn(big)
+        y.sum().backward()
+        np.testing.assert_allclose(y.numpy(), [0, 0, 0, 50, 1000], atol=1e-6)
+        np.testing.assert_allclose(big.grad, [0, 0, 0.5, 1, 1], atol=1e-6)
+    with pytest.raises(ValueError, match="approximate"):
+        F.gelu(big, approximate="fast")
+
+
+def test_relu_wrapper():
+    x = tt.tensor([-1.0, 2.0], requires_grad=True)
+    F.relu(x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0, 1])
+
+
+# ---- attention ------------------------------------------------------------------
+@st.composite
+def attention_case(draw, max_t=17):
+    b, h = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    tk = draw(st.integers(1, max_t))
+    causal = draw(st.booleans())
+    # causal: Tq <= Tk (a query block at the end of a key cache); else any Tq
+    tq = draw(st.integers(1, tk)) if causal else draw(st.integers(1, max_t))
+    d, dv = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    seed = draw(seeds)
+    rng = np.random.default_rng(seed)
+    kind = draw(st.sampled_from([None, "bool", "float"]))
+    mshape = draw(st.sampled_from([(b, h, tq, tk), (tq, tk), (b, 1, 1, tk), (1, tk)]))
+    mask = None
+    if kind == "bool":
+        mask = rng.random(mshape) < 0.7
+        mask[..., 0] = True  # every query keeps key 0, so no row is fully masked
+    elif kind == "float":
+        mask = rng.uniform(-2, 2, size=mshape)
+    dropout_p = draw(st.sampled_from([0.0, 0.0, 0.3]))
+    scale = draw(st.sampled_from([None, 0.7]))
+    return (b, h, tq, tk, d, dv), causal, mask, dropout_p, scale, seed
+
+
+def qkv(shape, seed, dtype=np.float64, device="cpu"):
+    b, h, tq, tk, d, dv = shape
+    return (rand((b, h, tq, d), seed, dtype=dtype, device=device),
+            rand((b, h, tk, d), seed + 1, dtype=dtype, device=device),
+            rand((b, h, tk, dv), seed + 2, dtype=dtype, device=device))
+
+
+@given(case=attention_case())
+def test_attention_gradcheck(case):
+    shape, causal, mask, dropout_p, scale, seed = case
+
+    def fn(q, k, v):
+        tt.manual_seed(seed)  # the same dropout mask on every call
+        return F.scaled_dot_product_attention(q, k, v, causal=causal, attn_mask=mask, dropout_p=dropout_p,
+                                              scale=scale)
+
+    assert tt.gradcheck(fn, qkv(shape, seed), max_elements=40)
+
+
+@given(case=attention_case())
+def test_attention_matches_primitives(case):
+    shape, causal, mask, dropout_p, scale, seed = case
+    b, h, tq, tk, d, dv = shape
+    keep = keep_mask((b, h, tq, tk), dropout_p, seed) if dropout_p else None
+
+    def fused(q, k, v):
+        tt.manual_seed(seed)
+        return F.scaled_dot_product_attention(q, k, v, causal, mask, dropout_p, scale)
+
+    assert_same(fused, lambda q, k, v: attention_ref(q, k, v, causal, mask, scale, keep, dropout_p),
+                qkv(shape, seed), seed, rtol=1e-6, atol=1e-9)
+
+
+@given(shape=st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 9), st.integers(0, 8),
+                       st.integers(1, 3)), seed=seeds, data=st.data())
+def test_attention_is_causal(shape, seed, data):
+    b, h, tq, extra, d = shape
+    tk = tq + extra
+    q, k, v = qkv((b, h, tq, tk, d, d), seed)
+    out = F.scaled_dot_product_attention(q, k, v).numpy()
+    j = data.draw(st.integers(0, tk - 1))  # change keys and values from absolute position j on
+    k2, v2 = k.numpy().copy(), v.numpy().copy()
+    k2[..., j:, :] += 1.0
+    v2[..., j:, :] -= 3.0
+    out2 = F.scaled_dot_product_attention(q, tt.tensor(k2), tt.tensor(v2)).numpy()
+    earlier = max(0, j - (tk - tq))  # query i sits at position tk - tq + i and sees keys <= that
+    np.testing.assert_array_equal(out[..., :earlier, :], out2[..., :earlier, :])
+    assert not np.allclose(out[..., earlier:, :], out2[..., earlier:, :])
+
+
+def test_attention_query_block_is_bottom_right_aligned():
+    q, k, v = qkv((2, 3, 10, 10, 4, 4), 0)
+    full = F.scaled_dot_product_attention(q, k, v).numpy()
+    last = F.scaled_dot_product_attention(q[:, :, 6:], k, v).numpy()
+    np.testing.assert_allclose(last, full[:, :, 6:], rtol=1e-12)
+
+
+def test_attention_fully_masked_rows_are_zero():
+    q, k, v = qkv((1, 2, 5, 3, 4, 4), 0)  # causal with Tq > Tk: the first two queries see no key
+    out = F.scaled_dot_product_attention(q, k, v)
+    out.backward(np.ones(out.shape))
+    assert np.isfinite(out.numpy()).all() and np.isfinite(q.grad).all()
+    assert not out.numpy()[:, :, :2].any() and not q.grad[:, :, :2].any()
+    # the others match plain attention of the last three queries over the three keys
+    np.testing.assert_allclose(out.numpy()[:, :, 2:], attention_ref(q[:, :, 2:], k, v).numpy(), rtol=1e-12)
+
+
+def test_attention_shape_errors():
+    q, k, v = qkv((1, 2, 4, 5, 3, 3), 0)
+    with pytest.raises(ValueError, match=r"\(1, 2, 4, 3\).*\(1, 2, 6, 3\)"):
+        F.scaled_dot_product_attention(q, tt.tensor(np.zeros((1, 2, 6, 3))), v)
+    with pytest.raises(ValueError, match=r"attn_mask of shape \(3, 5\).*\(1, 2, 4, 5\)"):
+        F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((3, 5), dtype=bool))
+
+
+# ---- embedding -------------------------------------------------------------------
+@given(v=st.integers(1, 10), c=st.integers(1, 5), ids_shape=st.lists(st.integers(1, 6), max_size=2), seed=seeds)
+def test_embedding_gradcheck_and_matches_primitives(v, c, ids_shape, seed):
+    ids = np.random.default_rng(seed).integers(0, v, size=ids_shape)
+    w = rand((v, c), seed)
+    assert tt.gradcheck(lambda w: F.embedding(ids, w), [w])
+    assert_same(lambda w: F.embedding(tt.tensor(ids), w), lambda w: w[ids], [w], seed)
+
+
+def test_embedding_repeated_ids_accumulate():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 50, size=(8, 64))  # many repeats
+    w = tt.tensor(rng.standard_normal((50, 16)), requires_grad=True, dtype=np.float32)
+    g = rng.standard_normal((8, 64, 16)).astype(np.float32)
+    F.embedding(ids, w).backward(g)
+    expected = np.zeros((50, 16), dtype=np.float32)
+    np.add.at(expected, ids.reshape(-1), g.reshape(-1, 16))
+    assert w.grad.dtype == np.float32
+    np.testing.assert_allclose(w.grad, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_errors():
+    w = rand((10, 3), 0)
+    with pytest.raises(IndexError, match=r"id 10 .* vocabulary of 10"):
+        F.embedding([1, 10], w)
+    with pytest.raises(IndexError, match=r"id -1 .* vocabulary of 10"):
+        F.embedding(np.array([[-1, 2]]), w)
+    with pytest.raises(TypeError, match="integers"):
+        F.embedding(np.array([1.0]), w)
+
+
+# ---- linear -----------------------------------------------------------------------
+@given(lead=st.lists(st.integers(1, 4), max_size=2), n_in=st.integers(1, 5), n_out=st.integers(1, 5),
+       bias=st.booleans(), seed=seeds)
+def test_linear_gradcheck_and_matches_primitives(lead, n_in, n_out, bias, seed):
+    x, w = rand(tuple(lead) + (n_in,), seed), rand((n_out, n_in), seed + 1)
+    if bias:
+        inputs = [x, w, rand((n_out,), seed + 2)]
+        fused, composed = F.linear, lambda x, w, b: x @ w.T + b
+    else:
+        inputs = [x, w]
+        fused, composed = F.linear, lambda x, w: x @ w.T
+    assert tt.gradcheck(fused, inputs)
+    assert_same(fused, composed, inputs, seed)
+
+
+def test_linear_shape_errors():
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4, 5\)"):
+        F.linear(rand((2, 3), 0), rand((4, 5), 0))
+    with pytest.raises(ValueError, match=r"\(3,\).*\(4, 3\)"):
+        F.linear(rand((2, 3), 0), rand((4, 3), 0), rand((3,), 0))
+
+
+# ---- dropout ----------------------------------------------------------------------
+@given(shape=activation_shapes, seed=seeds, p=st.sampled_from([0.1, 0.5, 0.9]))
+def test_dropout_gradcheck_and_matches_primitives(shape, seed, p):
+    def fused(x):
+        tt.manual_seed(seed)
+        return F.dropout(x, p)
+
+    keep = keep_mask(tuple(shape), p, seed)
+    assert tt.gradcheck(fused, [rand(shape, seed)])
+    assert_same(fused, lambda x: x * (keep / (1 - p)), [rand(shape, seed)], seed)
+
+
+def test_dropout_identity_and_statistics():
+    x = rand((200, 500), 0, 0.5, 1.5, dtype=np.float32)
+    assert F.dropout(x, 0.0) is x and F.dropout(x, 0.5, training=False) is x
+    tt.manual_seed(1)
+    y = F.dropout(x, 0.25)
+    assert y.dtype == np.float32
+    assert abs(y.numpy().mean() / x.numpy().mean() - 1) < 0.01  # the expectation is preserved
+    assert abs((y.numpy() == 0).mean() - 0.25) < 0.01
+    g = np.random.default_rng(0).uniform(1, 2, size=x.shape).astype(np.float32)
+    y.backward(g)
+    dropped = y.numpy() == 0
+    assert not x.grad[dropped].any()  # the saved mask, not a new draw
+    np.testing.assert_allclose(x.grad[~dropped], g[~dropped] / 0.75, rtol=1e-6)
+    tt.manual_seed(1)
+    np.testing.assert_array_equal(F.dropout(x, 0.25).numpy(), y.numpy())  # seeded
+    assert not F.dropout(x, 1.0).numpy().any()
+    with pytest.raises(ValueError, match="p must be"):
+        F.dropout(x, 1.5)
+
+
+# ---- every op: dtype, no_grad, devices ---------------------------------------------
+def all_ops(device, dtype):
+    rng = np.random.default_rng(0)
+
+    def t(*shape):
+        return tt.tensor(rng.standard_normal(shape), requires_grad=True, dtype=dtype, device=device)
+
+    x, w, b = t(2, 3, 8), t(8), t(8)
+    q, k, v = t(2, 2, 3, 4), t(2, 2, 5, 4), t(2, 2, 5, 4)
+    wl, bl = t(5, 8), t(5)
+    return {
+        "softmax": lambda: F.softmax(x, axis=1),
+        "log_softmax": lambda: F.log_softmax(x),
+        "cross_entropy": lambda: F.cross_entropy(x, np.array([[1, 2, -100], [7, 0, 3]])),
+        "layer_norm": lambda: F.layer_norm(x, w, b),
+        "rms_norm": lambda: F.rms_norm(x, w),
+        "gelu": lambda: F.gelu(x),
+        "gelu_erf": lambda: F.gelu(x, approximate="none"),
+        "silu": lambda: F.silu(x),
+        "attention": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((3, 5), bool), dropout_p=0.1),
+        "embedding": lambda: F.embedding(np.array([[1, 1], [2, 0]]), x[0]),
+        "linear": lambda: F.linear(x, wl, bl),
+        "dropout": lambda: F.dropout(x, 0.3),
+    }, [x, w, b, q, k, v, wl, bl]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_kept(dtype):
+    ops, inputs = all_ops("cpu", dtype)
+    for name, op in ops.items():
+        y = op()
+        assert y.dtype == dtype, name
+        y.backward(np.ones(y.shape))
+    for t in inputs:
+        assert t.grad is None or t.grad.dtype == dtype
+
+
+def test_no_grad_gives_the_same_values():
+    ops, _ = all_ops("cpu", np.float64)
+    for name, op in ops.items():
+        tt.manual_seed(0)
+        y = op()
+        tt.manual_seed(0)
+        with tt.no_grad():
+            z = op()
+        assert not z.requires_grad and z._ctx is None
+        np.testing.assert_array_equal(y.numpy(), z.numpy(), err_msg=name)
+
+
+def test_ops_on_each_device(device):
+    cpu_ops, cpu_inputs = all_ops("cpu", np.float64)
+    dev_ops, dev_inputs = all_ops(device, np.float64)
+    for name in cpu_ops:
+        tt.manual_seed(0)
+        a = cpu_ops[name]()
+        tt.manual_seed(0)
+        b = dev_ops[name]()
+        assert b.device == device
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+        a.backward(np.ones(a.shape))
+        b.backward(tt.tensor(np.ones(b.shape), device=device))
+    for ta, tb in zip(cpu_inputs, dev_inputs):
+        np.testing.assert_allclose(tt.tensor(tb.grad).numpy() if tb.grad is not None else 0,
+                                   ta.grad if ta.grad is not None else 0, rtol=1e-9, atol=1e-12)

@@ -1,0 +1,707 @@
+"""Fused operations: each one a single graph node with a hand-derived backward.
+
+A GPT could be written entirely with the primitives in `ops.py`: softmax is
+`exp(x - max) / sum(exp(x - max))`, attention is a matmul, a mask, a softmax
+and another matmul. That works, but every primitive saves its own inputs and
+allocates its own outputs, so a composed softmax keeps four full-size arrays
+alive for backward and walks memory a dozen times. Here each op is one
+`Function` whose backward is derived on paper and written beside its forward,
+the math quoted in a comment (llm.c style), so the gradient never falls back
+to a chain of primitives:
+
+  - softmax / log_softmax / cross_entropy subtract the row max and go through
+    log-sum-exp, so they stay finite for logits like [1000, 0, -1000];
+    cross_entropy saves nothing of size (N, V) but the logits it was given,
+    and its forward exponentiates one cache-sized row block at a time;
+  - layer_norm / rms_norm save only per-row statistics (mean, 1/std) and use
+    the closed-form gradient;
+  - scaled_dot_product_attention keeps only the attention probabilities
+    (plus a boolean dropout mask) and reuses one (B, H, Tq, Tk) buffer in
+    backward;
+  - embedding scatter-adds rows by sorting the ids (repeated ids accumulate);
+  - linear flattens the leading axes so each gradient is a single matmul.
+
+Shapes in comments: B batch, H heads, T (Tq, Tk) sequence lengths, D head
+size, C channels, V vocabulary size, N = product of the leading axes.
+Forwards work in place on buffers they own (`xp.exp(p, out=p)`) and keep the
+input dtype: constants are Python floats, which never promote float32 to
+float64. Device-agnostic: `xp` is NumPy or CuPy, whichever holds the data.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import ops
+from .backend import device_of, get_array_module, to_device
+from .random import generator
+from .tensor import Function, Tensor
+
+__all__ = [
+    "cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "linear", "log_softmax", "relu",
+    "rms_norm", "scaled_dot_product_attention", "silu", "softmax", "tanh",
+]
+
+# log-sum-exp style loops work through (N, V) arrays in row blocks of about
+# this many elements (256 KiB of float32), so a chain of elementwise steps on
+# one block runs in cache and temporaries stay block-sized
+_BLOCK = 1 << 16
+
+
+# ---- helpers -------------------------------------------------------------------
+def _as_tensor(x: Any) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def _same_device(name: str, *tensors: Tensor | None) -> None:
+    devices = {t.device for t in tensors if t is not None}
+    if len(devices) > 1:
+        raise RuntimeError(f"{name}: inputs live on different devices {sorted(devices)}; move them with .to()")
+
+
+def _int_array(x: Any, name: str, device: str) -> Any:
+    """Integer ids/targets as an array on `device` (from a Tensor, array or list)."""
+    arr = x.data if isinstance(x, Tensor) else x
+    if get_array_module(arr) is np:
+        arr = np.asarray(arr)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    return to_device(arr, device)
+
+
+def _row_blocks(n_rows: int, row_len: int, xp: Any) -> list[slice]:
+    """Row slices of about _BLOCK elements on the CPU; on a GPU one slice of
+    all rows (a kernel launch per block would cost more than it saves)."""
+    step = n_rows if xp is not np else max(1, _BLOCK // max(row_len, 1))
+    return [slice(start, start + step) for start in range(0, n_rows, step)]
+
+
+def _logsumexp_rows(x: Any) -> Any:
+    """lse_n = m_n + log sum_j e^(x_nj - m_n) with m_n = max_j x_nj, for x (N, V).
+    The e^(x - m) temporary is one (rows, V) block, never a second (N, V) array."""
+    xp = get_array_module(x)
+    n, v = x.shape
+    blocks = _row_blocks(n, v, xp)
+    lse = xp.empty(n, dtype=x.dtype)                     # (N,)
+    buf = xp.empty((min(blocks[0].stop, n), v), dtype=x.dtype) if n else None  # (rows, V)
+    for rows in blocks:
+        block = x[rows]                                  # (r, V)
+        m = block.max(axis=1, keepdims=True)             # (r, 1)
+        e = buf[:len(block)]
+        xp.subtract(block, m, out=e)
+        xp.exp(e, out=e)
+        lse[rows] = xp.log(e.sum(axis=1)) + m[:, 0]
+    return lse
+
+
+def _keep_mask(shape: tuple[int, ...], p: float, device: str) -> Any:
+    """Boolean mask, True with probability 1 - p, drawn on the CPU from the
+    seeded generator (so a seed gives the same mask on every device). Each
+    element is 16 random bits compared with round(p * 2^16): about twice as
+    fast as a float32 uniform, and the drop rate is p to within 2^-17."""
+    bits = generator().integers(0, 1 << 16, size=shape, dtype=np.uint16)
+    return to_device(bits >= np.uint32(round(p * (1 << 16))), device)
+
+
+# ---- softmax ---------------------------------------------------------------------
+class Softmax(Function):
+    def forward(self, x, axis):
+        xp = get_array_module(x)
+        y = x - x.max(axis=axis, keepdims=True)        # shift: e^(x - m) <= 1, no overflow
+        xp.exp(y, out=y)
+        y *= 1.0 / y.sum(axis=axis, keepdims=True)       # the row max contributes e^0 = 1, so sum >= 1
+        self.y, self.axis = y, axis
+        return y
+
+    def backward(self, g):
+        # y_i = e^x_i / sum_j e^x_j: dx_i = y_i * (g_i - sum_j g_j y_j)
+        xp = get_array_module(g)
+        dx = g * self.y
+        dot = dx.sum(axis=self.axis, keepdims=True)
+        xp.subtract(g, dot, out=dx)
+        dx *= self.y
+        return dx
+
+
+class LogSoftmax(Function):
+    def forward(self, x, axis):
+        xp = get_array_module(x)
+        xl = xp.moveaxis(x, axis, -1)                    # softmax axis last (a view; copied below if needed)
+        x2 = xl.reshape(-1, xl.shape[-1])                # (N, V)
+        y = xp.empty_like(x2)                            # (N, V)
+        # softmax is saved (one (N, V) array) so that backward needs no second exp
+        p = xp.empty_like(x2) if self.needs_grad[0] else None  # (N, V)
+        for rows in _row_blocks(*x2.shape, xp):          # each block's steps run in cache
+            block = x2[rows]                             # (r, V)
+            e = xp.subtract(block, block.max(axis=1, keepdims=True), out=y[rows])  # x - m
+            total = xp.exp(e, out=p[rows] if p is not None else None).sum(axis=1, keepdims=True)
+            if p is not None:
+                p[rows] *= 1.0 / total                   # softmax = e^(x - m) / sum
+            e -= xp.log(total)                           # y = x - m - log sum e^(x - m) = x - lse(x)
+        self.p, self.axis = p, axis
+        return xp.moveaxis(y.reshape(xl.shape), -1, axis)
+
+    def backward(self, g):
+        # y_i = x_i - lse(x): dx_i = g_i - softmax(x)_i * sum_j g_j
+        xp = get_array_module(g)
+        gl = xp.moveaxis(g, self.axis, -1)
+        g2 = gl.reshape(self.p.shape)                    # (N, V)
+        dx = xp.empty_like(self.p)                       # (N, V)
+        for rows in _row_blocks(*dx.shape, xp):          # each block's steps run in cache
+            d = xp.multiply(self.p[rows], -g2[rows].sum(axis=1, keepdims=True), out=dx[rows])
+            d += g2[rows]
+        return xp.moveaxis(dx.reshape(gl.shape), -1, self.axis)
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """e^x / sum e^x along `axis`, shifted by the max so it never overflows."""
+    return Softmax.apply(_as_tensor(x), axis=axis)
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """x - logsumexp(x) along `axis`, through the max-shifted log-sum-exp."""
+    return LogSoftmax.apply(_as_tensor(x), axis=axis)
+
+
+# ---- cross-entropy -----------------------------------------------------------------
+class CrossEntropy(Function):
+    def forward(self, logits, targets, valid, count, reduction):
+        xp = get_array_module(logits)
+        x = logits.reshape(-1, logits.shape[-1])         # (N, V)
+        t = targets.reshape(-1)                          # (N,)
+        n = x.shape[0]
+        lse = _logsumexp_rows(x)                         # (N,) log sum_j e^(x_nj)
+        # loss_n = lse_n - x[n, t_n] on rows whose target is not ignored, 0 elsewhere
+        idx = xp.nonzero(valid)[0]                       # (n_valid,)
+        losses = xp.zeros(n, dtype=x.dtype)              # (N,)
+        losses[idx] = lse[idx] - x[idx, t[idx]]
+        if self.needs_grad[0]:
+            self.x, self.lse, self.idx, self.t, self.valid = x, lse, idx, t[idx], valid
+            self.count, self.reduction, self.in_shape = count, reduction, logits.shape
+        if reduction == "none":
+            return losses.reshape(targets.shape)         # (B, T) or (N,)
+        total = losses.sum()
+        if reduction == "sum":
+            return total
+        return total / max(count, 1)                     # all ignored: 0 (PyTorch gives nan)
+
+    def backward(self, g):
+        # loss_n = lse(x_n) - x[n, t_n]: dx_n = g_n * (softmax(x_n) - onehot(t_n)), for each kept row
+        xp = get_array_module(g)
+        if self.reduction == "none":
+            scale = g.reshape(-1) * self.valid           # (N,) per-row upstream gradient
+        else:
+            g = g / max(self.count, 1) if self.reduction == "mean" else g
+            scale = g * self.valid                       # (N,) mean over the kept rows only
+        dx = xp.empty_like(self.x)                       # (N, V)
+        for rows in _row_blocks(*dx.shape, xp):          # each block's three steps run in cache
+            d = xp.subtract(self.x[rows], self.lse[rows, None], out=dx[rows])
+            xp.exp(d, out=d)                             # softmax = e^(x - lse)
+            d *= scale[rows, None]
+        dx[self.idx, self.t] -= scale[self.idx]          # scale * (softmax - onehot)
+        return dx.reshape(self.in_shape)
+
+
+def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """Mean (or sum, or per-position) of -log softmax(logits)[target].
+
+    logits (N, V) with targets (N,), or (B, T, V) with (B, T): any leading
+    shape, vocabulary on the last axis. Positions whose target equals
+    `ignore_index` contribute no loss and get a zero gradient; "mean" divides
+    by the number of the others. If every target is ignored, "mean" gives a
+    loss of 0 and a zero gradient (PyTorch gives nan).
+    """
+    logits = _as_tensor(logits)
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    t = _int_array(targets, "cross_entropy targets", logits.device)
+    if logits.ndim < 1 or logits.shape[:-1] != t.shape:
+        raise ValueError(
+            f"cross_entropy: logits of shape {logits.shape} need targets of shape {logits.shape[:-1]} "
+            f"(one per row, vocabulary on the last axis), got targets of shape {t.shape}"
+        )
+    xp = get_array_module(t)
+    vocab = logits.shape[-1]
+    valid = (t != ignore_index).reshape(-1)              # (N,)
+    kept = t.reshape(-1)[valid]
+    if kept.size:
+        lo, hi = int(kept.min()), int(kept.max())
+        if lo < 0 or hi >= vocab:
+            bad = lo if lo < 0 else hi
+            raise IndexError(
+                f"cross_entropy: target {bad} is out of range for {vocab} classes "
+                f"(valid targets are 0..{vocab - 1}, or ignore_index={ignore_index})"
+            )
+    count = int(xp.count_nonzero(valid))
+    return CrossEntropy.apply(logits, targets=t, valid=valid, count=count, reduction=reduction)
+
+
+# ---- normalisation -------------------------------------------------------------------
+class LayerNorm(Function):
+    def forward(self, x, *params, eps, has_weight, has_bias):
+        xp = get_array_module(x)
+        w = params[0] if has_weight else None
+        b = params[-1] if has_bias else None
+        x2 = x.reshape(-1, x.shape[-1])                  # (N, C)
+        mean = x2.mean(axis=1, keepdims=True)            # (N, 1)
+        y = x2 - mean                                    # (N, C) x - mean
+        var = xp.square(y).mean(axis=1, keepdims=True)   # (N, 1) biased variance
+        rstd = 1.0 / xp.sqrt(var + eps)                  # (N, 1)
+        y *= rstd                                        # xhat = (x - mean) * rstd
+        if w is not None:
+            y *= w                                       # y = xhat * w + b
+        if b is not None:
+            y += b
+        if any(self.needs_grad):
+            self.x2, self.mean, self.rstd, self.w, self.in_shape = x2, mean, rstd, w, x.shape
+            self.has_weight, self.has_bias = has_weight, has_bias
+        return y.reshape(x.shape)
+
+    def backward(self, g):
+        # xhat = (x - mean) * rstd; y = xhat * w + b:
+        #   dxhat = g * w, dw = sum_N g * xhat, db = sum_N g,
+        #   dx = rstd * (dxhat - mean_C(dxhat) - xhat * mean_C(dxhat * xhat))
+        w, needs = self.w, self.needs_grad
+        g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
+        xhat = self.x2 - self.mean                       # (N, C) recomputed from the saved stats
+        xhat *= self.rstd
+        gx = g2 * xhat                                   # (N, C) g * xhat
+        grads = [None]
+        if self.has_weight:
+            grads.append(gx.sum(axis=0) if needs[1] else None)
+        if self.has_bias:
+            grads.append(g2.sum(axis=0) if needs[-1] else None)
+        if needs[0]:
+            if w is not None:
+                gx *= w                                  # dxhat * xhat
+                dxhat = g2 * w                           # (N, C)
+            else:
+                dxhat = g2.copy()
+            c2 = gx.mean(axis=1, keepdims=True)          # (N, 1) mean_C(dxhat * xhat)
+            dxhat -= dxhat.mean(axis=1, keepdims=True)
+            xhat *= c2
+            dxhat -= xhat
+            dxhat *= self.rstd
+            grads[0] = dxhat.reshape(self.in_shape)
+        return tuple(grads)
+
+
+def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis; weight
+    and bias may be None."""
+    x = _as_tensor(x)
+    c = x.shape[-1:]
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != c:
+            raise ValueError(f"layer_norm: {name} of shape {p.shape} does not match x of shape {x.shape} "
+                             f"(it needs shape {c})")
+    _same_device("layer_norm", x, weight, bias)
+    params = [p for p in (weight, bias) if p is not None]
+    return LayerNorm.apply(x, *params, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
+
+
+class RMSNorm(Function):
+    def forward(self, x, *params, eps):
+        xp = get_array_module(x)
+        w = params[0] if params else None
+        x2 = x.reshape(-1, x.shape[-1])                  # (N, C)
+        rstd = 1.0 / xp.sqrt(xp.square(x2).mean(axis=1, keepdims=True) + eps)  # (N, 1)
+        y = x2 * rstd                                    # xhat = x * rstd
+        if w is not None:
+            y *= w                                       # y = xhat * w
+        if any(self.needs_grad):
+            self.x2, self.rstd, self.w, self.in_shape = x2, rstd, w, x.shape
+        return y.reshape(x.shape)
+
+    def backward(self, g):
+        # xhat = x * rstd, rstd = (mean_C(x^2) + eps)^(-1/2); y = xhat * w:
+        #   dxhat = g * w, dw = sum_N g * xhat,
+        #   dx = rstd * (dxhat - xhat * mean_C(dxhat * xhat))
+        w = self.w
+        g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
+        xhat = self.x2 * self.rstd                       # (N, C)
+        gx = g2 * xhat                                   # (N, C) g * xhat
+        dw = gx.sum(axis=0) if w is not None and self.needs_grad[1] else None
+        dx = None
+        if self.needs_grad[0]:
+            dxhat = g2 * w if w is not None else g2.copy()  # (N, C)
+            if w is not None:
+                gx *= w                                  # dxhat * xhat
+            xhat *= gx.mean(axis=1, keepdims=True)
+            dxhat -= xhat
+            dxhat *= self.rstd
+            dx = dxhat.reshape(self.in_shape)
+        return (dx, dw) if w is not None else dx
+
+
+def rms_norm(x: Tensor, weight: Tensor | None, eps: float = 1e-5) -> Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis (weight may be None)."""
+    x = _as_tensor(x)
+    if weight is not None and weight.shape != x.shape[-1:]:
+        raise ValueError(f"rms_norm: weight of shape {weight.shape} does not match x of shape {x.shape} "
+                         f"(it needs shape {x.shape[-1:]})")
+    _same_device("rms_norm", x, weight)
+    return RMSNorm.apply(x, *([weight] if weight is not None else []), eps=eps)
+
+
+# ---- activations ------------------------------------------------------------------
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_A = 0.044715
+
+
+def _erf(x: Any) -> Any:
+    """The error function elementwise (NumPy has none): SciPy on the CPU,
+    cupyx on the GPU, else Python's math.erf element by element (slow)."""
+    if get_array_module(x) is not np:
+        from cupyx.scipy.special import erf
+        return erf(x)
+    try:
+        from scipy.special import erf
+    except ImportError:
+        return np.vectorize(math.erf, otypes=[x.dtype])(x)
+    return erf(x)
+
+
+class GeluTanh(Function):
+    def forward(self, x):
+        xp = get_array_module(x)
+        shape, x = x.shape, x.reshape(-1)               # (n,) so that 0-d inputs are arrays too
+        u = x * x                                        # u = c (x + a x^3) = x (c + c a x^2)
+        u *= _SQRT_2_OVER_PI * _GELU_A
+        u += _SQRT_2_OVER_PI
+        u *= x
+        xp.tanh(u, out=u)                                # t = tanh(u)
+        u += 1.0                                         # y = 0.5 x (1 + t)
+        u *= x
+        u *= 0.5
+        self.x = x
+        return u.reshape(shape)
+
+    def backward(self, g):
+        # y = 0.5 x (1 + t), t = tanh(c (x + a x^3)):
+        #   dx = g * (0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2))
+        xp = get_array_module(g)
+        x, shape, g = self.x, g.shape, g.reshape(-1)    # (n,)
+        x2 = x * x
+        t = x2 * (_SQRT_2_OVER_PI * _GELU_A)             # t recomputed: saves one array per layer
+        t += _SQRT_2_OVER_PI
+        t *= x
+        xp.tanh(t, out=t)
+        x2 *= 3.0 * _GELU_A                              # c (1 + 3 a x^2)
+        x2 += 1.0
+        x2 *= _SQRT_2_OVER_PI
+        sech2 = t * t                                    # 1 - t^2
+        xp.subtract(1.0, sech2, out=sech2)
+        sech2 *= x2
+        sech2 *= x
+        sech2 *= 0.5
+        t += 1.0
+        t *= 0.5
+        t += sech2
+        t *= g
+        return t.reshape(shape)
+
+
+class GeluErf(Function):
+    def forward(self, x):
+        shape, x = x.shape, x.reshape(-1)               # (n,)
+        y = _erf(x * (1.0 / math.sqrt(2.0)))             # Phi(x) = 0.5 (1 + erf(x / sqrt 2))
+        y += 1.0
+        y *= 0.5
+        if self.needs_grad[0]:
+            self.x, self.cdf = x, y.copy()
+        y *= x                                           # y = x Phi(x)
+        return y.reshape(shape)
+
+    def backward(self, g):
+        # y = x Phi(x): dx = g * (Phi(x) + x phi(x)), phi(x) = e^(-x^2/2) / sqrt(2 pi)
+        xp = get_array_module(g)
+        x, shape, g = self.x, g.shape, g.reshape(-1)    # (n,)
+        pdf = x * x
+        pdf *= -0.5
+        xp.exp(pdf, out=pdf)
+        pdf *= x * (1.0 / math.sqrt(2.0 * math.pi))
+        pdf += self.cdf
+        pdf *= g
+        return pdf.reshape(shape)
+
+
+def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
+    """x * Phi(x); approximate="tanh" is GPT-2's 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
+    "none" the exact form through erf."""
+    x = _as_tensor(x)
+    if approximate == "tanh":
+        return GeluTanh.apply(x)
+    if approximate == "none":
+        return GeluErf.apply(x)
+    raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
+
+
+class Silu(Function):
+    def forward(self, x):
+        xp = get_array_module(x)
+        shape, x = x.shape, x.reshape(-1)               # (n,)
+        s = x * 0.5                                      # sigma(x) = 0.5 (1 + tanh(x / 2)): no overflow
+        xp.tanh(s, out=s)
+        s += 1.0
+        s *= 0.5
+        s *= x                                           # y = x sigma(x)
+        self.x = x
+        return s.reshape(shape)
+
+    def backward(self, g):
+        # y = x s, s = sigma(x), ds/dx = s (1 - s): dx = g * s * (1 + x (1 - s))
+        xp = get_array_module(g)
+        shape, g = g.shape, g.reshape(-1)               # (n,)
+        s = self.x * 0.5
+        xp.tanh(s, out=s)
+        s += 1.0
+        s *= 0.5
+        dx = xp.subtract(1.0, s)
+        dx *= self.x
+        dx += 1.0
+        dx *= s
+        dx *= g
+        return dx.reshape(shape)
+
+
+def silu(x: Tensor) -> Tensor:
+    """x * sigmoid(x) (also called swish)."""
+    return Silu.apply(_as_tensor(x))
+
+
+def relu(x: Tensor) -> Tensor:
+    """max(x, 0); the primitive from ops.py."""
+    return ops.Relu.apply(_as_tensor(x))
+
+
+def tanh(x: Tensor) -> Tensor:
+    """tanh(x); the primitive from ops.py."""
+    return ops.Tanh.apply(_as_tensor(x))
+
+
+# ---- attention --------------------------------------------------------------------
+class ScaledDotProductAttention(Function):
+    def forward(self, q, k, v, mask, causal, dropout_p, scale):
+        xp = get_array_module(q)
+        tq, tk = q.shape[-2], k.shape[-2]
+        # S = (q * scale) @ k^T; p holds S, then P = softmax(S), all in place
+        p = xp.matmul(q * scale, k.swapaxes(-1, -2))     # (B, H, Tq, Tk)
+        if causal:
+            # query i sits at absolute position Tk - Tq + i (bottom-right aligned) and sees keys j <= it
+            future = xp.triu(xp.ones((tq, tk), dtype=bool), k=tk - tq + 1)  # (Tq, Tk)
+            xp.copyto(p, -xp.inf, where=future)
+        if mask is not None:
+            if mask.dtype == bool:
+                xp.copyto(p, -xp.inf, where=~mask)       # True = keep
+            else:
+                p += mask                                # additive mask
+        m = p.max(axis=-1, keepdims=True)                # (B, H, Tq, 1)
+        m[m == -xp.inf] = 0                              # a row with every key masked: keep it -inf
+        p -= m
+        xp.exp(p, out=p)
+        total = p.sum(axis=-1, keepdims=True)            # (B, H, Tq, 1)
+        total[total == 0] = 1                            # ... so its probabilities (and output) are 0
+        p *= 1.0 / total
+        keep = None
+        if dropout_p > 0:
+            keep = _keep_mask(p.shape, dropout_p, device_of(p))  # (B, H, Tq, Tk) bool
+            pd = p * keep                                # inverted dropout on the probabilities
+            pd *= 1.0 / (1.0 - dropout_p) if dropout_p < 1 else 0.0
+        else:
+            pd = p
+        out = xp.matmul(pd, v)                           # (B, H, Tq, Dv)
+        if any(self.needs_grad):
+            # saved: P (one (B, H, Tq, Tk) array), the boolean dropout mask, and
+            # references to the inputs and to the output (O is needed for rowsum below)
+            self.p, self.keep, self.q, self.k, self.v, self.out = p, keep, q, k, v, out
+            self.dropout_p, self.scale = dropout_p, scale
+        return out
+
+    def backward(self, g):
+        # out = Pd @ v, Pd = P * keep / (1 - p_drop), P = softmax(S), S = scale * q @ k^T:
+        #   dv = Pd^T @ g;  dPd = g @ v^T;  dP = dPd * keep / (1 - p_drop)
+        #   dS = P * (dP - rowsum(dP * P)), and rowsum(dP * P) = rowsum(g * out) (flash-attention's
+        #   identity: sum_j dP_ij P_ij = g_i . sum_j Pd_ij v_j), so no second (Tq, Tk) array
+        #   dq = scale * dS @ k;  dk = scale * dS^T @ q
+        xp = get_array_module(g)
+        p, keep = self.p, self.keep
+        need_q, need_k, need_v = self.needs_grad
+        buf = None                                       # the one (B, H, Tq, Tk) buffer of backward
+        inv_keep = 1.0 / (1.0 - self.dropout_p) if self.dropout_p < 1 else 0.0
+        if keep is not None:
+            buf = p * keep                               # Pd
+            buf *= inv_keep
+        dv = None
+        if need_v:
+            dv = xp.matmul((buf if keep is not None else p).swapaxes(-1, -2), g)  # (B, H, Tk, Dv)
+        dq = dk = None
+        if need_q or need_k:
+            ds = xp.matmul(g, self.v.swapaxes(-1, -2), out=buf)  # (B, H, Tq, Tk) dPd
+            if keep is not None:
+                ds *= keep                               # dP
+                ds *= inv_keep
+            rowsum = (g * self.out).sum(axis=-1, keepdims=True)  # (B, H, Tq, 1)
+            ds -= rowsum
+            ds *= p                                      # dS
+            if need_q:
+                dq = xp.matmul(ds, self.k)               # (B, H, Tq, D)
+                dq *= self.scale
+            if need_k:
+                dk = xp.matmul(ds.swapaxes(-1, -2), self.q)  # (B, H, Tk, D)
+                dk *= self.scale
+        return dq, dk, dv
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, attn_mask: Any = None,
+                                 dropout_p: float = 0.0, scale: float | None = None) -> Tensor:
+    """softmax(q @ k^T * scale + mask) @ v as one node, on (B, H, T, D) (any leading axes).
+
+    q is (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv). With causal=True and
+    Tq < Tk (a query block against a longer key cache), query i sits at
+    absolute position Tk - Tq + i: the causal mask is aligned bottom-right, as
+    in PyTorch and flash-attn. attn_mask broadcasts to (..., Tq, Tk): boolean
+    (True = keep) or additive float (no gradient flows into it). A query row
+    whose keys are all masked gets zero output and zero gradient. Dropout
+    (inverted) acts on the probabilities whenever dropout_p > 0. scale
+    defaults to 1 / sqrt(D).
+    """
+    q, k, v = _as_tensor(q), _as_tensor(k), _as_tensor(v)
+    _same_device("scaled_dot_product_attention", q, k, v)
+    if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
+        raise ValueError(f"scaled_dot_product_attention: q, k, v need the same number (>= 2) of axes, "
+                         f"got shapes {q.shape}, {k.shape}, {v.shape}")
+    if q.shape[:-2] != k.shape[:-2] or k.shape[:-2] != v.shape[:-2] or q.shape[-1] != k.shape[-1] \
+            or k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"scaled_dot_product_attention: shapes q {q.shape}, k {k.shape}, v {v.shape} do not fit: "
+            "need q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) with the same leading axes"
+        )
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
+    mask = None
+    if attn_mask is not None:
+        mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
+        mask = to_device(np.asarray(mask) if get_array_module(mask) is np else mask, q.device)
+        if mask.dtype != bool:
+            mask = mask.astype(q.dtype, copy=False)
+        scores = q.shape[:-1] + k.shape[-2:-1]
+        try:
+            ok = np.broadcast_shapes(mask.shape, scores) == scores
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {mask.shape} does not "
+                             f"broadcast to the scores' shape {scores}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    return ScaledDotProductAttention.apply(q, k, v, mask=mask, causal=causal, dropout_p=float(dropout_p),
+                                           scale=scale)
+
+
+# ---- embedding, linear, dropout -------------------------------------------------------
+class Embedding(Function):
+    def forward(self, weight, ids):
+        if self.needs_grad[0]:
+            self.ids, self.w_shape = ids, weight.shape
+        return get_array_module(weight).take(weight, ids, axis=0)  # (*ids.shape, C)
+
+    def backward(self, g):
+        # y[n] = W[ids[n]]: dW[r] = sum of g[n] over every n with ids[n] == r (repeats accumulate)
+        xp = get_array_module(g)
+        ids = self.ids.reshape(-1)                       # (N,)
+        g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
+        dw = xp.zeros(self.w_shape, dtype=g.dtype)       # (V, C)
+        if xp is not np or ids.size == 0:
+            xp.add.at(dw, ids, g2)                       # CuPy: atomic adds on the GPU
+            return dw
+        # CPU: sort the ids so equal ids are adjacent, then sum each run of rows
+        # with one reduceat (about 2x np.add.at, and no Python loop)
+        order = np.argsort(ids, kind="stable")           # (N,)
+        sorted_ids = ids[order]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))  # (U,)
+        dw[sorted_ids[starts]] = np.add.reduceat(g2[order], starts, axis=0)  # (U, C)
+        return dw
+
+
+def embedding(ids: Any, weight: Tensor) -> Tensor:
+    """weight[ids]: one row of weight (V, C) per id; ids of any shape -> (*ids.shape, C)."""
+    weight = _as_tensor(weight)
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be (V, C), got shape {weight.shape}")
+    ids = _int_array(ids, "embedding ids", weight.device)
+    vocab = weight.shape[0]
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab:
+            bad = lo if lo < 0 else hi
+            raise IndexError(f"embedding: id {bad} is out of range for a vocabulary of {vocab} rows "
+                             f"(valid ids are 0..{vocab - 1})")
+    return Embedding.apply(weight, ids=ids)
+
+
+class Linear(Function):
+    def forward(self, x, w, *b):
+        x2 = x.reshape(-1, x.shape[-1])                  # (N, in)
+        y = x2 @ w.T                                     # (N, out) y = x W^T + b
+        if b:
+            y += b[0]
+        if any(self.needs_grad):
+            self.x2, self.w, self.in_shape = x2, w, x.shape
+        return y.reshape(x.shape[:-1] + w.shape[:1])     # (..., out)
+
+    def backward(self, g):
+        # y = x W^T + b: dx = g W, dW = g^T x, db = sum_N g (leading axes flattened into N)
+        g2 = g.reshape(-1, g.shape[-1])                  # (N, out)
+        needs = self.needs_grad
+        dx = (g2 @ self.w).reshape(self.in_shape) if needs[0] else None  # (..., in)
+        dw = g2.T @ self.x2 if needs[1] else None        # (out, in)
+        if len(needs) == 2:
+            return dx, dw
+        return dx, dw, (g2.sum(axis=0) if needs[2] else None)  # (out,)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight^T + bias, weight (out, in) as in PyTorch; x (..., in) -> (..., out)."""
+    x, weight = _as_tensor(x), _as_tensor(weight)
+    _same_device("linear", x, weight, bias)
+    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: x of shape {x.shape} does not fit weight of shape {weight.shape} "
+                         "(need x (..., in) and weight (out, in))")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"linear: bias of shape {bias.shape} does not fit weight of shape {weight.shape} "
+                         f"(need bias ({weight.shape[0]},))")
+    return Linear.apply(x, weight, *([bias] if bias is not None else []))
+
+
+class Dropout(Function):
+    def forward(self, x, p):
+        xp = get_array_module(x)
+        shape, x = x.shape, x.reshape(-1)               # (n,)
+        keep = _keep_mask(x.shape, p, device_of(x))      # (n,) bool, True with probability 1 - p
+        scale = 1.0 / (1.0 - p) if p < 1 else 0.0
+        y = xp.multiply(x, keep)                         # y = x * keep / (1 - p)
+        y *= scale
+        self.keep, self.scale = keep, scale
+        return y.reshape(shape)
+
+    def backward(self, g):
+        # y = x * keep / (1 - p): dx = g * keep / (1 - p), with the mask saved in forward
+        dx = get_array_module(g).multiply(g.reshape(-1), self.keep)  # (n,)
+        dx *= self.scale
+        return dx.reshape(g.shape)
+
+
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """Inverted dropout: zero each element with probability p and scale the
+    rest by 1 / (1 - p), so the expected value is unchanged. The identity (the
+    same tensor) when not training or p == 0. The mask comes from the seeded
+    generator on the CPU (same mask on every device; on a GPU the draw and the
+    copy cost a host-to-device transfer of a boolean array)."""
+    x = _as_tensor(x)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return x
+    return Dropout.apply(x, p=float(p))
