@@ -6,12 +6,14 @@
     x.grad  # array([2., 4.], dtype=float32)
 """
 from . import functional, nn, optim
-from .backend import cuda_is_available, get_array_module
+from .backend import cuda_is_available, get_array_module, tune_allocator
 from .gradcheck import GradcheckError, gradcheck
 from .ops import concatenate, split, stack, sum_to_shape, where
 from .serialize import load, save
 from .random import get_rng_state, manual_seed, rand, randn, set_rng_state
 from .tensor import Function, Tensor, arange, is_grad_enabled, no_grad, ones, tensor, zeros
+
+tune_allocator()
 
 __all__ = [
     "Function", "GradcheckError", "Tensor", "arange", "concatenate", "cuda_is_available",

@@ -1,0 +1,59 @@
+"""Command line for a trained model: `python -m gpt sample --checkpoint DIR --prompt "..."`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .inference import load_for_inference
+
+
+def sample(args: argparse.Namespace) -> None:
+    model, tok = load_for_inference(args.checkpoint, device=args.device)
+    prompt = args.prompt if args.prompt else "<|endoftext|>"
+    ids = tok.encode(prompt, allowed_special="all")
+    if not ids:
+        sys.exit("the prompt encodes to no tokens: give a non-empty --prompt")
+    eos = tok.special_tokens.get("<|endoftext|>")
+    if args.prompt:
+        print(args.prompt, end="", flush=True)
+    pending: list[int] = []
+    for nxt in model.stream([ids], args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                            eos_id=eos if args.stop_at_eos else None, seed=args.seed):
+        pending.append(int(nxt[0]))
+        text = tok.decode_bytes(pending)
+        try:  # print only whole characters: a UTF-8 character may span several tokens
+            print(text.decode("utf-8"), end="", flush=True)
+            pending = []
+        except UnicodeDecodeError:
+            continue
+    if pending:
+        print(tok.decode(pending), end="")
+    print()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m gpt", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sample", help="generate text from a checkpoint, printed as it comes")
+    s.add_argument("--checkpoint", required=True,
+                   help="a checkpoint folder (config.json, model.safetensors, tokenizer.json) "
+                        "or a Hugging Face GPT-2 folder (with vocab.json and merges.txt)")
+    s.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    s.add_argument("--max-new-tokens", type=int, default=200)
+    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--stop-at-eos", action=argparse.BooleanOptionalAction, default=True,
+                   help="stop at <|endoftext|> (default: yes)")
+    s.set_defaults(func=sample)
+    args = ap.parse_args(argv)
+    try:
+        args.func(args)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

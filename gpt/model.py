@@ -1,0 +1,341 @@
+"""GPT-2, written with tinytensor.
+
+    idx (B, T) -> token embedding + position embedding -> n_layer x Block -> LayerNorm -> logits (B, T, V)
+    Block: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))        (pre-LayerNorm, residual stream of width C)
+
+Parameter names follow Hugging Face's GPT-2 (`wte`, `h.0.attn.c_attn`, ...), so
+loading its weights is a matter of transposing its Conv1D matrices.
+Options beyond GPT-2 (rotary positions, SwiGLU, RMSNorm, no biases) are off by
+default; with the defaults this is GPT-2 exactly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Iterator
+
+import numpy as np
+
+import tinytensor as tt
+import tinytensor.functional as F
+from tinytensor import Tensor, nn
+from tinytensor.backend import get_array_module, to_device
+from tinytensor.random import generator
+
+from .rope import apply_rotary, rope_tables
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 50257
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+    pos: str = "learned"       # "learned" | "rope"
+    mlp: str = "gelu"          # "gelu" (GPT-2, tanh form) | "swiglu"
+    norm: str = "layernorm"    # "layernorm" | "rmsnorm"
+    norm_eps: float = 1e-5
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                f"each head gets n_embd / n_head features"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name, allowed in (("pos", ("learned", "rope")), ("mlp", ("gelu", "swiglu")),
+                              ("norm", ("layernorm", "rmsnorm"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"GPTConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"pos='rope' needs an even head size, got n_embd/n_head = {self.n_embd // self.n_head}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "GPTConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown GPTConfig fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+PRESETS: dict[str, GPTConfig] = {
+    # GPT-2 as released by OpenAI (vocabulary 50257, context 1024)
+    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),            # 124M
+    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),    # 350M
+    "gpt2-large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),     # 774M
+    "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),        # 1558M
+    # sized for a laptop CPU; the vocabulary is set by the tokenizer at hand
+    "nano": GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128),
+    "micro": GPTConfig(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=192),
+    "mini": GPTConfig(vocab_size=256, block_size=256, n_layer=6, n_head=6, n_embd=384),
+}
+
+
+def _norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x: Tensor, rope: tuple | None = None, cache: "KVCache | None" = None) -> Tensor:
+        B, T, C = x.shape
+        H, D = self.config.n_head, self.config.head_dim
+        qkv = self.c_attn(x).reshape(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        q, k, v = qkv[0], qkv[1], qkv[2]                         # (B, H, T, D) each
+        start = cache.length if cache is not None else 0
+        if rope is not None:
+            q, k = apply_rotary(q, *rope, start=start), apply_rotary(k, *rope, start=start)
+        if cache is not None:
+            k, v = cache.append(k, v)                            # (B, H, start + T, D)
+        p = self.config.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, causal=True, dropout_p=p)  # (B, H, T, D)
+        y = y.swapaxes(1, 2).reshape(B, T, C)                    # heads side by side again
+        return F.dropout(self.c_proj(y), p, self.training)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        C = config.n_embd
+        if config.mlp == "swiglu":
+            # hidden width 2/3 of 4C keeps the parameter count of the GELU MLP (Llama's choice)
+            hidden = int(8 * C / 3)
+            self.c_fc = nn.Linear(C, hidden, bias=config.bias)
+            self.c_gate = nn.Linear(C, hidden, bias=config.bias)
+        else:
+            hidden = 4 * C
+            self.c_fc = nn.Linear(C, hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, C, bias=config.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.config.mlp == "swiglu":
+            h = F.silu(self.c_gate(x)) * self.c_fc(x)
+        else:
+            h = F.gelu(self.c_fc(x), approximate="tanh")
+        return F.dropout(self.c_proj(h), self.config.dropout, self.training)
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = _norm(config)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = _norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, rope: tuple | None = None, cache: "KVCache | None" = None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), rope, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, for one layer.
+
+    Preallocated to block_size positions, so appending one token copies one
+    position, not the whole prefix.
+    """
+
+    def __init__(self, batch: int, config: GPTConfig, dtype: Any, xp: Any):
+        shape = (batch, config.n_head, config.block_size, config.head_dim)
+        self.k = xp.zeros(shape, dtype=dtype)
+        self.v = xp.zeros(shape, dtype=dtype)
+        self.length = 0
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        t = k.shape[2]
+        end = self.length + t
+        self.k[:, :, self.length:end] = k.data
+        self.v[:, :, self.length:end] = v.data
+        self.length = end
+        return Tensor(self.k[:, :, :end]), Tensor(self.v[:, :, :end])
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        if config.pos == "learned":
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = _norm(config)
+        # the LM head shares wte's matrix (weight tying), so it has no parameter of its own
+        self._rope = rope_tables(config.head_dim, config.block_size, config.rope_base) if config.pos == "rope" else None
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """GPT-2's initialisation: every matrix N(0, 0.02), biases 0, norms 1, and
+        the projections that write into the residual stream (attn.c_proj,
+        mlp.c_proj) scaled by 1/sqrt(2 n_layer), since 2 n_layer of them add up there."""
+        rng = generator()
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                values = rng.normal(0.0, residual_std, p.shape)
+            elif p.ndim == 2:
+                values = rng.normal(0.0, 0.02, p.shape)
+            elif name.endswith("bias"):
+                values = np.zeros(p.shape)
+            else:
+                values = np.ones(p.shape)
+            p.data[...] = get_array_module(p.data).asarray(values.astype(p.dtype))
+
+    # ---- forward -----------------------------------------------------------
+    def forward(self, idx: Any, targets: Any = None, caches: list[KVCache] | None = None, last_only: bool = False):
+        """Logits (B, T, V) for token ids (B, T); with `targets` (B, T), (logits, mean loss).
+
+        last_only=True computes the logits of the last position only, (B, 1, V):
+        all that sampling needs, and at a large vocabulary most of the work.
+        """
+        idx = self._check_ids(idx)
+        B, T = idx.shape
+        start = caches[0].length if caches else 0
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}: "
+                "crop the input to the last block_size tokens"
+            )
+        x = self.wte(idx)                                                 # (B, T, C)
+        if self.config.pos == "learned":
+            xp = get_array_module(idx)
+            x = x + self.wpe(xp.arange(start, start + T))                  # + (T, C), broadcast over B
+        rope = None
+        if self._rope is not None:
+            rope = tuple(get_array_module(x.data).asarray(t) for t in self._rope)
+        x = self.drop(x)
+        for i, block in enumerate(self.h):
+            x = block(x, rope, caches[i] if caches else None)
+        if last_only:
+            x = x[:, -1:]                                                 # (B, 1, C)
+        x = self.ln_f(x)
+        logits = F.linear(x, self.wte.weight)                             # (B, T, V), tied head
+        if targets is None:
+            return logits
+        targets = self._check_ids(targets, allow_ignore=True)
+        loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
+        return logits, loss
+
+    def _check_ids(self, ids: Any, allow_ignore: bool = False) -> Any:
+        data = ids.data if isinstance(ids, Tensor) else ids
+        xp = get_array_module(data)
+        data = xp.asarray(data)
+        if data.ndim == 1:
+            data = data[None, :]
+        if data.ndim != 2:
+            raise ValueError(f"token ids must have shape (B, T), got {data.shape}")
+        if data.dtype.kind not in "iu":
+            raise TypeError(f"token ids must be integers, got dtype {data.dtype}")
+        if data.size:
+            lo, hi = int(data.min()), int(data.max())
+            if hi >= self.config.vocab_size or (lo < 0 and not (allow_ignore and lo == -100)):
+                bad = hi if hi >= self.config.vocab_size else lo
+                raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size})")
+        return to_device(data, self.wte.weight.device)
+
+    # ---- accounting --------------------------------------------------------
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        n = super().num_parameters()
+        if exclude_embeddings and self.config.pos == "learned":
+            n -= self.wpe.weight.size
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token, forward + backward: 6 per weight of every
+        matmul (the tied head included, position embeddings not), plus the
+        attention scores and weighted sum: 12 * n_layer * n_embd * T (PaLM, appendix B)."""
+        T = seq_len or self.config.block_size
+        n_matmul = self.num_parameters(exclude_embeddings=True)
+        return 6 * n_matmul + 12 * self.config.n_layer * self.config.n_embd * T
+
+    # ---- generation --------------------------------------------------------
+    def new_caches(self, batch: int) -> list[KVCache]:
+        xp = get_array_module(self.wte.weight.data)
+        return [KVCache(batch, self.config, self.wte.weight.dtype, xp) for _ in range(self.config.n_layer)]
+
+    def stream(self, idx: Any, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, eos_id: int | None = None, seed: int | None = None,
+               use_cache: bool = True) -> Iterator[np.ndarray]:
+        """Yield the next token ids (B,) one step at a time (see `generate`)."""
+        from .sampling import sample_next
+
+        idx = np.array(to_numpy(self._check_ids(idx)))
+        rng = np.random.default_rng(seed) if seed is not None else generator()
+        was_training = self.training
+        self.eval()
+        try:
+            with tt.no_grad():
+                caches = None
+                for _ in range(max_new_tokens):
+                    if not use_cache:
+                        logits = self(idx[:, -self.config.block_size:], last_only=True)
+                    elif caches is None or idx.shape[1] > self.config.block_size:
+                        # fill the cache from the whole window: at the start, and at every step
+                        # once the context passes block_size (positions shift, cached keys go stale)
+                        caches = self.new_caches(idx.shape[0])
+                        logits = self(idx[:, -self.config.block_size:], caches=caches, last_only=True)
+                    else:
+                        logits = self(idx[:, -1:], caches=caches, last_only=True)  # only the newest token
+                    last = to_numpy(logits.data[:, -1, :]).astype(np.float64)    # (B, V)
+                    nxt = sample_next(last, temperature, top_k, top_p, rng)      # (B,)
+                    idx = np.concatenate([idx, nxt[:, None]], axis=1)
+                    yield nxt
+                    if eos_id is not None and bool(np.all(nxt == eos_id)):
+                        return
+        finally:
+            self.train(was_training)
+
+    def generate(self, idx: Any, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, eos_id: int | None = None, seed: int | None = None,
+                 use_cache: bool = True) -> np.ndarray:
+        """Continue idx (B, T) by up to max_new_tokens tokens; returns (B, T + new).
+
+        temperature=0 is greedy. top_k keeps the k likeliest tokens, top_p the
+        smallest set whose probability reaches p. Stops early once every row has
+        produced eos_id. With the KV cache each new token costs one position;
+        past block_size the context is cropped to the last block_size tokens.
+        """
+        prompt = np.array(to_numpy(self._check_ids(idx)))
+        new = [t[:, None] for t in self.stream(prompt, max_new_tokens, temperature, top_k, top_p, eos_id, seed, use_cache)]
+        return np.concatenate([prompt] + new, axis=1)
+
+    @classmethod
+    def from_pretrained(cls, path: Any, **overrides: Any) -> "GPT":
+        from .pretrained import load_hf_gpt2
+
+        return load_hf_gpt2(path, **overrides)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    return x.get() if hasattr(x, "get") else np.asarray(x)

@@ -1,0 +1,53 @@
+"""Rotary position embeddings (RoPE, Su et al. 2021) with a hand-written backward.
+
+Each head's D features are read as D/2 pairs (x1[i], x2[i]) = (x[i], x[i + D/2])
+(the "rotate half" layout of GPT-NeoX and Llama). The pair at position t is
+rotated by the angle t * theta_i, theta_i = base^(-2i/D):
+
+    y1 = x1 cos - x2 sin
+    y2 = x2 cos + x1 sin
+
+A rotation is orthogonal, so the backward is the rotation by the opposite angle.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinytensor import Tensor
+from tinytensor.backend import get_array_module, to_device
+from tinytensor.tensor import Function
+
+
+def rope_tables(head_dim: int, n_positions: int, base: float = 10000.0, dtype=np.float32,
+                device: str = "cpu") -> tuple:
+    """cos and sin tables, each (n_positions, head_dim / 2)."""
+    if head_dim % 2:
+        raise ValueError(f"rotary embeddings need an even head size, got {head_dim}")
+    theta = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (D/2,)
+    angles = np.outer(np.arange(n_positions, dtype=np.float64), theta)  # (T, D/2)
+    return (to_device(np.cos(angles).astype(dtype), device), to_device(np.sin(angles).astype(dtype), device))
+
+
+class Rotary(Function):
+    def forward(self, x, cos, sin):
+        # x (B, H, T, D); cos, sin (T, D/2)
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, D/2) each
+        self.cos, self.sin = cos, sin
+        return get_array_module(x).concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+    def backward(self, g):
+        # y1 = x1 cos - x2 sin, y2 = x2 cos + x1 sin:
+        # dx1 = g1 cos + g2 sin, dx2 = -g1 sin + g2 cos (the inverse rotation applied to g)
+        half = g.shape[-1] // 2
+        g1, g2 = g[..., :half], g[..., half:]
+        cos, sin = self.cos, self.sin
+        return get_array_module(g).concatenate([g1 * cos + g2 * sin, g2 * cos - g1 * sin], axis=-1)
+
+
+def apply_rotary(x: Tensor, cos, sin, start: int = 0) -> Tensor:
+    """Rotate q or k (B, H, T, D) for positions start .. start + T - 1."""
+    t = x.shape[-2]
+    if start + t > cos.shape[0]:
+        raise ValueError(f"rotary tables cover {cos.shape[0]} positions, but position {start + t - 1} was asked for")
+    return Rotary.apply(x, cos=cos[start:start + t].astype(x.dtype, copy=False), sin=sin[start:start + t].astype(x.dtype, copy=False))
