@@ -540,3 +540,10 @@ def test_directional_gradcheck_on_a_large_input():
 def test_gradcheck_sampled_elements():
     x = rand((30, 30), 2)
     assert tt.gradcheck(lambda x: (x * x).exp(), [x], max_elements=20)
+
+
+def test_allocator_tuning_can_be_turned_off(monkeypatch):
+    from tinytensor.backend import tune_allocator
+
+    monkeypatch.setenv("TINYTENSOR_TUNE_MALLOC", "0")
+    assert tune_allocator() is False
