@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# nanoGPT's CPU recipe on Tiny Shakespeare, character level (here: byte level,
+# the same thing for ASCII text). nanoGPT reports val loss ~1.88 after 2000 steps.
+#
+#   bench/shakespeare_cpu.sh [DATA] [extra train.py flags...]
+#
+# DATA defaults to ../shared/data/tinyshakespeare.txt, relative to the repo root.
+# Prints the final val loss, the wall time and the mean training tokens/s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-../shared/data/tinyshakespeare.txt}
+shift || true
+OUT=${OUT:-out/shakespeare_cpu}
+if [ ! -f "$DATA" ]; then
+    echo "no Tiny Shakespeare at $DATA: pass its path as the first argument" >&2
+    exit 1
+fi
+rm -rf "$OUT/ckpt" "$OUT/metrics.jsonl"   # a fresh run each time; the tokenized data stays cached
+
+start=$(date +%s)
+python train.py --data "$DATA" --tokenizer bytes --out "$OUT" \
+    --preset nano --n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --batch-size 12 \
+    --max-iters 2000 --lr-decay-iters 2000 --dropout 0.0 --lr 1e-3 --min-lr 1e-4 --beta2 0.99 \
+    --warmup-iters 100 --weight-decay 0.1 --grad-clip 1.0 --eval-interval 250 --eval-iters 20 "$@"
+end=$(date +%s)
+
+python - "$OUT/metrics.jsonl" "$((end - start))" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+final = [r for r in rows if "val_loss" in r][-1]
+steps = [r for r in rows if "loss" in r]
+print(f"final val loss {final['val_loss']:.4f} at step {final['step']} (nanoGPT: ~1.88); "
+      f"train loss {final['train_loss']:.4f}")
+print(f"wall time {sys.argv[2]} s (evaluations included); "
+      f"{sum(r['tokens_per_s'] for r in steps) / len(steps):,.0f} training tokens/s on average")
+PY
