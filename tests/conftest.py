@@ -12,7 +12,7 @@ import tinytensor as tt
 # "ci" (the default) keeps the suite to a few minutes on 2 cores; "thorough"
 # runs many more examples: HYPOTHESIS_PROFILE=thorough pytest
 settings.register_profile(
-    "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    "ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 settings.register_profile("thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
