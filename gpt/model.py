@@ -213,12 +213,9 @@ class GPT(nn.Module):
             p.data[...] = get_array_module(p.data).asarray(values.astype(p.dtype))
 
     # ---- forward -----------------------------------------------------------
-    def forward(self, idx: Any, targets: Any = None, caches: list[KVCache] | None = None, last_only: bool = False):
-        """Logits (B, T, V) for token ids (B, T); with `targets` (B, T), (logits, mean loss).
-
-        last_only=True computes the logits of the last position only, (B, 1, V):
-        all that sampling needs, and at a large vocabulary most of the work.
-        """
+    def hidden_states(self, idx: Any, caches: list[KVCache] | None = None) -> Tensor:
+        """The residual stream after the last block, (B, T, C), before the final
+        norm: what every head reads (the LM head here, a classifier's elsewhere)."""
         idx = self._check_ids(idx)
         B, T = idx.shape
         start = caches[0].length if caches else 0
@@ -237,6 +234,16 @@ class GPT(nn.Module):
         x = self.drop(x)
         for i, block in enumerate(self.h):
             x = block(x, rope, caches[i] if caches else None)
+        return x
+
+    def forward(self, idx: Any, targets: Any = None, caches: list[KVCache] | None = None, last_only: bool = False):
+        """Logits (B, T, V) for token ids (B, T); with `targets` (B, T), (logits, mean loss).
+
+        last_only=True computes the logits of the last position only, (B, 1, V):
+        all that sampling needs, and at a large vocabulary most of the work.
+        """
+        x = self.hidden_states(idx, caches)                               # (B, T, C)
+        B, T = x.shape[:2]
         if last_only:
             x = x[:, -1:]                                                 # (B, 1, C)
         x = self.ln_f(x)
