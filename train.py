@@ -5,6 +5,9 @@
     python train.py --resume --max-iters 1000   # continue the latest checkpoint in --out
     python -m gpt sample --checkpoint out       # sample from it
 
+    python train.py --task classify --init-from out --data spam.tsv --balance   # fine-tune (see below)
+    python train.py --task instruct --init-from gpt2/ --data instruction-data.json --mask-prompt
+
 The pipeline: documents -> tokenizer -> train.bin / val.bin (cached under
 --cache-dir) -> random windows of block_size + 1 tokens -> AdamW with warmup +
 cosine decay, gradient accumulation and clipping. Every --eval-interval steps:
@@ -16,6 +19,10 @@ run writes lands in --out:
     loss.png          with --plot (needs matplotlib)
     ckpt/step_N/      checkpoints (see gpt/checkpoint.py); the newest two are kept
     data/             the tokenized corpus, unless --cache-dir says elsewhere
+
+--task classify | instruct fine-tunes a pretrained model (one of our runs or
+checkpoints, or a Hugging Face GPT-2 folder) instead; its own flags are listed
+by `python train.py --task classify --help` (the loops live in gpt/finetune.py).
 
 Bit-identical resume holds because every source of randomness has its own
 saved state: the training batch sampler's generator, tinytensor's generator
@@ -45,6 +52,7 @@ from tinytensor import optim
 from tinytensor.backend import get_array_module, to_device
 from tinytensor.random import get_rng_state, set_rng_state
 
+TASKS = ("pretrain", "classify", "instruct")
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
 
 
@@ -124,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         # default value, which matters on --resume (only given flags are checked)
         group.add_argument(flag, default=None, help=f"{help} (default: {getattr(d, name)})", **kw)
 
+    ap.add_argument("--task", choices=TASKS, default="pretrain",
+                    help="pretrain from text (default), or fine-tune: see --task classify --help")
     group = ap.add_argument_group("data")
     add("--data", "a text file, a folder of .txt files (one document each) or a .jsonl with a 'text' field; "
         "none: CPython's reference docs (pydoc_data.topics)")
@@ -167,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def given_flags(argv: list[str] | None) -> dict[str, Any]:
     """The settings given on the command line, as TrainConfig field -> value."""
-    return {k: v for k, v in vars(build_parser().parse_args(argv)).items() if v is not None}
+    flags = vars(build_parser().parse_args(argv))
+    flags.pop("task")
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 def resolve_config(given: dict[str, Any]) -> tuple[TrainConfig, Checkpoint | None]:
@@ -430,7 +442,103 @@ def train(cfg: TrainConfig, ckpt: Checkpoint | None) -> None:
     print(f"done: step {step} in {time.perf_counter() - start:.0f}s; sample with: python -m gpt sample --checkpoint {out}")
 
 
+# ---- fine-tuning (--task classify | instruct) -----------------------------------
+
+def build_finetune_parser(task: str) -> argparse.ArgumentParser:
+    from gpt.classify import TRAINABLE
+    from gpt.finetune import FinetuneConfig
+
+    d = FinetuneConfig()
+    ap = argparse.ArgumentParser(
+        prog=f"train.py --task {task}",
+        description=("Fine-tune a pretrained GPT as a classifier (label<TAB>text, CSV or JSONL; last-token head; "
+                     "70/10/20 split)" if task == "classify" else
+                     "Instruction-tune a pretrained GPT on Alpaca-format JSON or JSONL (85/5/10 split), then "
+                     "write its greedy answers to the test split to OUT/responses.jsonl"))
+    ap.add_argument("--task", choices=TASKS)
+
+    def add(flag: str, help: str = "", **kw: Any) -> None:
+        default = getattr(d, flag[2:].replace("-", "_"))
+        if "(default" not in help and not isinstance(default, bool):
+            help = f"{help} (default: %(default)s)".lstrip()
+        ap.add_argument(flag, default=default, help=help, **kw)
+
+    ap.add_argument("--init-from", required=True,
+                    help="the pretrained model: a train.py --out folder, one of its checkpoints, "
+                         "or a Hugging Face GPT-2 folder (config.json, model.safetensors, vocab.json, merges.txt)")
+    ap.add_argument("--data", required=True, help="the labelled examples" if task == "classify" else "the instructions")
+    ap.add_argument("--out", default=f"out/{task}", help="where the fine-tuned model goes (default: %(default)s)")
+    ap.add_argument("--overwrite", action="store_true", help="replace a fine-tuned model already in --out")
+    add("--epochs", type=int)
+    add("--batch-size", type=int)
+    add("--lr", "peak learning rate; the default suits GPT-2, a small model trained here wants ~1e-3", type=float)
+    add("--min-lr", "cosine-decay to this over the run (default: a constant lr)", type=float)
+    add("--warmup-steps", type=int)
+    add("--weight-decay", type=float)
+    add("--grad-clip", "0 turns clipping off", type=float)
+    add("--max-length", "tokens per example, longer ones are truncated (default: the model's block_size)", type=int)
+    add("--eval-interval", "steps between evaluations; 0: only at the end", type=int)
+    add("--eval-batches", "batches per split at those evaluations (the final one uses all)", type=int)
+    add("--seed", "fixes the split, the batches and the new weights", type=int)
+    add("--device", choices=["cpu", "cuda"])
+    add("--lora-rank", "train low-rank adapters of this rank instead of the weights; 0: off", type=int)
+    add("--lora-alpha", "adapter scale alpha (the update is alpha/rank * B A)", type=float)
+    add("--merge-lora", "fold the adapters into the weights when saving", action="store_true")
+    if task == "classify":
+        add("--trainable", "which parameters train (ignored with LoRA: adapters + head)", choices=TRAINABLE)
+        add("--balance", "undersample every class to the smallest one", action="store_true")
+        ap.add_argument("--labels", type=lambda s: s.split(","),
+                        help="comma-separated label names, fixing their ids and order (default: sorted labels of the data)")
+    else:
+        add("--mask-prompt", "learn the responses only (the instruction and input tokens get ignore_index)",
+            action="store_true")
+        add("--max-new-tokens", "tokens generated per test response", type=int)
+        add("--n-responses", "how many test responses to write (default: all)", type=int)
+        ap.add_argument("--prompt-template",
+                        help='a JSON file {"with_input": "...", "without_input": "..."} (default: Alpaca\'s)')
+    return ap
+
+
+def finetune(task: str, argv: list[str] | None) -> None:
+    from gpt.finetune import FinetuneConfig, finetune_classifier, finetune_instruct
+    from gpt.instruct import ALPACA, PromptTemplate
+
+    args = vars(build_finetune_parser(task).parse_args(argv))
+    init_from, data, out = args.pop("init_from"), args.pop("data"), Path(args.pop("out"))
+    overwrite, template_path = args.pop("overwrite"), args.pop("prompt_template", None)
+    args.pop("task")
+    if args["grad_clip"] == 0:
+        args["grad_clip"] = None
+    cfg = FinetuneConfig(**args)
+    if (out / "config.json").exists() and not overwrite:
+        raise ValueError(f"{out} already holds a model: pass --overwrite to replace it, or choose another --out")
+    if Path(init_from).resolve() == out.resolve():
+        raise ValueError(f"--out {out} is the --init-from folder: write the fine-tuned model elsewhere")
+    if task == "classify":
+        final = finetune_classifier(init_from, data, out, cfg)
+        print(f"test accuracy {final['test_acc']:.2%}; classify with: "
+              f'python -m gpt classify --checkpoint {out} "some text"')
+    else:
+        template = PromptTemplate.from_file(template_path) if template_path else ALPACA
+        final = finetune_instruct(init_from, data, out, cfg, template)
+        print(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; "
+              f"answers in {out / 'responses.jsonl'}; chat with: python -m gpt chat --checkpoint {out}")
+
+
+def task_of(argv: list[str] | None) -> str:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--task", choices=TASKS, default="pretrain")
+    return pre.parse_known_args(argv)[0].task
+
+
 def main(argv: list[str] | None = None) -> None:
+    task = task_of(argv)
+    if task != "pretrain":
+        try:
+            finetune(task, argv)
+        except (ValueError, FileNotFoundError) as e:
+            sys.exit(f"error: {e}")
+        return
     try:
         cfg, ckpt = resolve_config(given_flags(argv))
         train(cfg, ckpt)

@@ -1,4 +1,9 @@
-"""Command line for a trained model: `python -m gpt sample --checkpoint DIR --prompt "..."`."""
+"""Command line for a trained model:
+
+    python -m gpt sample --checkpoint DIR --prompt "..."     continue a text
+    python -m gpt classify --checkpoint DIR "some text"      label and probability (a classify fine-tune)
+    python -m gpt chat --checkpoint DIR                      answer instructions typed at the prompt (an instruct fine-tune)
+"""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +36,37 @@ def sample(args: argparse.Namespace) -> None:
     print()
 
 
+def classify(args: argparse.Namespace) -> None:
+    from .finetune import classify_texts, load_finetuned
+
+    model, tok, config = load_finetuned(args.checkpoint, device=args.device)
+    if config["task"] != "classify":
+        sys.exit(f"error: {args.checkpoint} holds a model for task {config['task']!r}, not a classifier")
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for label, prob in classify_texts(model, tok, config["labels"], texts, config["finetune"]["max_length"]):
+        print(f"{label}\t{prob:.4f}")
+
+
+def chat(args: argparse.Namespace) -> None:
+    from .finetune import load_finetuned
+    from .instruct import PromptTemplate, generate_response
+
+    model, tok, config = load_finetuned(args.checkpoint, device=args.device)
+    if config["task"] != "instruct":
+        sys.exit(f"error: {args.checkpoint} holds a model for task {config['task']!r}, not an instruction-tuned one")
+    template = PromptTemplate.from_dict(config["prompt_template"])
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            instruction = input("instruction> " if interactive else "")
+        except EOFError:
+            break
+        if not instruction.strip():
+            continue
+        print(generate_response(model, tok, template, instruction, args.input, args.max_new_tokens,
+                                args.temperature, args.seed), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m gpt", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -48,6 +84,21 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--stop-at-eos", action=argparse.BooleanOptionalAction, default=True,
                    help="stop at <|endoftext|> (default: yes)")
     s.set_defaults(func=sample)
+
+    c = sub.add_parser("classify", help="print the label and its probability for each text")
+    c.add_argument("--checkpoint", required=True, help="the output folder of a classification fine-tune")
+    c.add_argument("text", nargs="*", help="texts to classify (default: one per line from stdin)")
+    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    c.set_defaults(func=classify)
+
+    ch = sub.add_parser("chat", help="answer instructions typed at the prompt, one per line (Ctrl-D ends)")
+    ch.add_argument("--checkpoint", required=True, help="the output folder of an instruction fine-tune")
+    ch.add_argument("--input", default="", help="an input passed along with every instruction (Alpaca's 'input')")
+    ch.add_argument("--max-new-tokens", type=int, default=256)
+    ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the default)")
+    ch.add_argument("--seed", type=int, default=None)
+    ch.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ch.set_defaults(func=chat)
     args = ap.parse_args(argv)
     try:
         args.func(args)

@@ -1,0 +1,149 @@
+"""Instruction following: Alpaca-style data, prompts, and next-token batches with masks.
+
+    read_instructions(path)            [{"instruction", "input", "output"}] from JSON or JSONL
+    PromptTemplate / ALPACA            how an entry becomes a prompt (the response follows it)
+    encode_example(tok, tmpl, entry)   prompt ids + response ids + <|endoftext|>, and the prompt length
+    collate(examples, pad_id)          inputs (B, T) and targets (B, T) with ignore_index where nothing is learned
+
+One training sequence is  prompt | response | <|endoftext|>. The prompt and the
+response are tokenized separately, so the model learns to continue exactly the
+ids it will be given at generation time (the prompt alone).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bpe import Tokenizer
+
+IGNORE_INDEX = -100
+EOT = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """`with_input` is used when the entry's input is non-empty, `without_input`
+    otherwise; both contain `{instruction}`, `with_input` also `{input}`. The
+    response text is appended right after the formatted prompt."""
+
+    with_input: str
+    without_input: str
+
+    def __post_init__(self) -> None:
+        for name, needed in (("with_input", ("{instruction}", "{input}")), ("without_input", ("{instruction}",))):
+            missing = [k for k in needed if k not in getattr(self, name)]
+            if missing:
+                raise ValueError(f"prompt template {name!r} lacks the placeholder(s) {missing}")
+
+    def format(self, instruction: str, input: str = "") -> str:
+        if input.strip():
+            return self.with_input.replace("{instruction}", instruction).replace("{input}", input)
+        return self.without_input.replace("{instruction}", instruction)
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str]) -> "PromptTemplate":
+        return cls(d["with_input"], d["without_input"])
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "PromptTemplate":
+        """A JSON file {"with_input": "...", "without_input": "..."}."""
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(d, dict) or set(d) != {"with_input", "without_input"}:
+            raise ValueError(f"{path}: a prompt template is a JSON object with exactly 'with_input' and 'without_input'")
+        return cls.from_dict(d)
+
+
+_PREAMBLE = ("Below is an instruction that describes a task. "
+             "Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}")
+ALPACA = PromptTemplate(
+    with_input=_PREAMBLE + "\n\n### Input:\n{input}\n\n### Response:\n",
+    without_input=_PREAMBLE + "\n\n### Response:\n",
+)
+
+
+def read_instructions(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Entries with "instruction", "input" ("" when absent) and "output", from a
+    JSON list or a JSONL file. Raises ValueError on a malformed entry or an empty set."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no dataset at {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        rows = json.loads(text)
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: expected a JSON list of {{instruction, input, output}} objects")
+    entries = []
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not isinstance(row.get("instruction"), str) or not isinstance(row.get("output"), str):
+            raise ValueError(f"{path}: entry {n} needs string fields 'instruction' and 'output' ('input' optional)")
+        entries.append({"instruction": row["instruction"], "input": str(row.get("input") or ""), "output": row["output"]})
+    if not entries:
+        raise ValueError(f"{path} holds no examples")
+    return entries
+
+
+def encode_example(tok: Tokenizer, template: PromptTemplate, entry: dict[str, str]) -> tuple[list[int], int]:
+    """(prompt + response + <|endoftext|> ids, number of prompt ids)."""
+    eos = end_of_text_id(tok)
+    prompt = tok.encode(template.format(entry["instruction"], entry.get("input", "")))
+    response = tok.encode(entry["output"])
+    return prompt + response + [eos], len(prompt)
+
+
+def end_of_text_id(tok: Tokenizer) -> int:
+    if EOT not in tok.special_tokens:
+        raise ValueError(f"instruction tuning needs a tokenizer with the special token {EOT}")
+    return tok.special_tokens[EOT]
+
+
+def collate(examples: Sequence[tuple[Sequence[int], int]], pad_id: int, mask_prompt: bool = False,
+            max_length: int | None = None, ignore_index: int = IGNORE_INDEX) -> tuple[np.ndarray, np.ndarray, int]:
+    """Inputs and next-token targets (B, T) for sequences s of length L:
+
+        inputs[b, j]  = s[j]       for j < L - 1, then pad_id
+        targets[b, j] = s[j + 1]   for j < L - 1, then ignore_index
+
+    so the final <|endoftext|> of each sequence is a target (the model must learn
+    to stop) and every padding position after it is ignored. With mask_prompt the
+    targets that are prompt tokens (j + 1 < prompt_len) are ignored too: only the
+    response and its end-of-text are learned. `max_length` caps T (the model's
+    block_size), keeping each sequence's start; returns how many were cut.
+    """
+    cut = [list(s[:max_length + 1]) if max_length is not None else list(s) for s, _ in examples]
+    truncated = sum(len(c) < len(s) for c, (s, _) in zip(cut, examples))
+    T = max(len(c) for c in cut) - 1
+    if T < 1:
+        raise ValueError("every sequence needs at least 2 tokens (an input and its target)")
+    inputs = np.full((len(cut), T), pad_id, dtype=np.int64)          # (B, T)
+    targets = np.full((len(cut), T), ignore_index, dtype=np.int64)   # (B, T)
+    for b, (seq, (_, prompt_len)) in enumerate(zip(cut, examples)):
+        n = len(seq) - 1
+        inputs[b, :n] = seq[:-1]
+        targets[b, :n] = seq[1:]
+        if mask_prompt:
+            targets[b, :min(prompt_len - 1, n)] = ignore_index
+    return inputs, targets, truncated
+
+
+def generate_response(model: Any, tok: Tokenizer, template: PromptTemplate, instruction: str, input: str = "",
+                      max_new_tokens: int = 256, temperature: float = 0.0, seed: int | None = None) -> str:
+    """The model's answer to one instruction: greedy by default, stopped at <|endoftext|>.
+    A prompt longer than block_size keeps its last block_size - 1 ids; once the
+    answer grows past block_size the context slides (the model forgets the start)."""
+    eos = end_of_text_id(tok)
+    prompt = tok.encode(template.format(instruction, input))[-(model.config.block_size - 1):]
+    out = model.generate([prompt], max_new_tokens, temperature=temperature, eos_id=eos, seed=seed)
+    new = [int(t) for t in out[0, len(prompt):]]
+    if eos in new:
+        new = new[:new.index(eos)]
+    return tok.decode(new).strip()
