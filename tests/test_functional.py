@@ -3,6 +3,7 @@ composed from primitives (forward and backward), and the edge cases each op prom
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -307,8 +308,24 @@ def qkv(shape, seed, dtype=np.float64, device="cpu"):
             rand((b, h, tk, dv), seed + 2, dtype=dtype, device=device))
 
 
+@contextmanager
+def attention_blocks(blocks: int, min_rows: int):
+    """Causal attention in up to `blocks` blocks of >= `min_rows` query rows (small ones, so
+    that the short sequences of these tests go through the blocked path too)."""
+    saved = F._ATTENTION_BLOCKS, F._ATTENTION_MIN_ROWS
+    F._ATTENTION_BLOCKS, F._ATTENTION_MIN_ROWS = blocks, min_rows
+    try:
+        yield
+    finally:
+        F._ATTENTION_BLOCKS, F._ATTENTION_MIN_ROWS = saved
+
+
+BLOCKINGS = {"one-block": (1, 1), "blocks-of-2": (64, 2), "3-blocks": (3, 1)}
+
+
+@pytest.mark.parametrize("blocking", BLOCKINGS)
 @given(case=attention_case())
-def test_attention_gradcheck(case):
+def test_attention_gradcheck(blocking, case):
     shape, causal, mask, dropout_p, scale, seed = case
 
     def fn(q, k, v):
@@ -316,11 +333,13 @@ def test_attention_gradcheck(case):
         return F.scaled_dot_product_attention(q, k, v, causal=causal, attn_mask=mask, dropout_p=dropout_p,
                                               scale=scale)
 
-    assert tt.gradcheck(fn, qkv(shape, seed), max_elements=40)
+    with attention_blocks(*BLOCKINGS[blocking]):
+        assert tt.gradcheck(fn, qkv(shape, seed), max_elements=40)
 
 
+@pytest.mark.parametrize("blocking", BLOCKINGS)
 @given(case=attention_case())
-def test_attention_matches_primitives(case):
+def test_attention_matches_primitives(blocking, case):
     shape, causal, mask, dropout_p, scale, seed = case
     b, h, tq, tk, d, dv = shape
     keep = keep_mask((b, h, tq, tk), dropout_p, seed) if dropout_p else None
@@ -329,8 +348,9 @@ def test_attention_matches_primitives(case):
         tt.manual_seed(seed)
         return F.scaled_dot_product_attention(q, k, v, causal, mask, dropout_p, scale)
 
-    assert_same(fused, lambda q, k, v: attention_ref(q, k, v, causal, mask, scale, keep, dropout_p),
-                qkv(shape, seed), seed, rtol=1e-6, atol=1e-9)
+    with attention_blocks(*BLOCKINGS[blocking]):
+        assert_same(fused, lambda q, k, v: attention_ref(q, k, v, causal, mask, scale, keep, dropout_p),
+                    qkv(shape, seed), seed, rtol=1e-6, atol=1e-9)
 
 
 @given(shape=st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 9), st.integers(0, 8),
@@ -357,10 +377,12 @@ def test_attention_query_block_is_bottom_right_aligned():
     np.testing.assert_allclose(last, full[:, :, 6:], rtol=1e-12)
 
 
-def test_attention_fully_masked_rows_are_zero():
+@pytest.mark.parametrize("blocking", BLOCKINGS)
+def test_attention_fully_masked_rows_are_zero(blocking):
     q, k, v = qkv((1, 2, 5, 3, 4, 4), 0)  # causal with Tq > Tk: the first two queries see no key
-    out = F.scaled_dot_product_attention(q, k, v)
-    out.backward(np.ones(out.shape))
+    with attention_blocks(*BLOCKINGS[blocking]):
+        out = F.scaled_dot_product_attention(q, k, v)
+        out.backward(np.ones(out.shape))
     assert np.isfinite(out.numpy()).all() and np.isfinite(q.grad).all()
     assert not out.numpy()[:, :, :2].any() and not q.grad[:, :, :2].any()
     # the others match plain attention of the last three queries over the three keys
