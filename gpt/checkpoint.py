@@ -24,6 +24,7 @@ from typing import Any
 
 from bpe import Tokenizer
 from tinytensor import load, save
+from tinytensor.serialize import fsync_dir, write_atomically
 
 CKPT_DIR = "ckpt"
 MODEL_FILE = "model.safetensors"
@@ -55,17 +56,17 @@ def save_checkpoint(out: str | os.PathLike, step: int, model_state: dict[str, An
     try:
         save(model_state, tmp / MODEL_FILE)
         save(optim_state["arrays"], tmp / OPTIM_FILE)
-        _write_json(tmp / CONFIG_FILE, config)
+        write_json(tmp / CONFIG_FILE, config)
         tokenizer.save(tmp / TOKENIZER_FILE)
         full_state = {**state, "step": step,
                       "optimizer": {"scalars": optim_state["scalars"], "param_groups": optim_state["param_groups"]}}
-        _write_json(tmp / STATE_FILE, full_state)   # last: its presence marks the folder complete
-        _fsync_dir(tmp)
+        write_json(tmp / STATE_FILE, full_state)   # last: its presence marks the folder complete
+        fsync_dir(tmp)
         if final.exists():
             # the same step saved again (a resumed run that had nothing left to do): move the old one aside
             _remove(final)
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -132,11 +133,9 @@ class Checkpoint:
         return Tokenizer.load(self.folder / TOKENIZER_FILE)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """obj as indented JSON, written atomically."""
+    write_atomically(path, json.dumps(obj, indent=2).encode())
 
 
 def _remove(folder: Path) -> None:
@@ -144,17 +143,3 @@ def _remove(folder: Path) -> None:
     trash = folder.with_name(f".del-{folder.name}-{os.getpid()}")
     os.replace(folder, trash)
     shutil.rmtree(trash)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # make renames durable; not every platform can open a folder
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bpe import Tokenizer
+from tinytensor.serialize import write_atomically
 
 EOT = "<|endoftext|>"
 TOKENIZERS = ("bpe", "bytes", "gpt2")  # or the path of a saved tokenizer file
@@ -193,7 +193,7 @@ def prepare_data(data: str | os.PathLike | None, tokenizer: str, cache_dir: str 
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(folder / "tokenizer.json")
     for name, ids in (("train", train), ("val", val)):
-        _write_atomically(folder / f"{name}.bin", np.asarray(ids, dtype=dtype).tobytes())
+        write_atomically(folder / f"{name}.bin", np.asarray(ids, dtype=dtype).tobytes())
     meta = {
         "dtype": dtype.name,
         "tokenizer": "tokenizer.json",
@@ -204,7 +204,7 @@ def prepare_data(data: str | os.PathLike | None, tokenizer: str, cache_dir: str 
         "source": str(data) if data is not None else "pydoc_data.topics (embedded in CPython)",
         "key": key,
     }
-    _write_atomically(folder / "meta.json", json.dumps(meta, indent=2).encode())
+    write_atomically(folder / "meta.json", json.dumps(meta, indent=2).encode())
     return _open(folder, cached=False)
 
 
@@ -234,20 +234,6 @@ def _cache_key(docs: list[str], tokenizer: str, vocab_size: int, gpt2_vocab: Any
         h.update(len(data).to_bytes(8, "little"))  # length-prefixed, so ["ab", "c"] and ["a", "bc"] differ
         h.update(data)
     return h.hexdigest()[:16]
-
-
-def _write_atomically(path: Path, blob: bytes) -> None:
-    # temp file in the same folder + rename: a crash leaves the old file or the new one, never half
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---- batches -------------------------------------------------------------------

@@ -36,7 +36,7 @@ from bpe import Tokenizer
 from tinytensor import nn, optim
 from tinytensor.backend import to_device
 
-from .checkpoint import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, resolve_checkpoint
+from .checkpoint import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, resolve_checkpoint, write_json
 from .classify import GPTClassifier, balance, classification_loss, label_ids, pad_batch, predict_proba, read_labeled
 from .inference import load_for_inference
 from .instruct import ALPACA, IGNORE_INDEX, PromptTemplate, collate, encode_example, generate_response, read_instructions
@@ -175,12 +175,6 @@ def _format_row(row: dict) -> str:
     return " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def _save(out: Path, model: nn.Module, body: GPT, tok: Tokenizer, config: dict, cfg: FinetuneConfig,
           init_from: str | os.PathLike, extra_trainable: dict[str, Any]) -> None:
     """Write config.json, the weights (full, merged, or adapters + `extra_trainable`) and tokenizer.json."""
@@ -198,7 +192,7 @@ def _save(out: Path, model: nn.Module, body: GPT, tok: Tokenizer, config: dict, 
     if not cfg.lora_rank or cfg.merge_lora:
         tt.save(model.state_dict(), out / MODEL_FILE)
     tok.save(out / TOKENIZER_FILE)
-    _write_json(out / CONFIG_FILE, {**config, "model": body.config.to_dict(), "lora": lora,
+    write_json(out / CONFIG_FILE, {**config, "model": body.config.to_dict(), "lora": lora,
                                     "finetune": asdict(cfg)})
 
 
@@ -308,7 +302,7 @@ def finetune_classifier(init_from: str | os.PathLike, data: str | os.PathLike, o
     out = Path(out)
     head = {f"head.{k}": v for k, v in model.head.state_dict().items()}
     _save(out, model, body, tok, {"task": "classify", "labels": labels, "n_classes": len(labels)}, cfg, init_from, head)
-    _write_json(out / METRICS_FILE, {"final": final, "history": history})
+    write_json(out / METRICS_FILE, {"final": final, "history": history})
     return final
 
 
@@ -385,7 +379,7 @@ def finetune_instruct(init_from: str | os.PathLike, data: str | os.PathLike, out
     log("final | " + _format_row(final))
     out = Path(out)
     _save(out, model, model, tok, {"task": "instruct", "prompt_template": template.to_dict()}, cfg, init_from, {})
-    _write_json(out / METRICS_FILE, {"final": final, "history": history})
+    write_json(out / METRICS_FILE, {"final": final, "history": history})
 
     rows = test[:cfg.n_responses] if cfg.n_responses is not None else test
     with open(out / RESPONSES_FILE, "w", encoding="utf-8") as f:

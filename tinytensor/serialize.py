@@ -47,13 +47,16 @@ def save(state_dict: dict[str, Any], path: str | os.PathLike, metadata: dict[str
         blob = safetensors.numpy.save(arrays, metadata=metadata)
     except safetensors.SafetensorError as e:
         raise TypeError(f"save: safetensors cannot store these arrays: {e}") from e
-    _write_atomically(Path(path), blob)
+    write_atomically(path, blob)
 
 
-def _write_atomically(path: Path, blob: bytes) -> None:
+def write_atomically(path: str | os.PathLike, blob: bytes) -> None:
+    """Write `blob` to `path` through a temporary file in the same folder and a
+    rename: a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
     folder = path.parent
     if not folder.is_dir():
-        raise FileNotFoundError(f"save: the folder {folder} does not exist")
+        raise FileNotFoundError(f"cannot write {path.name}: the folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -65,7 +68,11 @@ def _write_atomically(path: Path, blob: bytes) -> None:
         # BaseException too: a Ctrl-C mid-write must not leave the temp file behind
         Path(tmp).unlink(missing_ok=True)
         raise
-    # make the rename itself durable; not every platform can open a folder
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make the renames inside `folder` durable; not every platform can open a folder."""
     try:
         dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:
