@@ -200,8 +200,8 @@ def test_spam_collection_parses(shared_data):
     assert np.bincount(ids).tolist() == [4827, 747]
 
 
-def test_train_py_task_classify(tmp_path, capsys):
-    import train
+def test_train_py_task_classify(tmp_path, capsys, train_script):
+    train = train_script
 
     write_base(tmp_path / "base", HAM + SPAM)
     data = write_tsv(tmp_path / "d.tsv", [("ham", t) for t in HAM] + [("spam", t) for t in SPAM])

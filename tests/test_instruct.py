@@ -173,8 +173,8 @@ def test_starts_from_a_hugging_face_folder(tmp_path, shared_data):
     assert tok.vocab_size == 50257 and model.config.block_size == 128
 
 
-def test_train_py_task_instruct_with_template_and_merged_lora(tmp_path, capsys):
-    import train
+def test_train_py_task_instruct_with_template_and_merged_lora(tmp_path, capsys, train_script):
+    train = train_script
 
     tok = tokenizer()
     write_base(tmp_path / "base", tok, n_layer=2)

@@ -1,7 +1,6 @@
 """train.py: learning, bit-identical resume, NaN and Ctrl-C stops, crash-safe checkpoints, end to end."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,11 +14,10 @@ import pytest
 from gpt import checkpoint as gckpt
 from gpt.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints
 
+from conftest import load_train_script
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
-train = importlib.util.module_from_spec(_spec)
-sys.modules["train_script"] = train   # dataclasses look their module up there
-_spec.loader.exec_module(train)
+train = load_train_script()
 
 TINY = ["--preset", "nano", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
         "--batch-size", "4", "--tokenizer", "bytes", "--eval-iters", "1", "--sample-tokens", "4",
