@@ -38,7 +38,8 @@ def read_labeled(path: str | os.PathLike) -> list[tuple[str, str]]:
     - `.jsonl`: one object per line with "text" and "label";
     - `.csv`: two columns label,text with CSV quoting (a header row label,text is skipped);
     - anything else (`.tsv`, `.txt`): `label<TAB>text`, split at the FIRST tab, no
-      quoting (the SMS Spam Collection has quote characters inside messages).
+      quoting (the SMS Spam Collection has quote characters inside messages); a
+      header line label<TAB>text is skipped.
     Blank lines are skipped. Raises ValueError naming the line of a malformed
     record, or when the file holds no examples.
     """
@@ -72,6 +73,8 @@ def read_labeled(path: str | os.PathLike) -> list[tuple[str, str]]:
             label, tab, text = line.partition("\t")
             if not tab:
                 raise ValueError(f"{path}:{n}: no tab: each line must be label<TAB>text")
+            if not examples and [label.strip().lower(), text.strip().lower()] == ["label", "text"]:
+                continue                                 # a header line
             examples.append((label, text.rstrip("\r")))
     if not examples:
         raise ValueError(f"{path} holds no examples: expected label<TAB>text lines (or JSONL with text and label)")

@@ -45,6 +45,8 @@ def test_tsv_splits_at_the_first_tab_without_quoting(tmp_path):
     path = tmp_path / "d.tsv"
     path.write_text('ham\tsay "hi\tthere"\n\nspam\t"free" prize\n')
     assert read_labeled(path) == [("ham", 'say "hi\tthere"'), ("spam", '"free" prize')]
+    path.write_text("Label\tText\nham\tok\nlabel\ttext\n")   # a header first is skipped, later it is data
+    assert read_labeled(path) == [("ham", "ok"), ("label", "text")]
 
 
 def test_csv_and_jsonl(tmp_path):
