@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # nanoGPT's CPU recipe on Tiny Shakespeare, character level (here: byte level,
 # the same thing for ASCII text). nanoGPT reports val loss ~1.88 after 2000 steps.
+# Its model has no biases (nanoGPT's default bias=False), so neither has this one.
 #
 #   bench/shakespeare_cpu.sh [DATA] [extra train.py flags...]
 #
@@ -19,7 +20,7 @@ rm -rf "$OUT/ckpt" "$OUT/metrics.jsonl"   # a fresh run each time; the tokenized
 
 start=$(date +%s)
 python train.py --data "$DATA" --tokenizer bytes --out "$OUT" \
-    --preset nano --n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --batch-size 12 \
+    --preset nano --n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --batch-size 12 --no-bias \
     --max-iters 2000 --lr-decay-iters 2000 --dropout 0.0 --lr 1e-3 --min-lr 1e-4 --beta2 0.99 \
     --warmup-iters 100 --weight-decay 0.1 --grad-clip 1.0 --eval-interval 250 --eval-iters 20 "$@"
 end=$(date +%s)
