@@ -30,6 +30,7 @@ float64. Device-agnostic: `xp` is NumPy or CuPy, whichever holds the data.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,8 @@ def _as_tensor(x: Any) -> Tensor:
 
 
 def _same_device(name: str, *tensors: Tensor | None) -> None:
+    if "cupy" not in sys.modules:
+        return                                           # no CuPy, so every array is a NumPy array
     devices = {t.device for t in tensors if t is not None}
     if len(devices) > 1:
         raise RuntimeError(f"{name}: inputs live on different devices {sorted(devices)}; move them with .to()")

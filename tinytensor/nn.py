@@ -73,29 +73,19 @@ class Module:
             value = value if isinstance(value, Tensor) else Tensor(value)
         else:
             registry = None
-        # a name lives in exactly one place, so rebinding (e.g. bias = None) unregisters
+        # a name is registered in at most one place, so rebinding (e.g. bias = None) unregisters
         for reg in ("_parameters", "_modules", "_buffers"):
             self.__dict__.get(reg, {}).pop(name, None)
-        if registry is None:
-            object.__setattr__(self, name, value)
-        else:
-            self.__dict__.pop(name, None)
+        if registry is not None:
             self.__dict__[registry][name] = value
-
-    def __getattr__(self, name: str) -> Any:
-        # only reached when normal lookup fails, i.e. for registered members
-        for reg in ("_parameters", "_modules", "_buffers"):
-            members = self.__dict__.get(reg)
-            if members is not None and name in members:
-                return members[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        # registered members are plain attributes too, so reading one (a forward does
+        # it many times per call) is a native lookup rather than a __getattr__ call
+        object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
         for reg in ("_parameters", "_modules", "_buffers"):
-            if name in self.__dict__[reg]:
-                del self.__dict__[reg][name]
+            if self.__dict__[reg].pop(name, None) is not None:
                 self._non_persistent.discard(name)
-                return
         object.__delattr__(self, name)
 
     def register_buffer(self, name: str, value: Any, persistent: bool = True) -> None:
@@ -105,8 +95,9 @@ class Module:
             raise AttributeError("call super().__init__() before register_buffer()")
         for reg in ("_parameters", "_modules"):
             self.__dict__[reg].pop(name, None)
-        self.__dict__.pop(name, None)
-        self._buffers[name] = value if isinstance(value, Tensor) else Tensor(value)
+        value = value if isinstance(value, Tensor) else Tensor(value)
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
         if persistent:
             self._non_persistent.discard(name)
         else:
