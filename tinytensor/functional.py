@@ -511,7 +511,7 @@ class ScaledDotProductAttention(Function):
         for i0, i1, kend in _causal_chunks(tq, tk, causal):
             # S = (q * scale) @ k^T on this block; p holds S, then P = softmax(S), all in place
             p = xp.matmul(qs[..., i0:i1, :], k[..., :kend, :].swapaxes(-1, -2))  # (B, H, r, kend)
-            if causal:
+            if causal and tk - tq + i0 + 1 < kend:       # else every row sees all kend keys (one new token)
                 # row i0 + r sees keys j <= Tk - Tq + i0 + r
                 future = xp.triu(xp.ones((i1 - i0, kend), dtype=bool), k=tk - tq + i0 + 1)  # (r, kend)
                 xp.copyto(p, -xp.inf, where=future)
