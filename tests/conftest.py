@@ -60,3 +60,19 @@ def load_train_script():
 @pytest.fixture
 def train_script():
     return load_train_script()
+
+
+def write_model_folder(folder: Path, tok, n_layer: int = 1, n_embd: int = 16, block_size: int = 48):
+    """One of our model folders (config.json, model.safetensors, tokenizer.json) holding a
+    random tiny GPT (seeded) over `tok`'s vocabulary; returns the model."""
+    import json
+
+    from gpt import GPT, GPTConfig
+
+    tt.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=n_layer, n_head=2, n_embd=n_embd))
+    folder.mkdir(parents=True, exist_ok=True)
+    tt.save(model.state_dict(), folder / "model.safetensors")
+    tok.save(folder / "tokenizer.json")
+    (folder / "config.json").write_text(json.dumps({"model": model.config.to_dict()}))
+    return model

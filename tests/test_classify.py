@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_model_folder
 
 import tinytensor as tt
 from bpe import Tokenizer
@@ -24,15 +25,9 @@ SPAM = ["WIN a FREE prize now!!! txt WIN to 80082", "URGENT you have won cash ca
 
 
 def write_base(folder, texts, n_layer=1, n_embd=16, block_size=48) -> GPT:
-    """One of our checkpoint folders (config.json, model.safetensors, tokenizer.json) with a random tiny GPT."""
+    """A model folder with a random tiny GPT over a tokenizer trained on `texts`."""
     tok = Tokenizer.train(texts, vocab_size=300, special_tokens=["<|endoftext|>"], progress=False)
-    tt.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=n_layer, n_head=2, n_embd=n_embd))
-    folder.mkdir(parents=True, exist_ok=True)
-    tt.save(model.state_dict(), folder / "model.safetensors")
-    tok.save(folder / "tokenizer.json")
-    (folder / "config.json").write_text(json.dumps({"model": model.config.to_dict()}))
-    return model
+    return write_model_folder(folder, tok, n_layer, n_embd, block_size)
 
 
 def write_tsv(path, pairs):

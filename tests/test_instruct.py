@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import write_model_folder
 
 import tinytensor as tt
 from bpe import Tokenizer
@@ -36,13 +37,7 @@ def tokenizer() -> Tokenizer:
 
 
 def write_base(folder, tok, n_layer=1, n_embd=32, block_size=96) -> GPT:
-    tt.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=n_layer, n_head=2, n_embd=n_embd))
-    folder.mkdir(parents=True, exist_ok=True)
-    tt.save(model.state_dict(), folder / "model.safetensors")
-    tok.save(folder / "tokenizer.json")
-    (folder / "config.json").write_text(json.dumps({"model": model.config.to_dict()}))
-    return model
+    return write_model_folder(folder, tok, n_layer, n_embd, block_size)
 
 
 # ---- prompts and data ---------------------------------------------------------------
