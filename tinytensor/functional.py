@@ -148,26 +148,27 @@ class LogSoftmax(Function):
         xl = xp.moveaxis(x, axis, -1)                    # softmax axis last (a view; copied below if needed)
         x2 = xl.reshape(-1, xl.shape[-1])                # (N, V)
         y = xp.empty_like(x2)                            # (N, V)
-        # softmax is saved (one (N, V) array) so that backward needs no second exp
-        p = xp.empty_like(x2) if self.needs_grad[0] else None  # (N, V)
-        for rows in _row_blocks(*x2.shape, xp):          # each block's steps run in cache
+        blocks = _row_blocks(*x2.shape, xp)
+        buf = xp.empty((min(blocks[0].stop, x2.shape[0]) if blocks else 0, x2.shape[1]), dtype=x2.dtype)  # (r, V)
+        for rows in blocks:                              # each block's steps run in cache
             block = x2[rows]                             # (r, V)
             e = xp.subtract(block, block.max(axis=1, keepdims=True), out=y[rows])  # x - m
-            total = xp.exp(e, out=p[rows] if p is not None else None).sum(axis=1, keepdims=True)
-            if p is not None:
-                p[rows] *= 1.0 / total                   # softmax = e^(x - m) / sum
+            total = xp.exp(e, out=buf[:len(e)]).sum(axis=1, keepdims=True)
             e -= xp.log(total)                           # y = x - m - log sum e^(x - m) = x - lse(x)
-        self.p, self.axis = p, axis
+        # only the output is saved (it is kept alive by its consumer anyway): backward
+        # gets softmax(x) back as e^y, so no second (N, V) array lives between the passes
+        self.y, self.axis = (y if self.needs_grad[0] else None), axis
         return xp.moveaxis(y.reshape(xl.shape), -1, axis)
 
     def backward(self, g):
-        # y_i = x_i - lse(x): dx_i = g_i - softmax(x)_i * sum_j g_j
+        # y_i = x_i - lse(x): dx_i = g_i - softmax(x)_i * sum_j g_j, and softmax(x) = e^y
         xp = get_array_module(g)
         gl = xp.moveaxis(g, self.axis, -1)
-        g2 = gl.reshape(self.p.shape)                    # (N, V)
-        dx = xp.empty_like(self.p)                       # (N, V)
+        g2 = gl.reshape(self.y.shape)                    # (N, V)
+        dx = xp.empty_like(self.y)                       # (N, V)
         for rows in _row_blocks(*dx.shape, xp):          # each block's steps run in cache
-            d = xp.multiply(self.p[rows], -g2[rows].sum(axis=1, keepdims=True), out=dx[rows])
+            d = xp.exp(self.y[rows], out=dx[rows])       # softmax
+            d *= -g2[rows].sum(axis=1, keepdims=True)
             d += g2[rows]
         return xp.moveaxis(dx.reshape(gl.shape), -1, self.axis)
 
