@@ -59,7 +59,7 @@ class FinetuneConfig:
     epochs: int = 3
     batch_size: int = 8
     lr: float = 5e-5
-    min_lr: float | None = None          # cosine decay to this over the run; None: constant lr
+    min_lr: float | None = None          # cosine decay to this over the run; None: constant lr after warmup
     warmup_steps: int = 0
     weight_decay: float = 0.1
     grad_clip: float | None = 1.0
@@ -123,12 +123,9 @@ def split_dataset(n: int, seed: int, fractions: tuple[float, float, float]) -> t
 
 def _optimizer(model: nn.Module, cfg: FinetuneConfig) -> optim.AdamW:
     """AdamW over the trainable parameters only; matrices decay, vectors (biases, norms) do not."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("nothing to train: every parameter is frozen")
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    return optim.AdamW(optim.param_groups_for_weight_decay(model, cfg.weight_decay), lr=cfg.lr)
 
 
 def _train(model: nn.Module, n_train: int, step_loss: Callable[[np.ndarray], tt.Tensor], evaluate: Callable[[], dict],
@@ -149,10 +146,10 @@ def _train(model: nn.Module, n_train: int, step_loss: Callable[[np.ndarray], tt.
     for epoch in range(cfg.epochs):
         order = rng.permutation(n_train)
         for first in range(0, n_train, cfg.batch_size):
-            if cfg.min_lr is not None:
-                lr = optim.cosine_schedule(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, max(total, cfg.warmup_steps))
-                for group in opt.param_groups:
-                    group["lr"] = lr
+            lr = optim.cosine_schedule(step, cfg.lr, cfg.lr if cfg.min_lr is None else cfg.min_lr,
+                                       cfg.warmup_steps, max(total, cfg.warmup_steps))
+            for group in opt.param_groups:
+                group["lr"] = lr
             loss = step_loss(order[first:first + cfg.batch_size])
             opt.zero_grad()
             loss.backward()

@@ -147,6 +147,20 @@ def test_finetune_writes_a_checkpoint_the_cli_reads(tmp_path, capsys):
     assert [line.split("\t")[0] for line in lines] == ["spam", "ham"]
 
 
+def test_warmup_applies_without_a_decay(tmp_path):
+    write_base(tmp_path / "base", HAM + SPAM)
+    data = write_tsv(tmp_path / "d.tsv", [("ham", t) for t in HAM] + [("spam", t) for t in SPAM])
+    base = tt.load(tmp_path / "base" / "model.safetensors")
+    moved = {}
+    for warmup in (0, 10**6):   # lr 1.0 is huge; warming up over a million steps it stays near 0
+        cfg = FinetuneConfig(epochs=1, lr=1.0, warmup_steps=warmup, weight_decay=0.0, trainable="all",
+                             eval_interval=0, batch_size=4)
+        finetune_classifier(tmp_path / "base", data, tmp_path / f"w{warmup}", cfg, log=lambda s: None)
+        weights = tt.load(tmp_path / f"w{warmup}" / "model.safetensors")
+        moved[warmup] = max(float(np.abs(weights["gpt." + k] - v).max()) for k, v in base.items())
+    assert moved[0] > 0.5 and moved[10**6] < 1e-4
+
+
 def test_lora_classifier_saves_adapters_and_head_only(tmp_path):
     write_base(tmp_path / "base", HAM + SPAM, n_layer=2)
     data = write_tsv(tmp_path / "d.tsv", [("ham", t) for t in HAM] + [("spam", t) for t in SPAM])
