@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 import tinytensor as tt
 from gpt import GPT, GPTConfig, PRESETS
-from gpt.checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
+from gpt.checkpoint import Checkpoint, latest_checkpoint, save_checkpoint, write_json
 from gpt.data import EOT, TOKENIZERS, BatchSampler, PreparedData, prepare_data, unigram_loss
 from tinytensor import optim
 from tinytensor.backend import get_array_module, to_device
@@ -335,7 +335,7 @@ def train(cfg: TrainConfig, ckpt: Checkpoint | None) -> None:
     for k in MODEL_FIELDS:
         setattr(cfg, k, getattr(mcfg, k))
     config = {"train": asdict(cfg), "model": mcfg.to_dict()}
-    (out / "run.json").write_text(json.dumps({**config, "data": meta}, indent=2))
+    write_json(out / "run.json", {**config, "data": meta})
 
     tt.manual_seed(cfg.seed)
     model = GPT(mcfg).to(cfg.device, getattr(np, cfg.dtype))

@@ -130,7 +130,11 @@ def test_zero_grad_and_weight_decay_groups():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
     assert {id(p) for p in no_decay["params"]} == {id(model[0].bias), id(model[1].weight), id(model[1].bias)}
-    opt = optim.AdamW([decay, no_decay])
+    model[0].weight.requires_grad = False            # frozen parameters are left out
+    decay, no_decay = optim.param_groups_for_weight_decay(model, 0.1)
+    assert {id(p) for p in decay["params"]} == {id(model[2].weight)}
+    model[0].weight.requires_grad = True
+    opt = optim.AdamW(optim.param_groups_for_weight_decay(model, 0.1))
     for p in model.parameters():
         p.grad = np.ones_like(p.data)
     opt.zero_grad()

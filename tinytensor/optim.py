@@ -344,8 +344,9 @@ def cosine_schedule(step: int, max_lr: float, min_lr: float, warmup_steps: int, 
 def param_groups_for_weight_decay(model: "Module", weight_decay: float) -> list[dict[str, Any]]:
     """Two groups for an optimizer: matrices (ndim >= 2: linear and embedding
     weights) decay with `weight_decay`; vectors (biases, norm weights) get none,
-    since shrinking a gain or an offset towards 0 is not a useful prior."""
-    params = model.parameters()
+    since shrinking a gain or an offset towards 0 is not a useful prior.
+    Frozen parameters (requires_grad False) are left out."""
+    params = [p for p in model.parameters() if p.requires_grad]
     return [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
