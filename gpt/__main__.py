@@ -9,16 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .data import EOT
 from .inference import load_for_inference
 
 
 def sample(args: argparse.Namespace) -> None:
     model, tok = load_for_inference(args.checkpoint, device=args.device)
-    prompt = args.prompt if args.prompt else "<|endoftext|>"
+    prompt = args.prompt if args.prompt else EOT
     ids = tok.encode(prompt, allowed_special="all")
     if not ids:
         sys.exit("the prompt encodes to no tokens: give a non-empty --prompt")
-    eos = tok.special_tokens.get("<|endoftext|>")
+    eos = tok.special_tokens.get(EOT)
     if args.prompt:
         print(args.prompt, end="", flush=True)
     pending: list[int] = []

@@ -38,6 +38,7 @@ from tinytensor.backend import to_device
 
 from .checkpoint import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, resolve_checkpoint, write_json
 from .classify import GPTClassifier, balance, classification_loss, label_ids, pad_batch, predict_proba, read_labeled
+from .data import EOT
 from .inference import load_for_inference
 from .instruct import ALPACA, IGNORE_INDEX, PromptTemplate, collate, encode_example, generate_response, read_instructions
 from .lora import apply_lora, count_parameters, lora_state_dict, merge_lora
@@ -224,7 +225,7 @@ def load_finetuned(folder: str | os.PathLike, device: str = "cpu") -> tuple[nn.M
 
 def _pad_id(tok: Tokenizer) -> int:
     # any id works for padding (targets there are ignored, and attention is causal); end-of-text is GPT-2's choice
-    return tok.special_tokens.get("<|endoftext|>", 0)
+    return tok.special_tokens.get(EOT, 0)
 
 
 def _with_lora(body: GPT, cfg: FinetuneConfig, log: Log) -> None:

@@ -21,8 +21,9 @@ import numpy as np
 
 from bpe import Tokenizer
 
+from .data import EOT
+
 IGNORE_INDEX = -100
-EOT = "<|endoftext|>"
 
 
 @dataclass(frozen=True)
