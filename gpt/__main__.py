@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import sys
 
 from .data import EOT
@@ -22,19 +23,13 @@ def sample(args: argparse.Namespace) -> None:
     eos = tok.special_tokens.get(EOT)
     if args.prompt:
         print(args.prompt, end="", flush=True)
-    pending: list[int] = []
+    # a UTF-8 character may span several tokens: the incremental decoder holds back an
+    # unfinished one, and replaces bytes that can never become a character
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     for nxt in model.stream([ids], args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                             eos_id=eos if args.stop_at_eos else None, seed=args.seed):
-        pending.append(int(nxt[0]))
-        text = tok.decode_bytes(pending)
-        try:  # print only whole characters: a UTF-8 character may span several tokens
-            print(text.decode("utf-8"), end="", flush=True)
-            pending = []
-        except UnicodeDecodeError:
-            continue
-    if pending:
-        print(tok.decode(pending), end="")
-    print()
+        print(utf8.decode(tok.decode_bytes([int(nxt[0])])), end="", flush=True)
+    print(utf8.decode(b"", final=True))
 
 
 def classify(args: argparse.Namespace) -> None:

@@ -263,3 +263,26 @@ def test_sample_cli_from_a_folder(tmp_path):
                           "--max-new-tokens", "5", "--seed", "0"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("hello")
+
+
+def test_sample_cli_prints_on_after_a_byte_that_is_not_utf8(tmp_path, monkeypatch, capsys):
+    from bpe import Tokenizer
+    from gpt.__main__ import main
+
+    tok = Tokenizer(special_tokens=["<|endoftext|>"])   # bytes only: id b is the byte b
+    tok.save(tmp_path / "tokenizer.json")
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=8))
+    tt.save(model.state_dict(), tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(model.config.to_dict()))
+    printed = []
+
+    def stream(self, *args, **kwargs):
+        # a lone continuation byte, then "é" in two tokens, then "o": all shown before the next token
+        for t in [0x80, 0xC3, 0xA9, ord("o")]:
+            yield np.array([t])
+        printed.append(capsys.readouterr().out)
+        yield np.array([ord("k")])
+
+    monkeypatch.setattr(GPT, "stream", stream)
+    main(["sample", "--checkpoint", str(tmp_path), "--prompt", "x"])
+    assert printed == ["x\ufffdéo"] and capsys.readouterr().out == "k\n"
