@@ -61,6 +61,12 @@ def test_pow_scalar_gradcheck(shape, seed, p):
     assert tt.gradcheck(lambda x: x ** p, [x])
 
 
+def test_pow_zero_has_zero_gradient_even_at_zero():
+    x = tt.tensor(np.array([0.0, 2.0]), requires_grad=True)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0])
+
+
 @given(shape=shapes, seed=seeds)
 def test_neg_gradcheck(shape, seed):
     assert tt.gradcheck(lambda x: -x, [rand(shape, seed)])
@@ -490,6 +496,8 @@ def test_ops_on_each_device(device):
     out = ((x @ w).tanh() * 2 + 1).sum(axis=0)
     assert out.device == device
     assert tt.gradcheck(lambda x, w: ((x @ w).tanh() * 2 + 1).sum(axis=0), [x, w])
+    raw = x.data[0]                                      # a bare array on the same device mixes in too
+    np.testing.assert_allclose((x + raw).numpy(), x.numpy() + x.numpy()[0])
 
 
 def test_to_cuda_without_cupy_is_a_clear_error(monkeypatch):

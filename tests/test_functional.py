@@ -546,3 +546,10 @@ def test_ops_on_each_device(device):
     for ta, tb in zip(cpu_inputs, dev_inputs):
         np.testing.assert_allclose(tt.tensor(tb.grad).numpy() if tb.grad is not None else 0,
                                    ta.grad if ta.grad is not None else 0, rtol=1e-9, atol=1e-12)
+
+
+def test_row_blocks_of_no_rows_on_a_gpu_module():
+    # on a GPU (any array module but NumPy) all rows go in one block; no rows, no blocks
+    gpu_like = object()
+    assert F._row_blocks(0, 5, gpu_like) == []
+    assert F._row_blocks(3, 5, gpu_like) == [slice(0, 3)]

@@ -82,7 +82,7 @@ def _int_array(x: Any, name: str, device: str) -> Any:
 def _row_blocks(n_rows: int, row_len: int, xp: Any) -> list[slice]:
     """Row slices of about _BLOCK elements on the CPU; on a GPU one slice of
     all rows (a kernel launch per block would cost more than it saves)."""
-    step = n_rows if xp is not np else max(1, _BLOCK // max(row_len, 1))
+    step = max(1, n_rows) if xp is not np else max(1, _BLOCK // max(row_len, 1))
     return [slice(start, start + step) for start in range(0, n_rows, step)]
 
 

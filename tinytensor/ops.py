@@ -108,7 +108,9 @@ class PowScalar(Function):
         return x ** p
 
     def backward(self, g):
-        # y = x^p: dx = g * p * x^(p-1)
+        # y = x^p: dx = g * p * x^(p-1); for p = 0, y = 1 and dx = 0 (not 0 * x^-1, NaN at x = 0)
+        if self.p == 0:
+            return get_array_module(g).zeros_like(g)
         return g * (self.p * self.x ** (self.p - 1))
 
 

@@ -396,7 +396,8 @@ def _pair(t: Tensor, other: Any, reflected: bool = False) -> tuple[Tensor, Tenso
     else:
         # a Python number or array joins with the tensor's dtype, as PyTorch does
         xp = get_array_module(t.data)
-        dtype = t.dtype if _is_float(t.dtype) or not _is_float(np.asarray(other).dtype) else None
+        other_dtype = other.dtype if hasattr(other, "dtype") else np.asarray(other).dtype  # CuPy refuses np.asarray
+        dtype = t.dtype if _is_float(t.dtype) or not _is_float(other_dtype) else None
         other = Tensor._wrap(xp.asarray(other, dtype=dtype), False)
     return (other, t) if reflected else (t, other)
 
