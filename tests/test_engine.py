@@ -555,3 +555,15 @@ def test_allocator_tuning_can_be_turned_off(monkeypatch):
 
     monkeypatch.setenv("TINYTENSOR_TUNE_MALLOC", "0")
     assert tune_allocator() is False
+
+
+def test_gradcheck_names_an_unknown_mode_before_running_anything():
+    calls = []
+
+    def fn(x):
+        calls.append(1)
+        return x * 2
+
+    with pytest.raises(ValueError, match="mode must be 'full' or 'directional', got 'sideways'"):
+        tt.gradcheck(fn, [tt.tensor(np.ones(2), requires_grad=True)], mode="sideways")
+    assert not calls

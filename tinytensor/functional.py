@@ -79,6 +79,14 @@ def _int_array(x: Any, name: str, device: str) -> Any:
     return to_device(arr, device)
 
 
+def _out_of_range(ids: Any, n: int) -> int | None:
+    """An id of the integer array outside 0..n-1 (its min or its max), or None."""
+    if ids.size == 0:
+        return None
+    lo, hi = int(ids.min()), int(ids.max())
+    return lo if lo < 0 else hi if hi >= n else None
+
+
 def _row_blocks(n_rows: int, row_len: int, xp: Any) -> list[slice]:
     """Row slices of about _BLOCK elements on the CPU; on a GPU one slice of
     all rows (a kernel launch per block would cost more than it saves)."""
@@ -240,20 +248,16 @@ def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -100, reduct
             f"cross_entropy: logits of shape {logits.shape} need targets of shape {logits.shape[:-1]} "
             f"(one per row, vocabulary on the last axis), got targets of shape {t.shape}"
         )
-    xp = get_array_module(t)
     vocab = logits.shape[-1]
     valid = (t != ignore_index).reshape(-1)              # (N,)
     kept = t.reshape(-1)[valid]
-    if kept.size:
-        lo, hi = int(kept.min()), int(kept.max())
-        if lo < 0 or hi >= vocab:
-            bad = lo if lo < 0 else hi
-            raise IndexError(
-                f"cross_entropy: target {bad} is out of range for {vocab} classes "
-                f"(valid targets are 0..{vocab - 1}, or ignore_index={ignore_index})"
-            )
-    count = int(xp.count_nonzero(valid))
-    return CrossEntropy.apply(logits, targets=t, valid=valid, count=count, reduction=reduction)
+    bad = _out_of_range(kept, vocab)
+    if bad is not None:
+        raise IndexError(
+            f"cross_entropy: target {bad} is out of range for {vocab} classes "
+            f"(valid targets are 0..{vocab - 1}, or ignore_index={ignore_index})"
+        )
+    return CrossEntropy.apply(logits, targets=t, valid=valid, count=kept.size, reduction=reduction)
 
 
 # ---- normalisation -------------------------------------------------------------------
@@ -662,12 +666,10 @@ def embedding(ids: Any, weight: Tensor) -> Tensor:
         raise ValueError(f"embedding: weight must be (V, C), got shape {weight.shape}")
     ids = _int_array(ids, "embedding ids", weight.device)
     vocab = weight.shape[0]
-    if ids.size:
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= vocab:
-            bad = lo if lo < 0 else hi
-            raise IndexError(f"embedding: id {bad} is out of range for a vocabulary of {vocab} rows "
-                             f"(valid ids are 0..{vocab - 1})")
+    bad = _out_of_range(ids, vocab)
+    if bad is not None:
+        raise IndexError(f"embedding: id {bad} is out of range for a vocabulary of {vocab} rows "
+                         f"(valid ids are 0..{vocab - 1})")
     return Embedding.apply(weight, ids=ids)
 
 

@@ -42,6 +42,8 @@ def gradcheck(
     Inputs that are tensors with requires_grad=False (or integer arrays) are
     held fixed. Raises GradcheckError naming the worst element on a mismatch.
     """
+    if mode not in ("full", "directional"):
+        raise ValueError(f"gradcheck mode must be 'full' or 'directional', got {mode!r}")
     rng = np.random.default_rng(seed)
     tensors = [_as_float64(x) for x in inputs]
     checked = [i for i, t in enumerate(tensors) if t.requires_grad]
@@ -81,9 +83,6 @@ def gradcheck(
                     f"finite differences give {numeric:.10g} (|diff| = {abs(exact - numeric):.3g})"
                 )
         return True
-    if mode != "full":
-        raise ValueError(f"gradcheck mode must be 'full' or 'directional', got {mode!r}")
-
     for i, grad in zip(checked, analytic):
         x = tensors[i].data
         picks = np.arange(x.size)
