@@ -7,12 +7,14 @@ transposed on the way in and out. Everything else maps name for name.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tinytensor import load, save
+
+from .checkpoint import write_json
 from .model import GPT, GPTConfig
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -41,8 +43,6 @@ def load_hf_gpt2(path: Any, **overrides: Any) -> GPT:
     carry the `transformer.` prefix or not; `lm_head.weight`, being tied to
     `wte.weight`, may be absent (and must equal wte if present).
     """
-    from safetensors.numpy import load_file
-
     folder = Path(path)
     config = _read_config(folder)
     if overrides:
@@ -50,7 +50,7 @@ def load_hf_gpt2(path: Any, **overrides: Any) -> GPT:
     weights_path = folder / "model.safetensors"
     if not weights_path.is_file():
         raise FileNotFoundError(f"{folder} has no model.safetensors (only safetensors weights are read, never pickles)")
-    raw = load_file(str(weights_path))
+    raw = load(weights_path)
 
     state: dict[str, np.ndarray] = {}
     lm_head = None
@@ -69,30 +69,24 @@ def load_hf_gpt2(path: Any, **overrides: Any) -> GPT:
             raise ValueError("lm_head.weight differs from wte.weight: this GPT ties them, so an untied head cannot be loaded")
 
     model = GPT(config)
-    model.load_state_dict({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()})
+    model.load_state_dict(state)   # copies into the model's own float32 arrays
     return model
 
 
 def save_hf_gpt2(model: GPT, path: Any) -> None:
     """Write `model` as a Hugging Face GPT-2 folder (the layout load_hf_gpt2 reads)."""
-    from tinytensor.serialize import save
-
     cfg = model.config
     if (cfg.pos, cfg.mlp, cfg.norm, cfg.bias) != ("learned", "gelu", "layernorm", True):
         raise ValueError("only the plain GPT-2 architecture has a Hugging Face GPT-2 layout "
                          f"(this model has pos={cfg.pos}, mlp={cfg.mlp}, norm={cfg.norm}, bias={cfg.bias})")
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for name, arr in model.state_dict().items():
-        arr = arr.get() if hasattr(arr, "get") else np.asarray(arr)
-        tensors["transformer." + name] = np.ascontiguousarray(arr.T if name.endswith(CONV1D) else arr)
+    # save() copies to the CPU in C order, so the transposed views are written as (in, out) arrays
+    tensors = {"transformer." + name: arr.T if name.endswith(CONV1D) else arr for name, arr in model.state_dict().items()}
     save(tensors, folder / "model.safetensors")
     hf_config = {
         "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.vocab_size,
         "n_positions": cfg.block_size, "n_ctx": cfg.block_size, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
         "n_head": cfg.n_head, "layer_norm_epsilon": cfg.norm_eps, "activation_function": "gelu_new",
     }
-    tmp = folder / "config.json.tmp"
-    tmp.write_text(json.dumps(hf_config, indent=2))
-    os.replace(tmp, folder / "config.json")
+    write_json(folder / "config.json", hf_config)
