@@ -47,8 +47,6 @@ from .model import GPT, GPTConfig
 LORA_FILE = "lora.safetensors"
 METRICS_FILE = "metrics.json"
 RESPONSES_FILE = "responses.jsonl"
-HF_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
-OUR_FILES = (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE)
 
 Log = Callable[[str], None]
 
@@ -98,16 +96,8 @@ class FinetuneConfig:
 
 # ---- shared pieces -----------------------------------------------------------------
 def load_base(init_from: str | os.PathLike, device: str = "cpu") -> tuple[GPT, Tokenizer]:
-    """The pretrained GPT (in training mode) and its tokenizer. Names every missing file up front."""
-    folder = resolve_checkpoint(init_from)
-    raw = json.loads((folder / CONFIG_FILE).read_text())
-    needed = HF_FILES if "n_positions" in raw else OUR_FILES
-    missing = [name for name in needed if not (folder / name).is_file()]
-    if missing:
-        kind = "a Hugging Face GPT-2 folder" if "n_positions" in raw else "a checkpoint folder"
-        raise FileNotFoundError(f"--init-from {folder} looks like {kind} but lacks {', '.join(missing)} "
-                                f"(it needs {', '.join(needed)})")
-    model, tok = load_for_inference(folder, device=device)
+    """The pretrained GPT (in training mode) and its tokenizer."""
+    model, tok = load_for_inference(init_from, device=device)
     return model.train(), tok
 
 
