@@ -50,6 +50,8 @@ def test_save_leaves_no_temp_file_and_replaces_atomically(tmp_path, monkeypatch)
     path = tmp_path / "ckpt.safetensors"
     serialize.save({"a": np.ones(3)}, path)
     assert os.listdir(tmp_path) == ["ckpt.safetensors"]
+    if os.name == "posix":
+        assert path.stat().st_mode & 0o777 == 0o644      # readable by others, like any saved file
 
     def crash(src, dst):
         raise OSError("disk full")

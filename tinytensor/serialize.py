@@ -63,6 +63,7 @@ def write_atomically(path: str | os.PathLike, blob: bytes) -> None:
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)                             # mkstemp's 0600 would make the file private
         os.replace(tmp, path)
     except BaseException:
         # BaseException too: a Ctrl-C mid-write must not leave the temp file behind
