@@ -86,22 +86,21 @@ def read(path: str | os.PathLike) -> TokenizerSpec:
     if hashlib.sha256(body).hexdigest() != header.get("sha256"):
         raise TokenizerFileError(f"{path}: merges do not match the header's checksum (truncated or edited?)")
     try:
-        merges = [_parse_merge(line, 256 + i) for i, line in enumerate(body.decode("ascii").splitlines())]
+        merges = [_parse_merge(line) for line in body.decode("ascii").splitlines()]
         pattern, specials, byte_order = header["pattern"], header["special_tokens"], header["byte_order"]
-        _check_header(pattern, specials, byte_order, header["merges"], len(merges))
+        _check_header(pattern, specials, header["merges"], len(merges))
     except (KeyError, TypeError, ValueError) as exc:
         raise TokenizerFileError(f"{path}: malformed {FORMAT} file: {exc}") from None
     return TokenizerSpec(merges, pattern, specials, byte_order)
 
 
-def _parse_merge(line: str, new_id: int) -> Pair:
+def _parse_merge(line: str) -> Pair:
+    # which ids a merge may refer to is the Tokenizer's check, made when the file is loaded
     left, right = (int(field) for field in line.split(" "))
-    if not (0 <= left < new_id and 0 <= right < new_id):
-        raise ValueError(f"merge {line!r} for id {new_id} refers to an id that does not exist yet")
     return left, right
 
 
-def _check_header(pattern: object, specials: object, byte_order: object, n_declared: object, n_merges: int) -> None:
+def _check_header(pattern: object, specials: object, n_declared: object, n_merges: int) -> None:
     if not isinstance(pattern, str):
         raise ValueError("pattern must be a string")
     if n_declared != n_merges:
@@ -110,5 +109,3 @@ def _check_header(pattern: object, specials: object, byte_order: object, n_decla
         range(256 + n_merges, 256 + n_merges + len(specials))
     ):
         raise ValueError("special token ids must follow the merges consecutively")
-    if byte_order is not None and sorted(byte_order) != list(range(256)):
-        raise ValueError("byte_order must be a permutation of 0-255")

@@ -121,7 +121,7 @@ class Tokenizer:
         spec = files.read(path)
         try:
             return cls(spec.merges, spec.pattern, sorted(spec.special_tokens, key=spec.special_tokens.get), spec.byte_order)
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:    # merges, byte order: the checks of __init__
             raise files.TokenizerFileError(f"{path}: {exc}") from None
 
     def save(self, path: str | os.PathLike) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import subprocess
@@ -335,6 +336,25 @@ def test_corrupted_or_foreign_files_are_an_error(trained, tmp_path):
             Tokenizer.load(path)
     with pytest.raises(TokenizerFileError, match="not a bpe-tokenizer file"):
         Tokenizer.load(shared_file("gpt2", "vocab.bpe"))
+
+
+def test_a_consistent_file_with_impossible_content_is_an_error(trained, tmp_path):
+    # the checksum and counts agree, but a merge or the byte order cannot be
+    path = tmp_path / "tok.bpe"
+    trained.save(path)
+    header, body = path.read_bytes().split(b"\n", 1)
+    meta = json.loads(header)
+    lines = body.decode().splitlines()
+    future = ("\n".join([f"{256 + len(lines)} 1"] + lines[1:]) + "\n").encode()
+    cases = {
+        "refers to an id that does not exist yet": (dict(meta, sha256=hashlib.sha256(future).hexdigest()), future),
+        "byte_order must list each of the 256 byte values once": (dict(meta, byte_order=[0] * 256), body),
+        "not iterable": (dict(meta, byte_order=5), body),
+    }
+    for message, (head, merges) in cases.items():
+        path.write_bytes(json.dumps(head).encode() + b"\n" + merges)
+        with pytest.raises(TokenizerFileError, match=message):
+            Tokenizer.load(path)
 
 
 # ---------------------------------------------------------------- command line
