@@ -108,12 +108,19 @@ def build_tokenizer(kind: str, docs: list[str], vocab_size: int = 1024,
         return Tokenizer.train(docs, vocab_size, special_tokens=[EOT], progress=False)
     if kind == "bytes":
         return Tokenizer(special_tokens=[EOT])
+    files = _tokenizer_files(kind, gpt2_vocab)
+    return Tokenizer.from_gpt2(*files) if kind == "gpt2" else Tokenizer.load(files[0])
+
+
+def _tokenizer_files(kind: str, gpt2_vocab: str | os.PathLike | None) -> tuple[Path, ...]:
+    """The files a --tokenizer choice reads: none for bpe and bytes, GPT-2's two, or the saved tokenizer."""
+    if kind in ("bpe", "bytes"):
+        return ()
     if kind == "gpt2":
-        encoder, merges = _gpt2_files(gpt2_vocab)
-        return Tokenizer.from_gpt2(encoder, merges)
+        return _gpt2_files(gpt2_vocab)
     if not Path(kind).is_file():
         raise FileNotFoundError(f"--tokenizer {kind!r} is neither one of {TOKENIZERS} nor a tokenizer file")
-    return Tokenizer.load(kind)
+    return (Path(kind),)
 
 
 def _gpt2_files(folder: str | os.PathLike | None) -> tuple[Path, Path]:
@@ -181,7 +188,7 @@ def prepare_data(data: str | os.PathLike | None, tokenizer: str, cache_dir: str 
     key = _cache_key(docs, tokenizer, vocab_size, gpt2_vocab, val_fraction)
     folder = Path(cache_dir) / key
     if (folder / "meta.json").is_file():  # written last, so its presence means complete
-        return _open(folder, cached=True)
+        return _open(folder)
 
     tok = build_tokenizer(tokenizer, docs, vocab_size, gpt2_vocab)
     # "none": a literal "<|endoftext|>" inside a document stays text; only our joins are separators
@@ -205,15 +212,20 @@ def prepare_data(data: str | os.PathLike | None, tokenizer: str, cache_dir: str 
         "key": key,
     }
     write_atomically(folder / "meta.json", json.dumps(meta, indent=2).encode())
-    return _open(folder, cached=False)
+    return PreparedData(folder, tok, *_memmaps(folder, dtype), meta, cached=False)
 
 
-def _open(folder: Path, cached: bool) -> PreparedData:
+def _open(folder: Path) -> PreparedData:
+    """What an earlier call prepared in `folder`."""
     meta = json.loads((folder / "meta.json").read_text())
     tok = Tokenizer.load(folder / meta["tokenizer"])
-    train = np.memmap(folder / "train.bin", dtype=meta["dtype"], mode="r")
-    val = np.memmap(folder / "val.bin", dtype=meta["dtype"], mode="r")
-    return PreparedData(folder, tok, train, val, meta, cached)
+    return PreparedData(folder, tok, *_memmaps(folder, meta["dtype"]), meta, cached=True)
+
+
+def _memmaps(folder: Path, dtype: Any) -> tuple[np.memmap, np.memmap]:
+    """The train and val token streams, read from disk as needed."""
+    return (np.memmap(folder / "train.bin", dtype=dtype, mode="r"),
+            np.memmap(folder / "val.bin", dtype=dtype, mode="r"))
 
 
 def _cache_key(docs: list[str], tokenizer: str, vocab_size: int, gpt2_vocab: Any, val_fraction: float) -> str:
@@ -223,12 +235,9 @@ def _cache_key(docs: list[str], tokenizer: str, vocab_size: int, gpt2_vocab: Any
     elif tokenizer == "bytes":
         h.update(b"bytes\n")
     else:  # gpt2 or a file: hash the files' contents, not their names
-        paths = _gpt2_files(gpt2_vocab) if tokenizer == "gpt2" else (Path(tokenizer),)
         h.update(f"{tokenizer if tokenizer == 'gpt2' else 'file'}\n".encode())
-        for p in paths:
-            if not Path(p).is_file():
-                raise FileNotFoundError(f"--tokenizer {tokenizer!r} is neither one of {TOKENIZERS} nor a tokenizer file")
-            h.update(Path(p).read_bytes())
+        for p in _tokenizer_files(tokenizer, gpt2_vocab):
+            h.update(p.read_bytes())
     for doc in docs:
         data = doc.encode("utf-8", errors="surrogatepass")
         h.update(len(data).to_bytes(8, "little"))  # length-prefixed, so ["ab", "c"] and ["a", "bc"] differ
