@@ -48,9 +48,8 @@ class LoRALinearFunction(Function):
         y += scale * (h @ b_up.T)                        #        + s h B^T
         if bias:
             y += bias[0]                                 #        + b
-        if any(self.needs_grad):
-            self.x2, self.h, self.a, self.b_up, self.w = x2, h, a, b_up, w
-            self.scale, self.in_shape = scale, x.shape
+        self.x2, self.h, self.a, self.b_up, self.w = x2, h, a, b_up, w
+        self.scale, self.in_shape = scale, x.shape
         return y.reshape(x.shape[:-1] + w.shape[:1])     # (..., out)
 
     def backward(self, g):

@@ -165,7 +165,7 @@ class LogSoftmax(Function):
             e -= xp.log(total)                           # y = x - m - log sum e^(x - m) = x - lse(x)
         # only the output is saved (it is kept alive by its consumer anyway): backward
         # gets softmax(x) back as e^y, so no second (N, V) array lives between the passes
-        self.y, self.axis = (y if self.needs_grad[0] else None), axis
+        self.y, self.axis = y, axis
         return xp.moveaxis(y.reshape(xl.shape), -1, axis)
 
     def backward(self, g):
@@ -203,9 +203,8 @@ class CrossEntropy(Function):
         idx = xp.nonzero(valid)[0]                       # (n_valid,)
         losses = xp.zeros(n, dtype=x.dtype)              # (N,)
         losses[idx] = lse[idx] - x[idx, t[idx]]
-        if self.needs_grad[0]:
-            self.x, self.lse, self.idx, self.t, self.valid = x, lse, idx, t[idx], valid
-            self.count, self.reduction, self.in_shape = count, reduction, logits.shape
+        self.x, self.lse, self.idx, self.t, self.valid = x, lse, idx, t[idx], valid
+        self.count, self.reduction, self.in_shape = count, reduction, logits.shape
         if reduction == "none":
             return losses.reshape(targets.shape)         # (B, T) or (N,)
         total = losses.sum()
@@ -273,10 +272,9 @@ class LayerNorm(Function):
         y = xhat * w if w is not None else xhat.copy()   # y = xhat * w + b
         if b is not None:
             y += b
-        if any(self.needs_grad):
-            # xhat is saved rather than x (the same memory): backward starts from it
-            self.xhat, self.rstd, self.w, self.in_shape = xhat, rstd, w, x.shape
-            self.has_weight, self.has_bias = has_weight, has_bias
+        # xhat is saved rather than x (the same memory): backward starts from it
+        self.xhat, self.rstd, self.w, self.in_shape = xhat, rstd, w, x.shape
+        self.has_weight, self.has_bias = has_weight, has_bias
         return y.reshape(x.shape)
 
     def backward(self, g):
@@ -323,8 +321,7 @@ class RMSNorm(Function):
         rstd = 1.0 / xp.sqrt(_sum_last(x2, x2) / x2.shape[1] + eps)  # (N, 1)
         xhat = x2 * rstd                                 # xhat = x * rstd
         y = xhat * w if w is not None else xhat          # y = xhat * w
-        if any(self.needs_grad):
-            self.xhat, self.rstd, self.w, self.in_shape = xhat, rstd, w, x.shape
+        self.xhat, self.rstd, self.w, self.in_shape = xhat, rstd, w, x.shape
         return y.reshape(x.shape)
 
     def backward(self, g):
@@ -417,7 +414,7 @@ class GeluErf(Function):
         y = _erf(x * (1.0 / math.sqrt(2.0)))             # Phi(x) = 0.5 (1 + erf(x / sqrt 2))
         y += 1.0
         y *= 0.5
-        if self.needs_grad[0]:
+        if self.needs_grad[0]:                           # the copy is real work
             self.x, self.cdf = x, y.copy()
         y *= x                                           # y = x Phi(x)
         return y.reshape(shape)
@@ -542,12 +539,11 @@ class ScaledDotProductAttention(Function):
                 pd = p
             xp.matmul(pd, v[..., :kend, :], out=out[..., i0:i1, :])  # (B, H, r, Dv)
             blocks.append((i0, i1, kend, p, kb))
-        if any(self.needs_grad):
-            # saved: P of each block (together at most one (B, H, Tq, Tk) array, about
-            # half of it when causal), the boolean dropout mask, and references to the
-            # inputs and to the output (O is needed for rowsum below)
-            self.blocks, self.q, self.k, self.v, self.out = blocks, q, k, v, out
-            self.dropout_p, self.scale = dropout_p, scale
+        # saved: P of each block (together at most one (B, H, Tq, Tk) array, about
+        # half of it when causal), the boolean dropout mask, and references to the
+        # inputs and to the output (O is needed for rowsum below)
+        self.blocks, self.q, self.k, self.v, self.out = blocks, q, k, v, out
+        self.dropout_p, self.scale = dropout_p, scale
         return out
 
     def backward(self, g):
@@ -637,8 +633,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
 # ---- embedding, linear, dropout -------------------------------------------------------
 class Embedding(Function):
     def forward(self, weight, ids):
-        if self.needs_grad[0]:
-            self.ids, self.w_shape = ids, weight.shape
+        self.ids, self.w_shape = ids, weight.shape
         return get_array_module(weight).take(weight, ids, axis=0)  # (*ids.shape, C)
 
     def backward(self, g):
@@ -679,8 +674,7 @@ class Linear(Function):
         y = x2 @ w.T                                     # (N, out) y = x W^T + b
         if b:
             y += b[0]
-        if any(self.needs_grad):
-            self.x2, self.w, self.in_shape = x2, w, x.shape
+        self.x2, self.w, self.in_shape = x2, w, x.shape
         return y.reshape(x.shape[:-1] + w.shape[:1])     # (..., out)
 
     def backward(self, g):

@@ -55,7 +55,8 @@ class Function:
         fn = cls()
         needs = tuple(t.requires_grad for t in inputs)
         record = True in needs and is_grad_enabled()
-        # forward reads needs_grad to skip saving what no gradient will use
+        # forward and backward read needs_grad to skip work for inputs that need no
+        # gradient; a node that records nothing is dropped here with all it saved
         fn.needs_grad = needs if record else (False,) * len(needs)
         data = fn.forward(*[t.data for t in inputs], **kwargs)
         if isinstance(data, np.generic):  # NumPy turns 0-d results into scalars
