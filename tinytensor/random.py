@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .tensor import DEFAULT_DTYPE, Tensor
+from .tensor import DEFAULT_DTYPE, Tensor, _shape_args
 
 _generator = np.random.default_rng()
 
@@ -33,12 +33,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def randn(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    data = _generator.standard_normal(shape, dtype=np.float64).astype(dtype or DEFAULT_DTYPE)
+    data = _generator.standard_normal(_shape_args(shape), dtype=np.float64).astype(dtype or DEFAULT_DTYPE)
     return Tensor(data, requires_grad=requires_grad, device=device)
 
 
 def rand(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    data = _generator.random(shape, dtype=np.float64).astype(dtype or DEFAULT_DTYPE)
+    data = _generator.random(_shape_args(shape), dtype=np.float64).astype(dtype or DEFAULT_DTYPE)
     return Tensor(data, requires_grad=requires_grad, device=device)

@@ -317,8 +317,7 @@ class Tensor:
         return ops.Relu.apply(self)
 
     def reshape(self, *shape: Any) -> "Tensor":
-        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return ops.Reshape.apply(self, shape=tuple(shape))
+        return ops.Reshape.apply(self, shape=_shape_args(shape))
 
     def view(self, *shape: Any) -> "Tensor":
         return self.reshape(*shape)
@@ -328,8 +327,8 @@ class Tensor:
 
     def transpose(self, *axes: Any) -> "Tensor":
         """NumPy's transpose: no argument reverses the axes, else a full permutation."""
-        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-        return ops.Transpose.apply(self, axes=tuple(axes) if axes else None)
+        axes = _shape_args(axes)
+        return ops.Transpose.apply(self, axes=axes or None)
 
     def permute(self, *axes: Any) -> "Tensor":
         return self.transpose(*axes)
@@ -344,8 +343,7 @@ class Tensor:
         return self.transpose()
 
     def expand(self, *shape: Any) -> "Tensor":
-        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return ops.BroadcastTo.apply(self, shape=tuple(shape))
+        return ops.BroadcastTo.apply(self, shape=_shape_args(shape))
 
     broadcast_to = expand
 
@@ -434,9 +432,13 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: st
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
 
 
+def _shape_args(args: Sequence[Any]) -> tuple:
+    """A shape (or axes) given as separate numbers, f(2, 3), or as one sequence, f((2, 3))."""
+    return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
+
+
 def _filled(fill: str, shape: Sequence[int], dtype: Any, device: str, requires_grad: bool) -> Tensor:
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
-    arr = getattr(np, fill)(shape, dtype=dtype or DEFAULT_DTYPE)
+    arr = getattr(np, fill)(_shape_args(shape), dtype=dtype or DEFAULT_DTYPE)
     return Tensor(arr, requires_grad=requires_grad, device=device)
 
 
