@@ -121,6 +121,11 @@ def _logsumexp_rows(x: Any) -> Any:
     return lse
 
 
+def _keep_scale(p: float) -> float:
+    """Inverted dropout's factor for the kept values, 1 / (1 - p), so the mean is unchanged (p = 1 keeps nothing)."""
+    return 1.0 / (1.0 - p) if p < 1 else 0.0
+
+
 def _keep_mask(shape: tuple[int, ...], p: float, device: str) -> Any:
     """Boolean mask, True with probability 1 - p, drawn on the CPU from the
     seeded generator (so a seed gives the same mask on every device). Each
@@ -534,7 +539,7 @@ class ScaledDotProductAttention(Function):
             if keep is not None:
                 kb = keep[..., i0:i1, :kend]
                 pd = p * kb                              # inverted dropout on the probabilities
-                pd *= 1.0 / (1.0 - dropout_p) if dropout_p < 1 else 0.0
+                pd *= _keep_scale(dropout_p)
             else:
                 pd = p
             xp.matmul(pd, v[..., :kend, :], out=out[..., i0:i1, :])  # (B, H, r, Dv)
@@ -557,7 +562,7 @@ class ScaledDotProductAttention(Function):
         xp = get_array_module(g)
         need_q, need_k, need_v = self.needs_grad
         q, k, v = self.q, self.k, self.v
-        inv_keep = 1.0 / (1.0 - self.dropout_p) if self.dropout_p < 1 else 0.0
+        inv_keep = _keep_scale(self.dropout_p)
         dq = xp.zeros_like(q) if need_q else None        # (B, H, Tq, D)
         dk = xp.zeros_like(k) if need_k else None        # (B, H, Tk, D)
         dv = xp.zeros(v.shape, dtype=g.dtype) if need_v else None  # (B, H, Tk, Dv)
@@ -706,7 +711,7 @@ class Dropout(Function):
         xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,)
         keep = _keep_mask(x.shape, p, device_of(x))      # (n,) bool, True with probability 1 - p
-        scale = 1.0 / (1.0 - p) if p < 1 else 0.0
+        scale = _keep_scale(p)
         y = xp.multiply(x, keep)                         # y = x * keep / (1 - p)
         y *= scale
         self.keep, self.scale = keep, scale

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .backend import get_array_module, to_device
+from .backend import device_of, get_array_module, to_device
 from .tensor import Function, Tensor, _pair
 
 
@@ -351,7 +351,7 @@ def _has_array_index(index: Any) -> bool:
 
 class GetItem(Function):
     def forward(self, x, index):
-        self.in_shape, self.dtype, self.index = x.shape, x.dtype, index
+        self.in_shape, self.index = x.shape, index
         return x[index]
 
     def backward(self, g):
@@ -390,7 +390,7 @@ class Stack(Function):
 
 class ToDevice(Function):
     def forward(self, x, device):
-        self.source = "cpu" if get_array_module(x) is np else "cuda"
+        self.source = device_of(x)
         return to_device(x, device)
 
     def backward(self, g):

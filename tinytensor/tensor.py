@@ -152,12 +152,6 @@ class Tensor:
             out = ops.Cast.apply(out, dtype=np.dtype(dtype))
         return out
 
-    def float(self) -> "Tensor":
-        return self.to(dtype=np.float32)
-
-    def double(self) -> "Tensor":
-        return self.to(dtype=np.float64)
-
     # ---- reverse mode --------------------------------------------------
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad`.
@@ -319,12 +313,6 @@ class Tensor:
     def reshape(self, *shape: Any) -> "Tensor":
         return ops.Reshape.apply(self, shape=_shape_args(shape))
 
-    def view(self, *shape: Any) -> "Tensor":
-        return self.reshape(*shape)
-
-    def flatten(self) -> "Tensor":
-        return self.reshape(-1)
-
     def transpose(self, *axes: Any) -> "Tensor":
         """NumPy's transpose: no argument reverses the axes, else a full permutation."""
         axes = _shape_args(axes)
@@ -356,7 +344,6 @@ class Tensor:
     def clip(self, min: float | None = None, max: float | None = None) -> "Tensor":
         return ops.Clip.apply(self, lo=min, hi=max)
 
-    clamp = clip
 
 
 def _is_float(dtype: Any) -> bool:
