@@ -38,7 +38,7 @@ import numpy as np
 from . import ops
 from .backend import device_of, get_array_module, to_device
 from .random import generator
-from .tensor import Function, Tensor
+from .tensor import Function, Tensor, _data
 
 __all__ = [
     "cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "linear", "log_softmax", "relu",
@@ -71,7 +71,7 @@ def _same_device(name: str, *tensors: Tensor | None) -> None:
 
 def _int_array(x: Any, name: str, device: str) -> Any:
     """Integer ids/targets as an array on `device` (from a Tensor, array or list)."""
-    arr = x.data if isinstance(x, Tensor) else x
+    arr = _data(x)
     if get_array_module(arr) is np:
         arr = np.asarray(arr)
     if arr.dtype.kind not in "iu":
@@ -618,7 +618,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
         raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
     mask = None
     if attn_mask is not None:
-        mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
+        mask = _data(attn_mask)
         mask = to_device(np.asarray(mask) if get_array_module(mask) is np else mask, q.device)
         if mask.dtype != bool:
             mask = mask.astype(q.dtype, copy=False)

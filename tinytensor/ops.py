@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backend import device_of, get_array_module, to_device
-from .tensor import Function, Tensor, _pair
+from .tensor import Function, Tensor, _data, _pair
 
 
 def sum_to_shape(g: Any, shape: tuple[int, ...]) -> Any:
@@ -448,7 +448,7 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], axis: int = 0)
 
 def where(cond: Any, a: Any, b: Any) -> Tensor:
     """Elementwise `a if cond else b`, broadcasting all three."""
-    cond = cond.data if isinstance(cond, Tensor) else cond
+    cond = _data(cond)
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         a = Tensor(a)
     a, b = _pair(a, b) if isinstance(a, Tensor) else _pair(b, a, reflected=True)

@@ -30,7 +30,7 @@ import math
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .backend import get_array_module, to_device
-from .tensor import Tensor
+from .tensor import Tensor, _data
 
 if TYPE_CHECKING:
     from .nn import Module
@@ -174,7 +174,7 @@ class Optimizer:
                     continue
                 i = int(index)
                 if kind == "arrays":
-                    value = value.data if isinstance(value, Tensor) else value
+                    value = _data(value)
                     if tuple(value.shape) != params[i].shape:
                         problems.append(f"{key}: the checkpoint has shape {tuple(value.shape)}, "
                                         f"parameter {i} has shape {params[i].shape}")

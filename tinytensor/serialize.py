@@ -18,7 +18,7 @@ import safetensors
 import safetensors.numpy
 
 from .backend import check_device, get_array_module, to_device
-from .tensor import Tensor
+from .tensor import _data
 
 # safetensors starts with the header's length as a little-endian uint64; a
 # header beyond this is a sign of some other format, not a real header
@@ -35,7 +35,7 @@ def save(state_dict: dict[str, Any], path: str | os.PathLike, metadata: dict[str
     for name, value in state_dict.items():
         if not isinstance(name, str):
             raise TypeError(f"save: keys must be strings, got {name!r}")
-        arr = value.data if isinstance(value, Tensor) else value
+        arr = _data(value)
         if not (isinstance(arr, np.ndarray) or get_array_module(arr) is not np):
             raise TypeError(f"save: the value for {name!r} is a {type(value).__name__}, expected an array or Tensor")
         if arr.dtype.kind not in "biufc":

@@ -175,7 +175,7 @@ class Tensor:
                 )
             grad = xp.ones_like(self.data)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else grad
+            grad = _data(grad)
             grad = xp.array(grad, dtype=self.dtype)  # a copy: the caller keeps theirs
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, but the tensor has shape {self.shape}")
