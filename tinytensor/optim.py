@@ -82,6 +82,14 @@ class Optimizer:
     def _params(self) -> list[Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
 
+    def _group_indices(self) -> list[list[int]]:
+        """Each group's parameter positions, counting through all groups in order (the state dict's keys)."""
+        indices, start = [], 0
+        for group in self.param_groups:
+            indices.append(list(range(start, start + len(group["params"]))))
+            start += len(group["params"])
+        return indices
+
     def zero_grad(self) -> None:
         """Set every parameter's grad to None."""
         for p in self._params():
@@ -126,11 +134,10 @@ class Optimizer:
                     arrays[f"{i}.{name}"] = value.copy()
                 else:
                     scalars[f"{i}.{name}"] = value
-        groups, start = [], 0
-        for group in self.param_groups:
+        groups = []
+        for group, indices in zip(self.param_groups, self._group_indices()):
             options = {k: list(v) if isinstance(v, tuple) else v for k, v in group.items() if k != "params"}
-            options["params"] = list(range(start, start + len(group["params"])))
-            start += len(group["params"])
+            options["params"] = indices
             groups.append(options)
         return {"arrays": arrays, "scalars": scalars, "param_groups": groups}
 
@@ -151,10 +158,7 @@ class Optimizer:
             problems.append(
                 f"the checkpoint has {len(saved_groups)} parameter groups, this optimizer has {len(self.param_groups)}"
             )
-        start = 0
-        for gi, (saved, own) in enumerate(zip(saved_groups, self.param_groups)):
-            own_indices = list(range(start, start + len(own["params"])))
-            start += len(own["params"])
+        for gi, (saved, own_indices) in enumerate(zip(saved_groups, self._group_indices())):
             if list(saved.get("params", [])) != own_indices:
                 problems.append(
                     f"group {gi}: the checkpoint holds parameters {saved.get('params')}, "

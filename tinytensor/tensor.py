@@ -76,14 +76,9 @@ class Tensor:
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
                  device: str | None = None):
         self.data = _as_array(data, dtype, device)
-        if requires_grad and not _is_float(self.data.dtype):
-            raise TypeError(
-                f"only floating-point tensors can require grad, got dtype {self.data.dtype}; "
-                "pass dtype='float32' (or float64)"
-            )
         self.grad = None
-        self.requires_grad = requires_grad
         self._ctx: Function | None = None
+        self.requires_grad_(requires_grad)
 
     @classmethod
     def _wrap(cls, data: Any, requires_grad: bool) -> "Tensor":
@@ -139,7 +134,8 @@ class Tensor:
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
         if flag and not _is_float(self.dtype):
-            raise TypeError(f"only floating-point tensors can require grad, got dtype {self.dtype}")
+            raise TypeError(f"only floating-point tensors can require grad, got dtype {self.dtype}; "
+                            "pass dtype='float32' (or float64)")
         self.requires_grad = flag
         return self
 
