@@ -112,11 +112,10 @@ class CausalSelfAttention(nn.Module):
         H, D = self.config.n_head, self.config.head_dim
         qkv = self.c_attn(x).reshape(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
         q, k, v = qkv[0], qkv[1], qkv[2]                         # (B, H, T, D) each
-        start = cache.length if cache is not None else 0
-        if rope is not None:
-            q, k = apply_rotary(q, *rope, start=start), apply_rotary(k, *rope, start=start)
+        if rope is not None:                                     # the tables' rows for these T positions
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
-            k, v = cache.append(k, v)                            # (B, H, start + T, D)
+            k, v = cache.append(k, v)                            # (B, H, cached + T, D)
         p = self.config.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, causal=True, dropout_p=p)  # (B, H, T, D)
         y = y.swapaxes(1, 2).reshape(B, T, C)                    # heads side by side again
@@ -192,7 +191,11 @@ class GPT(nn.Module):
         self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = _norm(config)
         # the LM head shares wte's matrix (weight tying), so it has no parameter of its own
-        self._rope = rope_tables(config.head_dim, config.block_size, config.rope_base) if config.pos == "rope" else None
+        if config.pos == "rope":
+            # buffers, so they follow .to(device, dtype); not saved, since the config rebuilds them
+            cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)   # (block_size, head_dim / 2)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -229,8 +232,8 @@ class GPT(nn.Module):
             xp = get_array_module(idx)
             x = x + self.wpe(xp.arange(start, start + T))                  # + (T, C), broadcast over B
         rope = None
-        if self._rope is not None:
-            rope = tuple(get_array_module(x.data).asarray(t) for t in self._rope)
+        if self.config.pos == "rope":
+            rope = (self.rope_cos.data[start:start + T], self.rope_sin.data[start:start + T])  # (T, D/2) each
         x = self.drop(x)
         for i, block in enumerate(self.h):
             x = block(x, rope, caches[i] if caches else None)

@@ -14,18 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 from tinytensor import Tensor
-from tinytensor.backend import get_array_module, to_device
+from tinytensor.backend import get_array_module
 from tinytensor.tensor import Function
 
 
-def rope_tables(head_dim: int, n_positions: int, base: float = 10000.0, dtype=np.float32,
-                device: str = "cpu") -> tuple:
+def rope_tables(head_dim: int, n_positions: int, base: float = 10000.0, dtype=np.float32) -> tuple:
     """cos and sin tables, each (n_positions, head_dim / 2)."""
     if head_dim % 2:
         raise ValueError(f"rotary embeddings need an even head size, got {head_dim}")
     theta = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (D/2,)
     angles = np.outer(np.arange(n_positions, dtype=np.float64), theta)  # (T, D/2)
-    return (to_device(np.cos(angles).astype(dtype), device), to_device(np.sin(angles).astype(dtype), device))
+    return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
 
 
 class Rotary(Function):
@@ -45,9 +44,6 @@ class Rotary(Function):
         return get_array_module(g).concatenate([g1 * cos + g2 * sin, g2 * cos - g1 * sin], axis=-1)
 
 
-def apply_rotary(x: Tensor, cos, sin, start: int = 0) -> Tensor:
-    """Rotate q or k (B, H, T, D) for positions start .. start + T - 1."""
-    t = x.shape[-2]
-    if start + t > cos.shape[0]:
-        raise ValueError(f"rotary tables cover {cos.shape[0]} positions, but position {start + t - 1} was asked for")
-    return Rotary.apply(x, cos=cos[start:start + t].astype(x.dtype, copy=False), sin=sin[start:start + t].astype(x.dtype, copy=False))
+def apply_rotary(x: Tensor, cos, sin) -> Tensor:
+    """Rotate q or k (B, H, T, D) by the tables' rows for its T positions, cos and sin (T, D/2)."""
+    return Rotary.apply(x, cos=cos.astype(x.dtype, copy=False), sin=sin.astype(x.dtype, copy=False))
