@@ -270,15 +270,17 @@ class LayerNorm(Function):
         w = params[0] if has_weight else None
         b = params[-1] if has_bias else None
         x2 = x.reshape(-1, x.shape[-1])                  # (N, C)
-        xhat = x2 - _sum_last(x2) / x2.shape[1]          # (N, C) x - mean
-        var = _sum_last(xhat, xhat) / x2.shape[1]        # (N, 1) biased variance
+        mean = _sum_last(x2) / x2.shape[1]               # (N, 1)
+        y = x2 - mean                                    # (N, C) x - mean
+        var = _sum_last(y, y) / x2.shape[1]              # (N, 1) biased variance
         rstd = 1.0 / get_array_module(x).sqrt(var + eps) # (N, 1)
-        xhat *= rstd                                     # xhat = (x - mean) * rstd
-        y = xhat * w if w is not None else xhat.copy()   # y = xhat * w + b
+        y *= rstd                                        # xhat = (x - mean) * rstd
+        if w is not None:
+            y *= w                                       # y = xhat * w + b
         if b is not None:
             y += b
-        # xhat is saved rather than x (the same memory): backward starts from it
-        self.xhat, self.rstd, self.w, self.in_shape = xhat, rstd, w, x.shape
+        # saved: x and the two (N, 1) statistics; backward rebuilds xhat from them
+        self.x2, self.mean, self.rstd, self.w, self.in_shape = x2, mean, rstd, w, x.shape
         self.has_weight, self.has_bias = has_weight, has_bias
         return y.reshape(x.shape)
 
@@ -286,9 +288,11 @@ class LayerNorm(Function):
         # xhat = (x - mean) * rstd; y = xhat * w + b:
         #   dxhat = g * w, dw = sum_N g * xhat, db = sum_N g,
         #   dx = rstd * (dxhat - mean_C(dxhat) - xhat * mean_C(dxhat * xhat))
-        w, xhat, needs = self.w, self.xhat, self.needs_grad
+        w, needs = self.w, self.needs_grad
         g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
         c = g2.shape[1]
+        xhat = self.x2 - self.mean                       # (N, C) recomputed from the saved statistics
+        xhat *= self.rstd
         grads = [None]
         if self.has_weight:
             grads.append(get_array_module(g).einsum("nc,nc->c", g2, xhat) if needs[1] else None)
