@@ -150,15 +150,11 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def has_lora(model: nn.Module) -> bool:
-    return any(isinstance(m, LoRALinear) for m in model.modules())
-
-
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) numbers of parameters."""
     params = model.parameters()
     return sum(p.size for p in params if p.requires_grad), sum(p.size for p in params)
 
 
-__all__ = ["LoRALinear", "LoRALinearFunction", "apply_lora", "count_parameters", "has_lora", "lora_linear",
+__all__ = ["LoRALinear", "LoRALinearFunction", "apply_lora", "count_parameters", "lora_linear",
            "lora_state_dict", "merge_lora"]

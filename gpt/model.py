@@ -11,7 +11,7 @@ default; with the defaults this is GPT-2 exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -22,76 +22,12 @@ from tinytensor import Tensor, nn
 from tinytensor.backend import get_array_module, to_device
 from tinytensor.random import generator
 
+from .config import PRESETS, GPTConfig
+from .pretrained import read_pretrained, write_hf_gpt2
 from .rope import apply_rotary, rope_tables
+from .sampling import check_sampling, sample_next
 
-
-@dataclass(frozen=True)
-class GPTConfig:
-    vocab_size: int = 50257
-    block_size: int = 1024
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True
-    pos: str = "learned"       # "learned" | "rope"
-    mlp: str = "gelu"          # "gelu" (GPT-2, tanh form) | "swiglu"
-    norm: str = "layernorm"    # "layernorm" | "rmsnorm"
-    norm_eps: float = 1e-5
-    rope_base: float = 10000.0
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
-                f"each head gets n_embd / n_head features"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name, allowed in (("pos", ("learned", "rope")), ("mlp", ("gelu", "swiglu")),
-                              ("norm", ("layernorm", "rmsnorm"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"GPTConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"pos='rope' needs an even head size, got n_embd/n_head = {self.n_embd // self.n_head}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "GPTConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-        return replace(PRESETS[name], **overrides)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown GPTConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
-
-
-PRESETS: dict[str, GPTConfig] = {
-    # GPT-2 as released by OpenAI (vocabulary 50257, context 1024)
-    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),            # 124M
-    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),    # 350M
-    "gpt2-large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),     # 774M
-    "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),        # 1558M
-    # sized for a laptop CPU; the vocabulary is set by the tokenizer at hand
-    "nano": GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128),
-    "micro": GPTConfig(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=192),
-    "mini": GPTConfig(vocab_size=256, block_size=256, n_layer=6, n_head=6, n_embd=384),
-}
+__all__ = ["GPT", "GPTConfig", "KVCache", "PRESETS"]
 
 
 def _norm(config: GPTConfig) -> nn.Module:
@@ -239,8 +175,11 @@ class GPT(nn.Module):
             x = block(x, rope, caches[i] if caches else None)
         return x
 
-    def forward(self, idx: Any, targets: Any = None, caches: list[KVCache] | None = None, last_only: bool = False):
-        """Logits (B, T, V) for token ids (B, T); with `targets` (B, T), (logits, mean loss).
+    def forward(self, idx: Any, targets: Any = None, caches: list[KVCache] | None = None, last_only: bool = False,
+                reduction: str = "mean"):
+        """Logits (B, T, V) for token ids (B, T); with `targets` (B, T), (logits, loss):
+        the mean over the targets that are not F.IGNORE_INDEX, or their sum with
+        reduction="sum" (what a data-parallel step adds up across processes).
 
         last_only=True computes the logits of the last position only, (B, 1, V):
         all that sampling needs, and at a large vocabulary most of the work.
@@ -254,7 +193,7 @@ class GPT(nn.Module):
         if targets is None:
             return logits
         targets = self._check_ids(targets, allow_ignore=True)
-        loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
+        loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), reduction=reduction)
         return logits, loss
 
     def _check_ids(self, ids: Any, allow_ignore: bool = False) -> Any:
@@ -269,7 +208,7 @@ class GPT(nn.Module):
             raise TypeError(f"token ids must be integers, got dtype {data.dtype}")
         if data.size:
             lo, hi = int(data.min()), int(data.max())
-            if hi >= self.config.vocab_size or (lo < 0 and not (allow_ignore and lo == -100)):
+            if hi >= self.config.vocab_size or (lo < 0 and not (allow_ignore and lo == F.IGNORE_INDEX)):
                 bad = hi if hi >= self.config.vocab_size else lo
                 raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size})")
         return to_device(data, self.wte.weight.device)
@@ -298,9 +237,13 @@ class GPT(nn.Module):
                top_p: float | None = None, eos_id: int | None = None, seed: int | None = None,
                use_cache: bool = True) -> Iterator[np.ndarray]:
         """Yield the next token ids (B,) one step at a time (see `generate`)."""
-        from .sampling import sample_next
-
+        check_sampling(temperature, top_k, top_p)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
         idx = np.array(to_numpy(self._check_ids(idx)))
+        if idx.shape[1] == 0:
+            raise ValueError("the prompt is empty: give at least one token id "
+                             "(a document starts after <|endoftext|>, so its id is a good first token)")
         rng = np.random.default_rng(seed) if seed is not None else generator()
         was_training = self.training
         self.eval()
@@ -340,11 +283,20 @@ class GPT(nn.Module):
         new = [t[:, None] for t in self.stream(prompt, max_new_tokens, temperature, top_k, top_p, eos_id, seed, use_cache)]
         return np.concatenate([prompt] + new, axis=1)
 
+    # ---- folders on disk ----------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: Any, **overrides: Any) -> "GPT":
-        from .pretrained import load_hf_gpt2
+    def from_pretrained(cls, path: str | Path, **overrides: Any) -> "GPT":
+        """A GPT with the weights of a Hugging Face GPT-2 folder or one of our own
+        (a checkpoint or an instruction fine-tune; their checksums are verified).
+        `overrides` may change training-only settings such as dropout."""
+        config, state = read_pretrained(path, **overrides)
+        model = cls(config)
+        model.load_state_dict(state)   # copies into the model's own float32 arrays
+        return model
 
-        return load_hf_gpt2(path, **overrides)
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write a Hugging Face GPT-2 folder that from_pretrained (and transformers) open."""
+        write_hf_gpt2(self.config, self.state_dict(), path)
 
 
 def to_numpy(x: Any) -> np.ndarray:

@@ -1,7 +1,19 @@
 """Choosing the next token from the model's logits."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise a clear error for settings that cannot sample (NaN included, which no comparison catches)."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:   # False for NaN too
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
 def sample_next(logits: np.ndarray, temperature: float = 1.0, top_k: int | None = None,
@@ -14,12 +26,7 @@ def sample_next(logits: np.ndarray, temperature: float = 1.0, top_k: int | None 
     nucleus; the token that crosses p is kept). Then one token is drawn from
     the softmax of what is left.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    check_sampling(temperature, top_k, top_p)
     logits = np.asarray(logits, dtype=np.float64)
     if temperature == 0:
         return logits.argmax(axis=-1)

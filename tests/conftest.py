@@ -1,9 +1,7 @@
 """Shared test setup: hypothesis profiles, devices, the shared data folder."""
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -44,22 +42,6 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent")
     return SHARED_DATA
-
-
-def load_train_script():
-    """train.py, a script at the repository root rather than a module of the
-    installed packages, loaded by its path (once per session)."""
-    if "train_script" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("train_script", Path(__file__).resolve().parents[1] / "train.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["train_script"] = module   # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["train_script"]
-
-
-@pytest.fixture
-def train_script():
-    return load_train_script()
 
 
 def write_model_folder(folder: Path, tok, n_layer: int = 1, n_embd: int = 16, block_size: int = 48):

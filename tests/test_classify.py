@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from conftest import write_model_folder
 
+import train
+
 import tinytensor as tt
+import tinytensor.functional as F
 from bpe import Tokenizer
-from gpt import GPT, GPTConfig
-from gpt.__main__ import main
-from gpt.classify import GPTClassifier, balance, classification_loss, label_ids, pad_batch, read_labeled
-from gpt.finetune import FinetuneConfig, classify_texts, finetune_classifier, load_base, load_finetuned
+from gpt import GPT, GPTClassifier, GPTConfig
+from gpt.train.cli import main
+from gpt.train.classify import balance, label_ids, pad_batch, read_labeled
+from gpt.train.config import ClassifyConfig
+from gpt.train.finetune import classify_texts, finetune_classifier
+from gpt.train.inference import load_base, load_finetuned
 from gpt.lora import LoRALinear
-from gpt.pretrained import save_hf_gpt2
 from tinytensor import optim
 
 HAM = ["see you at home tonight", "ok lar joking", "i am on the bus now", "call me when you are free",
@@ -117,21 +122,21 @@ def test_overfits_16_examples():
     labels = np.array([0] * 8 + [1] * 8)
     opt = optim.AdamW(clf.parameters(), lr=3e-3, weight_decay=0.0)
     for _ in range(60):
-        loss, _ = classification_loss(clf, ids, lengths, labels)
+        loss = F.cross_entropy(clf(ids, lengths), labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
     clf.eval()
-    _, correct = classification_loss(clf, ids, lengths, labels)
-    assert correct == 16
+    assert (clf(ids, lengths).numpy().argmax(axis=-1) == labels).all()
 
 
 # ---- the training run, checkpoints, CLI ------------------------------------------------
 def test_finetune_writes_a_checkpoint_the_cli_reads(tmp_path, capsys):
     write_base(tmp_path / "base", HAM + SPAM)
     data = write_tsv(tmp_path / "d.tsv", [("ham", t) for t in HAM] + [("spam", t) for t in SPAM])
-    cfg = FinetuneConfig(epochs=15, lr=3e-3, trainable="all", eval_interval=10, batch_size=4)
-    final = finetune_classifier(tmp_path / "base", data, tmp_path / "clf", cfg, log=lambda s: None)
+    cfg = ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "clf"), epochs=15,
+                         lr=3e-3, trainable="all", eval_interval=10, batch_size=4)
+    final = finetune_classifier(cfg, log=lambda s: None)
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"} <= set(final)
     assert final["train_acc"] == 1.0
     history = json.loads((tmp_path / "clf" / "metrics.json").read_text())["history"]
@@ -153,9 +158,10 @@ def test_warmup_applies_without_a_decay(tmp_path):
     base = tt.load(tmp_path / "base" / "model.safetensors")
     moved = {}
     for warmup in (0, 10**6):   # lr 1.0 is huge; warming up over a million steps it stays near 0
-        cfg = FinetuneConfig(epochs=1, lr=1.0, warmup_steps=warmup, weight_decay=0.0, trainable="all",
+        cfg = ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / f"w{warmup}"),
+                             epochs=1, lr=1.0, warmup_steps=warmup, weight_decay=0.0, trainable="all",
                              eval_interval=0, batch_size=4)
-        finetune_classifier(tmp_path / "base", data, tmp_path / f"w{warmup}", cfg, log=lambda s: None)
+        finetune_classifier(cfg, log=lambda s: None)
         weights = tt.load(tmp_path / f"w{warmup}" / "model.safetensors")
         moved[warmup] = max(float(np.abs(weights["gpt." + k] - v).max()) for k, v in base.items())
     assert moved[0] > 0.5 and moved[10**6] < 1e-4
@@ -164,8 +170,9 @@ def test_warmup_applies_without_a_decay(tmp_path):
 def test_lora_classifier_saves_adapters_and_head_only(tmp_path):
     write_base(tmp_path / "base", HAM + SPAM, n_layer=2)
     data = write_tsv(tmp_path / "d.tsv", [("ham", t) for t in HAM] + [("spam", t) for t in SPAM])
-    cfg = FinetuneConfig(epochs=2, lr=1e-2, lora_rank=2, lora_alpha=4.0, eval_interval=0, batch_size=4)
-    finetune_classifier(tmp_path / "base", data, tmp_path / "lora", cfg, log=lambda s: None)
+    cfg = ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "lora"), epochs=2,
+                         lr=1e-2, lora_rank=2, lora_alpha=4.0, eval_interval=0, batch_size=4)
+    finetune_classifier(cfg, log=lambda s: None)
     assert not (tmp_path / "lora" / "model.safetensors").exists()
     saved = tt.load(tmp_path / "lora" / "lora.safetensors")
     assert {k for k in saved if not k.startswith("head.")} == {k for k in saved if ".lora_" in k}
@@ -176,8 +183,7 @@ def test_lora_classifier_saves_adapters_and_head_only(tmp_path):
     for name, value in base.items():   # frozen: the base weights are exactly the base checkpoint's
         np.testing.assert_array_equal(model.gpt.state_dict()[name], value)
 
-    cfg.merge_lora = True
-    finetune_classifier(tmp_path / "base", data, tmp_path / "merged", cfg, log=lambda s: None)
+    finetune_classifier(replace(cfg, merge_lora=True, out=str(tmp_path / "merged")), log=lambda s: None)
     merged, _, _ = load_finetuned(tmp_path / "merged")
     adapted = load_finetuned(tmp_path / "lora")[0]
     ids, lengths, _ = pad_batch(tok.encode_batch(HAM[:3]), 0, 48)
@@ -192,7 +198,7 @@ def test_init_from_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_base(tmp_path / "nowhere")
     tt.manual_seed(0)
-    save_hf_gpt2(GPT(GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=8)), tmp_path / "hf")
+    GPT(GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=8)).save_pretrained(tmp_path / "hf")
     with pytest.raises(FileNotFoundError, match="Hugging Face GPT-2 folder but lacks vocab.json, merges.txt"):
         load_base(tmp_path / "hf")
 
@@ -201,7 +207,8 @@ def test_empty_dataset_is_an_error(tmp_path):
     write_base(tmp_path / "base", HAM)
     (tmp_path / "empty.tsv").write_text("")
     with pytest.raises(ValueError, match="no examples"):
-        finetune_classifier(tmp_path / "base", tmp_path / "empty.tsv", tmp_path / "out", log=lambda s: None)
+        finetune_classifier(ClassifyConfig(init_from=str(tmp_path / "base"), data=str(tmp_path / "empty.tsv"),
+                                           out=str(tmp_path / "out")), log=lambda s: None)
 
 
 def test_spam_collection_parses(shared_data):
@@ -211,9 +218,7 @@ def test_spam_collection_parses(shared_data):
     assert np.bincount(ids).tolist() == [4827, 747]
 
 
-def test_train_py_task_classify(tmp_path, capsys, train_script):
-    train = train_script
-
+def test_train_py_task_classify(tmp_path, capsys):
     write_base(tmp_path / "base", HAM + SPAM)
     data = write_tsv(tmp_path / "d.tsv", [("ham", t) for t in HAM] + [("spam", t) for t in SPAM])
     argv = ["--task", "classify", "--init-from", str(tmp_path / "base"), "--data", str(data),
@@ -226,7 +231,7 @@ def test_train_py_task_classify(tmp_path, capsys, train_script):
     assert json.loads((tmp_path / "clf" / "metrics.json").read_text())["final"]["train_acc"] == 1.0
     with pytest.raises(SystemExit, match="already holds a model: pass --overwrite"):
         train.main(argv)
-    with pytest.raises(SystemExit, match="merge_lora needs adapters"):
+    with pytest.raises(SystemExit, match="--merge-lora needs adapters"):
         train.main(argv + ["--overwrite", "--merge-lora"])
     with pytest.raises(SystemExit, match=r"unknown label\(s\) \['spam'\]"):
         train.main(argv[:-1] + ["ham,other", "--overwrite"])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from bpe import Tokenizer
-from gpt import data as gdata
-from gpt.data import (EOT, BatchSampler, load_documents, prepare_data, split_documents, token_dtype,
+from gpt.train import data as gdata
+from gpt.train.data import (EOT, BatchSampler, load_documents, prepare_data, split_documents, token_dtype,
                       unigram_loss)
 
 

@@ -9,7 +9,6 @@ import pytest
 
 import tinytensor as tt
 from gpt import GPT, GPTConfig, sample_next
-from gpt.pretrained import save_hf_gpt2
 from gpt.rope import Rotary, rope_tables
 from tinytensor import optim
 
@@ -135,7 +134,7 @@ def test_sampling_follows_the_distribution():
 
 def test_hf_layout_round_trip(tmp_path):
     model = tiny_model(dtype=np.float32)
-    save_hf_gpt2(model, tmp_path)
+    model.save_pretrained(tmp_path)
     loaded = GPT.from_pretrained(tmp_path)
     x = ids((2, 5), seed=8)
     np.testing.assert_array_equal(loaded(x).data, model(x).data)
@@ -145,7 +144,7 @@ def test_loads_hf_keys_without_prefix_with_buffers_and_lm_head(tmp_path):
     from safetensors.numpy import load_file, save_file
 
     model = tiny_model(dtype=np.float32)
-    save_hf_gpt2(model, tmp_path)
+    model.save_pretrained(tmp_path)
     raw = load_file(str(tmp_path / "model.safetensors"))
     plain = {k.removeprefix("transformer."): v for k, v in raw.items()}
     plain["lm_head.weight"] = plain["wte.weight"]
@@ -161,7 +160,7 @@ def test_conv1d_weights_are_transposed(tmp_path):
     from safetensors.numpy import load_file
 
     model = tiny_model(dtype=np.float32)
-    save_hf_gpt2(model, tmp_path)
+    model.save_pretrained(tmp_path)
     raw = load_file(str(tmp_path / "model.safetensors"))
     C = TINY["n_embd"]
     assert raw["transformer.h.0.attn.c_attn.weight"].shape == (C, 3 * C)  # HF Conv1D: (in, out)
@@ -174,7 +173,7 @@ def test_pretrained_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         GPT.from_pretrained(tmp_path)
     model = tiny_model(dtype=np.float32)
-    save_hf_gpt2(model, tmp_path)
+    model.save_pretrained(tmp_path)
     raw = load_file(str(tmp_path / "model.safetensors"))
     broken = dict(raw)
     del broken["transformer.ln_f.weight"]
@@ -267,7 +266,7 @@ def test_sample_cli_from_a_folder(tmp_path):
 
 def test_sample_cli_prints_on_after_a_byte_that_is_not_utf8(tmp_path, monkeypatch, capsys):
     from bpe import Tokenizer
-    from gpt.__main__ import main
+    from gpt.train.cli import main
 
     tok = Tokenizer(special_tokens=["<|endoftext|>"])   # bytes only: id b is the byte b
     tok.save(tmp_path / "tokenizer.json")

@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 from conftest import write_model_folder
 
+import train
+
 import tinytensor as tt
 from bpe import Tokenizer
 from gpt import GPT, GPTConfig
-from gpt.__main__ import main
-from gpt.finetune import FinetuneConfig, finetune_instruct, load_finetuned
-from gpt.instruct import ALPACA, IGNORE_INDEX, PromptTemplate, collate, encode_example, read_instructions
-from gpt.pretrained import save_hf_gpt2
+from gpt.train.cli import main
+from gpt.train.config import InstructConfig
+from gpt.train.finetune import finetune_instruct
+from gpt.train.inference import load_finetuned
+from gpt.train.instruct import ALPACA, PromptTemplate, collate, encode_example, read_instructions
+from tinytensor.functional import IGNORE_INDEX
 from tinytensor import optim
 
 ENTRIES = [
@@ -125,8 +129,9 @@ def test_finetune_run_writes_responses_and_chat_answers(tmp_path, monkeypatch, c
     write_base(tmp_path / "base", tok)
     data = tmp_path / "d.json"
     data.write_text(json.dumps(ENTRIES * 3))
-    cfg = FinetuneConfig(epochs=10, lr=1e-2, batch_size=8, eval_interval=5, mask_prompt=True, max_new_tokens=8)
-    final = finetune_instruct(tmp_path / "base", data, tmp_path / "inst", cfg, log=lambda s: None)
+    cfg = InstructConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "inst"), epochs=10,
+                         lr=1e-2, batch_size=8, eval_interval=5, mask_prompt=True, max_new_tokens=8)
+    final = finetune_instruct(cfg, log=lambda s: None)
     assert final["val_loss"] < final["val_loss_before"]
     responses = [json.loads(line) for line in (tmp_path / "inst" / "responses.jsonl").read_text().splitlines()]
     assert len(responses) == 3 and all("model_response" in r for r in responses)   # 24 - 20 train - 1 val
@@ -144,8 +149,9 @@ def test_lora_instruct_checkpoint_is_small_and_reloads(tmp_path):
     write_base(tmp_path / "base", tok, n_layer=2)
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(e) + "\n" for e in ENTRIES * 2))
-    cfg = FinetuneConfig(epochs=2, lr=1e-2, lora_rank=2, eval_interval=0, n_responses=1, max_new_tokens=4)
-    finetune_instruct(tmp_path / "base", data, tmp_path / "lora", cfg, log=lambda s: None)
+    cfg = InstructConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "lora"), epochs=2,
+                         lr=1e-2, lora_rank=2, eval_interval=0, n_responses=1, max_new_tokens=4)
+    finetune_instruct(cfg, log=lambda s: None)
     adapters = (tmp_path / "lora" / "lora.safetensors").stat().st_size
     assert adapters < (tmp_path / "base" / "model.safetensors").stat().st_size / 4
     model, _, config = load_finetuned(tmp_path / "lora")
@@ -156,21 +162,20 @@ def test_lora_instruct_checkpoint_is_small_and_reloads(tmp_path):
 
 def test_starts_from_a_hugging_face_folder(tmp_path, shared_data):
     tt.manual_seed(0)
-    save_hf_gpt2(GPT(GPTConfig(vocab_size=50257, block_size=128, n_layer=1, n_head=2, n_embd=8)), tmp_path / "hf")
+    GPT(GPTConfig(vocab_size=50257, block_size=128, n_layer=1, n_head=2, n_embd=8)).save_pretrained(tmp_path / "hf")
     shutil.copy(shared_data / "gpt2" / "encoder.json", tmp_path / "hf" / "vocab.json")
     shutil.copy(shared_data / "gpt2" / "vocab.bpe", tmp_path / "hf" / "merges.txt")
     data = tmp_path / "d.json"
     data.write_text(json.dumps(ENTRIES))
-    cfg = FinetuneConfig(epochs=1, lr=1e-3, eval_interval=0, n_responses=1, max_new_tokens=2)
-    final = finetune_instruct(tmp_path / "hf", data, tmp_path / "out", cfg, log=lambda s: None)
+    cfg = InstructConfig(init_from=str(tmp_path / "hf"), data=str(data), out=str(tmp_path / "out"), epochs=1,
+                         lr=1e-3, eval_interval=0, n_responses=1, max_new_tokens=2)
+    final = finetune_instruct(cfg, log=lambda s: None)
     assert np.isfinite(final["train_loss"])
     model, tok, _ = load_finetuned(tmp_path / "out")
     assert tok.vocab_size == 50257 and model.config.block_size == 128
 
 
-def test_train_py_task_instruct_with_template_and_merged_lora(tmp_path, capsys, train_script):
-    train = train_script
-
+def test_train_py_task_instruct_with_template_and_merged_lora(tmp_path, capsys):
     tok = tokenizer()
     write_base(tmp_path / "base", tok, n_layer=2)
     data = tmp_path / "d.json"
@@ -199,6 +204,7 @@ def test_mask_prompt_with_a_context_too_short_for_any_response_is_an_error(tmp_p
     write_base(tmp_path / "base", tok, block_size=12)   # every Alpaca prompt is longer than 12 tokens
     data = tmp_path / "d.json"
     data.write_text(json.dumps(ENTRIES))
-    cfg = FinetuneConfig(epochs=1, mask_prompt=True, eval_interval=0)
+    cfg = InstructConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "out"), epochs=1,
+                         mask_prompt=True, eval_interval=0)
     with pytest.raises(ValueError, match="no training example has a token to learn"):
-        finetune_instruct(tmp_path / "base", data, tmp_path / "out", cfg, log=lambda s: None)
+        finetune_instruct(cfg, log=lambda s: None)

@@ -93,8 +93,12 @@ def test_load_errors_are_clear(tmp_path):
     serialize.save({"w": np.ones((100, 100))}, good)
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(good.read_bytes()[:500])
-    with pytest.raises(ValueError, match="not a valid safetensors file"):
+    with pytest.raises(serialize.CorruptFileError, match="truncated or corrupt"):
         serialize.load(truncated)
+    truncated.write_bytes(good.read_bytes()[:40])          # cut inside the header: still no talk of pickles
+    with pytest.raises(serialize.CorruptFileError, match="truncated safetensors file") as e:
+        serialize.load(truncated)
+    assert "pickle" not in str(e.value)
     with pytest.raises(ValueError, match="unknown device"):
         serialize.load(good, device="tpu")
 

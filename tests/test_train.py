@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpt import checkpoint as gckpt
-from gpt.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints
+import train
+from gpt.train import checkpoint as gckpt
+from gpt.train.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints
 
-from conftest import load_train_script
 
 ROOT = Path(__file__).resolve().parents[1]
-train = load_train_script()
 
 TINY = ["--preset", "nano", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
         "--batch-size", "4", "--tokenizer", "bytes", "--eval-iters", "1", "--sample-tokens", "4",

@@ -13,11 +13,9 @@ from .serialize import load, save
 from .random import get_rng_state, manual_seed, rand, randn, set_rng_state
 from .tensor import Function, Tensor, arange, is_grad_enabled, no_grad, ones, tensor, zeros
 
-tune_allocator()
-
 __all__ = [
     "Function", "GradcheckError", "Tensor", "arange", "concatenate", "cuda_is_available",
     "functional", "get_array_module", "get_rng_state", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn",
-    "no_grad", "optim",
-    "ones", "rand", "randn", "save", "set_rng_state", "split", "stack", "sum_to_shape", "tensor", "where", "zeros",
+    "no_grad", "optim", "ones", "rand", "randn", "save", "set_rng_state", "split", "stack", "sum_to_shape", "tensor",
+    "tune_allocator", "where", "zeros",
 ]

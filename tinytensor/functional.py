@@ -41,9 +41,12 @@ from .random import generator
 from .tensor import Function, Tensor, _data
 
 __all__ = [
-    "cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "linear", "log_softmax", "relu",
+    "IGNORE_INDEX", "cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "linear", "log_softmax", "relu",
     "rms_norm", "scaled_dot_product_attention", "silu", "softmax", "tanh",
 ]
+
+# the target id that cross_entropy skips (PyTorch's value): padding, prompt tokens not learned
+IGNORE_INDEX = -100
 
 # log-sum-exp style loops work through (N, V) arrays in row blocks of about
 # this many elements (256 KiB of float32), so a chain of elementwise steps on
@@ -234,7 +237,7 @@ class CrossEntropy(Function):
         return dx.reshape(self.in_shape)
 
 
-def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> Tensor:
     """Mean (or sum, or per-position) of -log softmax(logits)[target].
 
     logits (N, V) with targets (N,), or (B, T, V) with (B, T): any leading

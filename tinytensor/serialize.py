@@ -7,6 +7,7 @@ so a crash leaves either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import tempfile
@@ -86,6 +87,35 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(dir_fd)
 
 
+class CorruptFileError(ValueError):
+    """A file is not what was written: truncated, changed, or missing."""
+
+
+def file_digest(path: str | os.PathLike) -> dict[str, Any]:
+    """{"sha256": hex digest, "bytes": size} of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return {"sha256": h.hexdigest(), "bytes": os.path.getsize(path)}
+
+
+def verify_digests(folder: str | os.PathLike, digests: dict[str, dict[str, Any]], recorded_in: str) -> None:
+    """Check every file named in `digests` (name -> file_digest as written) against
+    the folder's copy; raise CorruptFileError naming the first that differs."""
+    for name, expected in digests.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise CorruptFileError(f"{path} is missing ({recorded_in} lists it)")
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            raise CorruptFileError(f"{path} is truncated or corrupt: it has {size:,} bytes, "
+                                   f"{expected['bytes']:,} were written ({recorded_in})")
+        if file_digest(path)["sha256"] != expected["sha256"]:
+            raise CorruptFileError(f"{path} is corrupt: its sha256 differs from the one recorded when it "
+                                   f"was written ({recorded_in})")
+
+
 def _check_safetensors(path: Path) -> None:
     """Fail with a clear message unless `path` starts like a safetensors file."""
     if not path.is_file():
@@ -95,8 +125,11 @@ def _check_safetensors(path: Path) -> None:
         head = f.read(9)
     if len(head) == 9:
         (header_len,) = struct.unpack("<Q", head[:8])
-        if header_len <= min(size - 8, _MAX_HEADER_BYTES) and head[8:9] == b"{":
-            return
+        if head[8:9] == b"{" and header_len <= _MAX_HEADER_BYTES:
+            if header_len <= size - 8:
+                return
+            raise CorruptFileError(f"load: {path} is a truncated safetensors file: its header alone needs "
+                                   f"{header_len + 8:,} bytes, the file has {size:,}")
     raise ValueError(
         f"load: {path} is not a safetensors file (a pickle or torch .pt checkpoint is never "
         "loaded, since unpickling can run arbitrary code)"
@@ -111,7 +144,7 @@ def load(path: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:
     try:
         arrays = safetensors.numpy.load_file(path)
     except safetensors.SafetensorError as e:
-        raise ValueError(f"load: {path} is not a valid safetensors file: {e}") from e
+        raise CorruptFileError(f"load: {path} is truncated or corrupt: {e}") from e
     return {name: to_device(arr, device) for name, arr in arrays.items()}
 
 

@@ -6,6 +6,7 @@
     prepare_data(...)               tokenize once, split train/val, write train.bin / val.bin + meta.json;
                                     a second call with the same input and tokenizer reuses them
     BatchSampler(tokens, T, B)      random windows of T + 1 tokens: inputs and next-token targets
+    unigram_loss(train, val, V)     the loss of predicting token frequencies: the baseline to beat
 
 Documents are joined with <|endoftext|>, so the model sees where one ends and
 the next begins. The .bin files hold the ids as flat uint16 (uint32 when the
@@ -56,9 +57,9 @@ def load_documents(path: str | os.PathLike | None, errors: str = "strict") -> li
             files = sorted(path.glob("*.txt"))
             if not files:
                 raise ValueError(f"the folder {path} holds no .txt files (each .txt file is one document)")
-            docs = [_read_text(f, errors) for f in files]
+            docs = [read_text(f, errors) for f in files]
         elif path.is_file():
-            text = _read_text(path, errors)
+            text = read_text(path, errors)
             docs = _jsonl_documents(path, text) if path.suffix == ".jsonl" else [text]
         else:
             raise FileNotFoundError(f"no data at {path}: give a text file, a folder of .txt files or a .jsonl file")
@@ -68,17 +69,19 @@ def load_documents(path: str | os.PathLike | None, errors: str = "strict") -> li
     return docs
 
 
-def _read_text(path: Path, errors: str) -> str:
+def read_text(path: Path, errors: str = "strict", hint: str | None = "pass --errors replace") -> str:
+    """A file's text as UTF-8. Undecodable bytes are an error naming the file, line and
+    column (with `hint`, how else to read them), or U+FFFD with errors="replace"."""
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        fix = f"; fix the file, or {hint} to read such bytes as U+FFFD" if hint else "; save the file as UTF-8"
         raise ValueError(
             f"{path} is not valid UTF-8: byte {e.start} (line {line}, column {column}) is "
-            f"{raw[e.start:e.end]!r} ({e.reason}); fix the file, or pass --errors replace "
-            "to read such bytes as U+FFFD"
+            f"{raw[e.start:e.end]!r} ({e.reason}){fix}"
         ) from None
 
 

@@ -4,6 +4,8 @@
     PromptTemplate / ALPACA            how an entry becomes a prompt (the response follows it)
     encode_example(tok, tmpl, entry)   prompt ids + response ids + <|endoftext|>, and the prompt length
     collate(examples, pad_id)          inputs (B, T) and targets (B, T) with ignore_index where nothing is learned
+    Instructions(...)                  the task: shuffled epochs, the summed next-token loss, loss per split
+    generate_response(model, ...)      the model's answer to one instruction
 
 One training sequence is  prompt | response | <|endoftext|>. The prompt and the
 response are tokenized separately, so the model learns to continue exactly the
@@ -20,10 +22,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from bpe import Tokenizer
+from tinytensor import Tensor, nn
+from tinytensor.functional import IGNORE_INDEX
 
-from .data import EOT
+from .data import EOT, read_text
+from .epochs import EpochBatches
+from .loop import Batch, Comm, summed
+from .metrics import format_row
 
-IGNORE_INDEX = -100
+SPLIT = (0.85, 0.05, 0.10)          # train / val / test
 
 
 @dataclass(frozen=True)
@@ -76,11 +83,11 @@ def read_instructions(path: str | os.PathLike) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no dataset at {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, hint=None)
     if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = [_parse_json(line, path, n) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     else:
-        rows = json.loads(text)
+        rows = _parse_json(text, path, 0)
         if not isinstance(rows, list):
             raise ValueError(f"{path}: expected a JSON list of {{instruction, input, output}} objects")
     entries = []
@@ -91,6 +98,14 @@ def read_instructions(path: str | os.PathLike) -> list[dict[str, str]]:
     if not entries:
         raise ValueError(f"{path} holds no examples")
     return entries
+
+
+def _parse_json(text: str, path: Path, line: int) -> Any:
+    """JSON with errors that name the file and line (`line` is where `text` starts, 0 for a whole file)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}, line {line or e.lineno}: not valid JSON ({e.msg})") from None
 
 
 def encode_example(tok: Tokenizer, template: PromptTemplate, entry: dict[str, str]) -> tuple[list[int], int]:
@@ -148,3 +163,55 @@ def generate_response(model: Any, tok: Tokenizer, template: PromptTemplate, inst
     if eos in new:
         new = new[:new.index(eos)]
     return tok.decode(new).strip()
+
+
+class Instructions:
+    """Instruction tuning: shuffled mini-batches of the train split for the configured
+    epochs; the loss is summed over the targets that are learned (see collate);
+    evaluation reports the mean loss per target token of the train and val splits."""
+
+    def __init__(self, encoded: list[tuple[list[int], int]], splits: dict[str, np.ndarray], pad: int, limit: int,
+                 mask_prompt: bool, batch_size: int, epochs: int, seed: int, eval_batches: int | None):
+        self.encoded, self.splits, self.pad, self.limit, self.mask_prompt = encoded, splits, pad, limit, mask_prompt
+        self.batch_size, self.eval_batches = batch_size, eval_batches
+        self.epochs = EpochBatches(len(splits["train"]), batch_size, epochs, seed)
+
+    def batch(self, rows: np.ndarray) -> Batch:
+        inputs, targets, _ = collate([self.encoded[i] for i in rows], self.pad, self.mask_prompt, self.limit)
+        learned = int((targets != IGNORE_INDEX).sum())
+        # a batch whose every target is masked adds 0 to the loss; dividing by 1 keeps it 0
+        return Batch((inputs, targets), targets=max(learned, 1), tokens=inputs.size)
+
+    def next_batch(self) -> Batch:
+        return self.batch(self.splits["train"][self.epochs.next()])
+
+    def loss(self, model: nn.Module, rows: tuple[Any, ...]) -> Tensor:
+        inputs, targets = rows
+        return model(inputs, targets=targets, reduction="sum")[1]
+
+    def measure(self, model: nn.Module, split: str, comm: Comm, final: bool) -> float:
+        """Mean loss per learned target token (not per batch) over a split."""
+        rows = self.splits[split]
+        chunks = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        if not final:
+            chunks = chunks[:self.eval_batches]
+        loss_sum, n = summed(model, [self.batch(c) for c in chunks], _loss_and_count, comm) if chunks else (0.0, 0)
+        return loss_sum / n if n else float("nan")
+
+    def evaluate(self, model: nn.Module, comm: Comm, final: bool) -> dict[str, Any]:
+        return {"epoch": self.epochs.epoch, "train_loss": self.measure(model, "train", comm, final),
+                "val_loss": self.measure(model, "val", comm, final)}
+
+    def describe(self, row: dict[str, Any]) -> str:
+        return format_row(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _loss_and_count(model: nn.Module, rows: tuple[Any, ...]) -> list[float]:
+    inputs, targets = rows
+    return [model(inputs, targets=targets, reduction="sum")[1].item(), int((targets != IGNORE_INDEX).sum())]

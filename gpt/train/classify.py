@@ -1,19 +1,18 @@
-"""Text classification with a GPT: data, batches and the classifier model.
+"""Text classification with a GPT: the data, and the task the training loop runs.
 
     read_labeled(path)                 [(label, text)] from TSV / CSV / JSONL
     label_ids(examples, labels)        the label names and each example's id
     balance(examples, seed)            undersample every class to the smallest one
     pad_batch(token_lists, pad_id)     right-padded ids (B, T) and true lengths (B,)
-    GPTClassifier(gpt, n_classes)      GPT body -> hidden state of the last real token -> linear head
+    Classification(...)                the task: shuffled epochs, summed cross-entropy, loss and accuracy per split
+    predict_proba(model, ...)          class probabilities of tokenized texts
 
-The language-model head (vocabulary logits) is not used: a causal model's last
-position is the only one that has seen the whole text, so its hidden state is
-what the new head reads. With right padding that position is `length - 1`,
-not `T - 1`; padding after it cannot leak back, attention being causal.
+The model is `gpt.GPTClassifier`: the GPT body, then a linear head on the last real token.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -23,12 +22,16 @@ import numpy as np
 
 import tinytensor as tt
 import tinytensor.functional as F
-from tinytensor import Tensor, nn
-from tinytensor.backend import get_array_module, to_device
+from gpt import GPTClassifier
+from tinytensor import Tensor
+from tinytensor.backend import to_device
 
-from .model import GPT
+from .data import read_text
+from .loop import Batch, Comm, summed
+from .epochs import EpochBatches
+from .metrics import format_row
 
-TRAINABLE = ("all", "last-block", "head")
+SPLIT = (0.7, 0.1, 0.2)          # train / val / test
 
 
 # ---- data ------------------------------------------------------------------------
@@ -46,9 +49,10 @@ def read_labeled(path: str | os.PathLike) -> list[tuple[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no dataset at {path}")
+    text = read_text(path, hint=None)
     examples: list[tuple[str, str]] = []
     if path.suffix == ".jsonl":
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -57,17 +61,16 @@ def read_labeled(path: str | os.PathLike) -> list[tuple[str, str]]:
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise ValueError(f"{path}:{n}: expected a JSON object with 'text' and 'label'") from None
     elif path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            for n, row in enumerate(csv.reader(f), 1):
-                if not row:
-                    continue
-                if len(row) != 2:
-                    raise ValueError(f"{path}:{n}: expected 2 columns label,text, got {len(row)}")
-                if n == 1 and [c.strip().lower() for c in row] == ["label", "text"]:
-                    continue
-                examples.append((row[0], row[1]))
+        for n, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+            if not row:
+                continue
+            if len(row) != 2:
+                raise ValueError(f"{path}:{n}: expected 2 columns label,text, got {len(row)}")
+            if n == 1 and [c.strip().lower() for c in row] == ["label", "text"]:
+                continue
+            examples.append((row[0], row[1]))
     else:
-        for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        for n, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             label, tab, text = line.partition("\t")
@@ -118,51 +121,69 @@ def pad_batch(token_lists: Sequence[Sequence[int]], pad_id: int, max_length: int
     return ids, lengths, truncated
 
 
-# ---- model ------------------------------------------------------------------------
-class GPTClassifier(nn.Module):
-    """A GPT body with a linear head over `n_classes` on the last real token.
-
-    State-dict names: `gpt.*` for the body (a pretrained GPT's names, prefixed)
-    and `head.weight` / `head.bias`.
-    """
-
-    def __init__(self, gpt: GPT, n_classes: int):
-        super().__init__()
-        self.gpt = gpt
-        self.head = nn.Linear(gpt.config.n_embd, n_classes, dtype=gpt.wte.weight.dtype, device=gpt.wte.weight.device)
-
-    def forward(self, idx: Any, lengths: Any) -> Tensor:
-        """Class logits (B, n_classes) for right-padded ids (B, T) with true lengths (B,)."""
-        x = self.gpt.hidden_states(idx)                      # (B, T, C)
-        B, T = x.shape[:2]
-        lengths = np.asarray(lengths, dtype=np.int64)
-        if lengths.shape != (B,) or lengths.min() < 1 or lengths.max() > T:
-            raise ValueError(f"lengths must be {B} numbers between 1 and {T} (one per row of ids), got {lengths}")
-        xp = get_array_module(x.data)
-        lengths = to_device(lengths, x.device)
-        last = x[xp.arange(B), lengths - 1]                  # (B, C): the last real token of each row
-        return self.head(self.gpt.ln_f(last))                # (B, n_classes); ln_f is per position
-
-    def set_trainable(self, which: str) -> None:
-        """Which parameters train: "all"; "last-block" (last block, final norm and
-        head, the book's default); "head" (the new head only)."""
-        if which not in TRAINABLE:
-            raise ValueError(f"trainable must be one of {TRAINABLE}, got {which!r}")
-        for p in self.parameters():
-            p.requires_grad = which == "all"
-        parts = [self.head] + ([self.gpt.h[-1], self.gpt.ln_f] if which == "last-block" else [])
-        for part in parts:
-            for p in part.parameters():
-                p.requires_grad = True
 
 
-def classification_loss(model: GPTClassifier, idx: np.ndarray, lengths: np.ndarray, labels: np.ndarray) -> tuple[Tensor, int]:
-    """(mean cross-entropy, number of correct predictions) of one batch."""
+# ---- the task ----------------------------------------------------------------------
+class Classification:
+    """Fine-tuning a GPTClassifier: shuffled mini-batches of the train split for the
+    configured epochs; evaluation reports loss and accuracy of every split."""
+
+    def __init__(self, tokens: list[list[int]], ids: np.ndarray, splits: dict[str, np.ndarray], pad: int,
+                 limit: int, batch_size: int, epochs: int, seed: int, eval_batches: int | None):
+        self.tokens, self.ids, self.splits = tokens, ids, splits
+        self.pad, self.limit, self.batch_size, self.seed = pad, limit, batch_size, seed
+        self.max_eval_batches = eval_batches
+        self.epochs = EpochBatches(len(splits["train"]), batch_size, epochs, seed)
+
+    def batch(self, rows: np.ndarray) -> Batch:
+        """Rows of the dataset as a Batch of (ids (B, T), lengths (B,), labels (B,))."""
+        idx, lengths, _ = pad_batch([self.tokens[i] for i in rows], self.pad, self.limit)
+        return Batch((idx, lengths, self.ids[rows]), targets=len(rows), tokens=int(lengths.sum()))
+
+    def next_batch(self) -> Batch:
+        return self.batch(self.splits["train"][self.epochs.next()])
+
+    def loss(self, model: GPTClassifier, rows: tuple[Any, ...]) -> Tensor:
+        logits, targets = _logits(model, rows)
+        return F.cross_entropy(logits, targets, reduction="sum")
+
+    def eval_batches(self, rows: np.ndarray, final: bool) -> list[Batch]:
+        """Batches of similar length (less padding); a seeded choice of eval_batches of them unless final."""
+        rows = rows[np.argsort([len(self.tokens[i]) for i in rows], kind="stable")]
+        size = self.batch_size * 4
+        chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
+        if not final and self.max_eval_batches is not None and len(chunks) > self.max_eval_batches:
+            picks = np.random.default_rng(self.seed).choice(len(chunks), self.max_eval_batches, replace=False)
+            chunks = [chunks[i] for i in picks]
+        return [self.batch(chunk) for chunk in chunks]
+
+    def evaluate(self, model: GPTClassifier, comm: Comm, final: bool) -> dict[str, Any]:
+        row: dict[str, Any] = {"epoch": self.epochs.epoch}
+        for name, rows in self.splits.items():
+            loss_sum, correct, n = summed(model, self.eval_batches(rows, final), _loss_correct_count, comm)
+            row[f"{name}_loss"], row[f"{name}_acc"] = (loss_sum / n, correct / n) if n else (float("nan"),) * 2
+        return row
+
+    def describe(self, row: dict[str, Any]) -> str:
+        return format_row(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _logits(model: GPTClassifier, rows: tuple[Any, ...]) -> tuple[Tensor, Any]:
+    idx, lengths, labels = rows
     logits = model(idx, lengths)                             # (B, K)
-    targets = to_device(labels, logits.device)
-    loss = F.cross_entropy(logits, targets)
+    return logits, to_device(labels, logits.device)
+
+
+def _loss_correct_count(model: GPTClassifier, rows: tuple[Any, ...]) -> list[float]:
+    logits, targets = _logits(model, rows)
     correct = int((logits.data.argmax(axis=-1) == targets).sum())
-    return loss, correct
+    return [F.cross_entropy(logits, targets, reduction="sum").item(), correct, len(targets)]
 
 
 def predict_proba(model: GPTClassifier, token_lists: Sequence[Sequence[int]], pad_id: int,

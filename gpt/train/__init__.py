@@ -1,0 +1,19 @@
+"""The training application around the model: what `train.py` and `python -m gpt` are made of.
+
+    config      every setting of a run, declared once (the flags come from it)
+    flags       dataclass fields -> command-line flags
+    data        corpus -> tokens -> cached .bin files -> random batches (pretraining)
+    loop        the one training loop: accumulation, clipping, schedule, evaluation, checkpoint hooks
+    pretrain    next-token prediction as a task of the loop; resume resolution
+    classify    labelled texts as a task of the loop
+    instruct    instruction-response pairs as a task of the loop
+    epochs      shuffled mini-batches, epoch after epoch (the fine-tuning tasks)
+    finetune    a fine-tuning run: load the base, adapt it, train, save
+    checkpoint  checkpoints written atomically, verified by checksum on load
+    inference   load any model folder (ours or Hugging Face's) with its tokenizer
+    metrics     metrics.jsonl, the progress bar, loss.png, MFU
+    output      the output folder, checked before any work
+    cli         python -m gpt sample | classify | chat
+
+Imports go one way: gpt.train -> gpt (the model) -> tinytensor, bpe.
+"""

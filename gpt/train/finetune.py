@@ -1,0 +1,238 @@
+"""Fine-tuning: a pretrained GPT adapted to classification or to instructions, through the one training loop.
+
+    finetune_classifier(cfg)    label<TAB>text -> a GPTClassifier
+    finetune_instruct(cfg)      Alpaca JSON -> a GPT that answers
+    load_finetuned(folder)      (model, tokenizer, config) of either
+
+`cfg.init_from` is one of our checkpoint folders (or a training run's --out
+folder) or a Hugging Face GPT-2 folder. Each run writes into `cfg.out`:
+
+    model.safetensors   all weights (classifier names: gpt.* and head.*; instruct: a plain GPT,
+                        so `python -m gpt sample` reads it too), or, with LoRA and no merge:
+    lora.safetensors    the adapters (and the classifier head) only; the base weights are
+                        read again from lora.base, which must still be there
+    tokenizer.json
+    config.json         {"task": "classify" | "instruct", "model": GPTConfig, "labels": [...],
+                         "n_classes": K, "prompt_template": {...}, "lora": null | {"rank", "alpha",
+                         "base", "merged"}, "finetune": the settings, "checksums": of the files above};
+                        written last
+    metrics.jsonl       one row per step and per evaluation, as pretraining writes
+    metrics.json        final losses / accuracies, and the evaluations along the way
+    responses.jsonl     (instruct) the model's answers to the test split
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+import tinytensor as tt
+from bpe import Tokenizer
+from gpt import GPT, GPTClassifier
+from gpt.lora import apply_lora, count_parameters, lora_state_dict, merge_lora
+from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, write_json
+from tinytensor import nn, optim
+
+from . import classify, instruct
+from .checkpoint import digests, resolve_checkpoint
+from .config import ClassifyConfig, FinetuneConfig, InstructConfig
+from .data import EOT
+from .inference import LORA_FILE, load_base
+from .loop import Comm, LoopConfig, SingleProcess, Task, Trainer
+from .metrics import MetricsLog
+from .output import check_output_folder
+
+METRICS_FILE = "metrics.json"
+RESPONSES_FILE = "responses.jsonl"
+
+Log = Callable[[str], None]
+
+
+# ---- shared pieces -----------------------------------------------------------------
+def check_output(cfg: FinetuneConfig) -> Path:
+    """--out, checked before any data or model is loaded."""
+    out = Path(cfg.out)
+    if (out / CONFIG_FILE).exists() and not cfg.overwrite:
+        raise ValueError(f"{out} already holds a model: pass --overwrite to replace it, or choose another --out")
+    if Path(cfg.init_from).resolve() == out.resolve():
+        raise ValueError(f"--out {out} is the --init-from folder: write the fine-tuned model elsewhere")
+    return check_output_folder(out)
+
+
+def split_dataset(n: int, seed: int, fractions: tuple[float, float, float]) -> dict[str, np.ndarray]:
+    """Indices of a seeded shuffle of range(n) cut into train / val / test by `fractions`."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_train = int(round(fractions[0] * n))
+    n_val = int(round(fractions[1] * n))
+    train, val, test = order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
+    if len(train) == 0:
+        raise ValueError(f"{n} examples leave none for training: give more data")
+    return {"train": train, "val": val, "test": test}
+
+
+def pad_id(tok: Tokenizer) -> int:
+    # any id works for padding (targets there are ignored, and attention is causal); end-of-text is GPT-2's choice
+    return tok.special_tokens.get(EOT, 0)
+
+
+def _adapt(body: GPT, cfg: FinetuneConfig, log: Log) -> None:
+    if cfg.lora_rank:
+        apply_lora(body, cfg.lora_rank, cfg.lora_alpha)
+        log(f"LoRA rank {cfg.lora_rank}, alpha {cfg.lora_alpha}: the base weights are frozen")
+
+
+def _fit(model: nn.Module, task: Task, steps: int, cfg: FinetuneConfig, out: Path, log: Log,
+         comm: Comm | None) -> tuple[dict, list[dict]]:
+    """Train through the loop, then evaluate on all the data: (final metrics, evaluations along the way)."""
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("nothing to train: every parameter is frozen")
+    opt = optim.AdamW(optim.param_groups_for_weight_decay(model, cfg.weight_decay), lr=cfg.lr)
+    steps = -(-steps // cfg.grad_accum)
+    loop = LoopConfig(max_steps=steps, lr=cfg.lr, min_lr=cfg.lr if cfg.min_lr is None else cfg.min_lr,
+                      warmup_steps=cfg.warmup_steps, decay_steps=max(steps, cfg.warmup_steps),
+                      grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, eval_interval=cfg.eval_interval)
+    trainer = Trainer(model, opt, task, loop, log=MetricsLog(out / "metrics.jsonl"), comm=comm, desc="fine-tune",
+                      say=tqdm.write if log is print else log)
+    trainer.log.clear()
+    start = time.time()
+    history = trainer.run()
+    if trainer.step < steps:
+        log(f"stopped at step {trainer.step} of {steps}: the model is saved as it is")
+    final = {"train_time_s": round(time.time() - start, 1), **trainer.evaluate(final=True)}
+    return final, history[:-1]
+
+
+def _save(out: Path, model: nn.Module, body: GPT, tok: Tokenizer, config: dict, cfg: FinetuneConfig,
+          extra_trainable: dict[str, Any]) -> None:
+    """Write the weights (full, merged, or adapters + `extra_trainable`), tokenizer.json,
+    then config.json with the checksums of both."""
+    lora = None
+    weights = MODEL_FILE
+    if cfg.lora_rank:
+        lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "merged": cfg.merge_lora,
+                "base": str(resolve_checkpoint(cfg.init_from).resolve())}
+        if cfg.merge_lora:
+            merge_lora(body)
+        else:
+            prefix = "gpt." if body is not model else ""
+            adapters = {prefix + k: v for k, v in lora_state_dict(body).items()}
+            tt.save({**adapters, **extra_trainable}, out / LORA_FILE)
+            weights = LORA_FILE
+    if weights == MODEL_FILE:
+        tt.save(model.state_dict(), out / MODEL_FILE)
+    (out / (LORA_FILE if weights == MODEL_FILE else MODEL_FILE)).unlink(missing_ok=True)   # an --overwrite's leftover
+    tok.save(out / TOKENIZER_FILE)
+    write_json(out / CONFIG_FILE, {**config, "model": body.config.to_dict(), "lora": lora, "finetune": cfg.to_dict(),
+                                   "checksums": digests(out, (weights, TOKENIZER_FILE))})
+
+
+def _write_metrics(out: Path, final: dict, history: list[dict]) -> None:
+    write_json(out / METRICS_FILE, {"final": final, "history": history})
+
+
+def _report_truncation(n_long: int, n: int, limit: int, log: Log) -> None:
+    if n_long:
+        log(f"warning: {n_long} of {n} examples are longer than {limit} tokens and are truncated")
+
+
+# ---- classification ------------------------------------------------------------------
+def finetune_classifier(cfg: ClassifyConfig, log: Log = print, comm: Comm | None = None) -> dict:
+    """Fine-tune a classifier on cfg.data from the GPT in cfg.init_from; write it to
+    cfg.out and return the final metrics (loss and accuracy on train / val / test)."""
+    out = check_output(cfg)
+    tt.manual_seed(cfg.seed)
+    examples = classify.read_labeled(cfg.data)
+    labels, ids = classify.label_ids(examples, cfg.labels)
+    if cfg.balance:
+        examples, ids = classify.balance(examples, ids, cfg.seed)
+    body, tok = load_base(cfg.init_from, cfg.device)
+    limit = min(cfg.max_length or body.config.block_size, body.config.block_size)
+    tokens = tok.encode_batch([text for _, text in examples])
+    _report_truncation(sum(len(t) > limit for t in tokens), len(tokens), limit, log)
+    splits = split_dataset(len(examples), cfg.seed, classify.SPLIT)
+    counts = {name: np.bincount(ids[rows], minlength=len(labels)).tolist() for name, rows in splits.items()}
+    log(f"{len(examples)} examples, labels {labels}; per split (train/val/test) {counts}")
+
+    model = GPTClassifier(body, len(labels))
+    if cfg.lora_rank:
+        _adapt(body, cfg, log)        # the head stays trainable beside the adapters
+    else:
+        model.set_trainable(cfg.trainable)
+    trainable, total = count_parameters(model)
+    log(f"training {trainable:,} of {total:,} parameters")
+    task = classify.Classification(tokens, ids, splits, pad_id(tok), limit, cfg.batch_size, cfg.epochs, cfg.seed,
+                                   cfg.eval_batches)
+    final, history = _fit(model, task, task.epochs.total, cfg, out, log, comm)
+    if comm is None or comm.rank == 0:
+        head = {f"head.{k}": v for k, v in model.head.state_dict().items()}
+        _save(out, model, body, tok, {"task": "classify", "labels": labels, "n_classes": len(labels)}, cfg, head)
+        _write_metrics(out, final, history)
+    return final
+
+
+def classify_texts(model: GPTClassifier, tok: Tokenizer, labels: Sequence[str], texts: Sequence[str],
+                   max_length: int | None = None) -> list[tuple[str, float]]:
+    """(label, probability) of the likeliest class for each text."""
+    probs = classify.predict_proba(model, tok.encode_batch(list(texts)), pad_id(tok), max_length)
+    return [(labels[int(p.argmax())], float(p.max())) for p in probs]
+
+
+# ---- instruction following ------------------------------------------------------------
+def finetune_instruct(cfg: InstructConfig, log: Log = print, comm: Comm | None = None) -> dict:
+    """Instruction-tune the GPT in cfg.init_from on Alpaca-style cfg.data (85/5/10
+    train/val/test, seeded); write it to cfg.out, then its greedy answers to the
+    test split to out/responses.jsonl. Returns the final metrics (val loss
+    before and after, train loss)."""
+    out = check_output(cfg)
+    template = instruct.PromptTemplate.from_file(cfg.prompt_template) if cfg.prompt_template else instruct.ALPACA
+    tt.manual_seed(cfg.seed)
+    entries = instruct.read_instructions(cfg.data)
+    model, tok = load_base(cfg.init_from, cfg.device)
+    limit = min(cfg.max_length or model.config.block_size, model.config.block_size)
+    encoded = [instruct.encode_example(tok, template, e) for e in entries]
+    _report_truncation(sum(len(s) - 1 > limit for s, _ in encoded), len(encoded), limit, log)
+    splits = split_dataset(len(entries), cfg.seed, instruct.SPLIT)
+    if cfg.mask_prompt:
+        _check_prompts_fit(encoded, splits["train"], limit, log)
+    log(f"{len(entries)} examples: {len(splits['train'])} train, {len(splits['val'])} val, {len(splits['test'])} test")
+    _adapt(model, cfg, log)
+    trainable, total = count_parameters(model)
+    log(f"training {trainable:,} of {total:,} parameters")
+    task = instruct.Instructions(encoded, splits, pad_id(tok), limit, cfg.mask_prompt, cfg.batch_size, cfg.epochs,
+                                 cfg.seed, cfg.eval_batches)
+    val_before = task.measure(model.eval(), "val", comm or SingleProcess(), final=True)
+    log(f"val loss before fine-tuning {val_before:.4f}")
+    final, history = _fit(model, task, task.epochs.total, cfg, out, log, comm)
+    final = {**final, "val_loss_before": val_before}
+    if comm is None or comm.rank == 0:
+        _save(out, model, model, tok, {"task": "instruct", "prompt_template": template.to_dict()}, cfg, {})
+        _write_metrics(out, final, history)
+        _write_responses(out, model, tok, template, [entries[i] for i in splits["test"][:cfg.n_responses]], cfg, log)
+    return final
+
+
+def _check_prompts_fit(encoded: list[tuple[list[int], int]], train: np.ndarray, limit: int, log: Log) -> None:
+    """With --mask-prompt only the response is learned: a prompt that fills the
+    context leaves nothing to learn in its example."""
+    # the first target is the token after the prompt, at input position prompt_len - 1
+    no_target = [i for i, (_, prompt_len) in enumerate(encoded) if prompt_len > limit]
+    if len(set(train) - set(no_target)) == 0:
+        raise ValueError(f"with --mask-prompt no training example has a token to learn: every prompt is longer "
+                         f"than the {limit} tokens the model sees (its block_size or --max-length). Start from "
+                         "a model with a larger block_size, use a shorter --prompt-template, or drop --mask-prompt")
+    if no_target:
+        log(f"warning: in {len(no_target)} examples the prompt alone fills {limit} tokens, so with --mask-prompt "
+            "nothing of them is learned")
+
+
+def _write_responses(out: Path, model: GPT, tok: Tokenizer, template: instruct.PromptTemplate,
+                     entries: list[dict[str, str]], cfg: InstructConfig, log: Log) -> None:
+    with open(out / RESPONSES_FILE, "w", encoding="utf-8") as f:
+        for e in entries:
+            answer = instruct.generate_response(model, tok, template, e["instruction"], e["input"], cfg.max_new_tokens)
+            f.write(json.dumps({**e, "model_response": answer}) + "\n")
+    log(f"wrote {len(entries)} test responses to {out / RESPONSES_FILE}")

@@ -1,0 +1,156 @@
+"""Pretraining: next-token prediction on a corpus, as a task of the training loop.
+
+    resolve_run(given)          the settings of a new run, or of the checkpoint to resume (and which one)
+    LanguageModeling(data, cfg) the task: random windows, the summed next-token loss, evaluation and samples
+    checkpoint_writer(...)      the save hook: model, optimizer, batch sampler and RNG, verified on resume
+
+Bit-identical resume holds because every source of randomness has its own
+saved state: the training batch sampler's generator, tinytensor's generator
+(dropout), and the optimizer's moments and step counts. Evaluation and samples
+draw from generators seeded afresh each time, so they never disturb training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from gpt import GPT
+from tinytensor import nn, optim
+from tinytensor.random import get_rng_state, set_rng_state
+
+from .checkpoint import Checkpoint, latest_checkpoint, latest_good_checkpoint, save_checkpoint
+from .config import PretrainConfig, changeable_on_resume
+from .data import EOT, BatchSampler, PreparedData, unigram_loss
+from .flags import flag_name
+from .loop import Batch, Comm, summed
+from .metrics import perplexity
+
+
+def resolve_run(given: dict[str, Any], say: Callable[[str], None] = print) -> tuple[PretrainConfig, Checkpoint | None]:
+    """The run's settings: the flags over the defaults for a new run; with --resume,
+    the latest good checkpoint's settings with the flags that may change applied."""
+    out = Path(given.get("out", PretrainConfig.out))
+    if not given.get("resume"):
+        latest = latest_checkpoint(out)
+        if latest is not None:
+            raise ValueError(
+                f"{out} already holds a checkpoint ({latest.name}): pass --resume to continue it, "
+                f"or choose another --out (or delete {out / 'ckpt'}) to start afresh"
+            )
+        return PretrainConfig(**given), None
+    had_any = latest_checkpoint(out) is not None
+    ckpt = latest_good_checkpoint(out, say)
+    if ckpt is None:
+        none = "no good checkpoint (see above)" if had_any else "no checkpoint"
+        raise FileNotFoundError(f"--resume: there is {none} in {out / 'ckpt'} to continue from")
+    saved = PretrainConfig(**ckpt.config["train"])
+    may_change = changeable_on_resume()
+    differences = [
+        f"{flag_name(k)}: the checkpoint has {getattr(saved, k)!r}, the command line {v!r}"
+        for k, v in given.items() if k not in may_change and getattr(saved, k) != v
+    ]
+    if differences:
+        raise ValueError(
+            f"the checkpoint {ckpt.folder} was trained with other settings:\n  " + "\n  ".join(differences)
+            + "\ndrop these flags to continue it as it was, or start a new run with another --out"
+        )
+    cfg = PretrainConfig(**{**saved.to_dict(), **{k: v for k, v in given.items() if k in may_change}})
+    if cfg.max_iters > cfg.lr_decay_iters:
+        say(f"note: the learning-rate schedule ends at step {cfg.lr_decay_iters} (--lr-decay-iters, fixed by the "
+            f"first run); steps past it run at --min-lr {cfg.min_lr}")
+    return cfg, ckpt
+
+
+class LanguageModeling:
+    """Next-token prediction: each micro-batch is `batch_size` random windows of the
+    training tokens; evaluation is the mean loss over `eval_iters` fixed batches
+    per split, plus a short sample."""
+
+    def __init__(self, data: PreparedData, cfg: PretrainConfig, block_size: int, main: bool = True):
+        self.data, self.cfg, self.block_size = data, cfg, block_size
+        self.main = main                                      # only the process that prints samples
+        self.sampler = BatchSampler(data.train, block_size, cfg.batch_size, seed=[cfg.seed, 1], name="train")
+        BatchSampler(data.val, block_size, cfg.batch_size, seed=0, name="val")   # fail now if val is too short
+        self.baseline: float | None = None
+
+    def next_batch(self) -> Batch:
+        x, y = self.sampler.sample()                          # (B, T) each
+        return Batch((x, y), targets=y.size, tokens=x.size)
+
+    def loss(self, model: nn.Module, rows: tuple[Any, ...]) -> Any:
+        x, y = rows
+        return model(x, targets=y, reduction="sum")[1]
+
+    def evaluate(self, model: nn.Module, comm: Comm, final: bool) -> dict[str, Any]:
+        """The batches come from generators seeded the same way every time: each
+        evaluation sees the same windows (so the curve shows the model changing, not
+        the batches), and the training sampler's stream is never touched."""
+        losses = {}
+        for i, (split, tokens) in enumerate((("train", self.data.train), ("val", self.data.val))):
+            sampler = BatchSampler(tokens, self.block_size, self.cfg.batch_size, seed=[self.cfg.seed, 100 + i],
+                                   name=split)
+            batches = [Batch(sampler.sample(), targets=0, tokens=0) for _ in range(self.cfg.eval_iters)]
+            loss_sum, count = summed(model, batches, _loss_and_count, comm)
+            losses[split] = loss_sum / count
+        text = self.sample(model) if self.cfg.sample_tokens and self.main else ""
+        return {"train_loss": losses["train"], "val_loss": losses["val"], "val_ppl": perplexity(losses["val"]),
+                "sample": text}
+
+    def sample(self, model: GPT) -> str:
+        """A short continuation, seeded so it does not consume tinytensor's stream:
+        from <|endoftext|> (a document start) when the corpus has several documents,
+        else from the corpus's first token."""
+        tok = self.data.tokenizer
+        eot = tok.special_tokens.get(EOT)
+        prompt = [eot] if self.data.meta["documents"] > 1 and eot is not None else [int(self.data.train[0])]
+        ids = model.generate([prompt], self.cfg.sample_tokens, temperature=0.8, top_k=50, seed=self.cfg.seed)[0]
+        return tok.decode(ids[1:].tolist() if prompt == [eot] else ids.tolist())
+
+    def describe(self, row: dict[str, Any]) -> str:
+        baseline = f" (unigram baseline {self.baseline:.4f})" if self.baseline is not None else ""
+        line = (f"step {row['step']}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
+                f"val perplexity {row['val_ppl']:.2f}{baseline}")
+        if row["sample"]:
+            line += "\n  sample: " + row["sample"].replace("\n", "\n          ")
+        return line
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["train_sampler"])
+
+
+def _loss_and_count(model: nn.Module, rows: tuple[Any, ...]) -> list[float]:
+    x, y = rows
+    return [model(x, targets=y, reduction="sum")[1].item(), y.size]
+
+
+def checkpoint_writer(out: Path, model: nn.Module, opt: optim.Optimizer, task: LanguageModeling,
+                      config: dict) -> Callable[[int], Path]:
+    """The save hook of a pretraining run: everything resume needs to go on bit for bit."""
+    def save(step: int) -> Path:
+        state = {"data_key": task.data.meta["key"],
+                 "rng": {**task.state_dict(), "tinytensor": get_rng_state()}}
+        return save_checkpoint(out, step, model.state_dict(), opt.state_dict(), config, state, task.data.tokenizer)
+    return save
+
+
+def restore(ckpt: Checkpoint, model: nn.Module, opt: optim.Optimizer, task: LanguageModeling, device: str) -> None:
+    """Put a checkpoint's weights, optimizer state and random states back."""
+    if ckpt.state["data_key"] != task.data.meta["key"]:
+        raise ValueError(f"the data or tokenizer changed since {ckpt.folder} was written "
+                         f"(data key {ckpt.state['data_key']}, now {task.data.meta['key']}): resume needs the same corpus")
+    model.load_state_dict(ckpt.model_state(device))
+    opt.load_state_dict(ckpt.optimizer_state())
+    task.load_state_dict(ckpt.state["rng"])
+    set_rng_state(ckpt.state["rng"]["tinytensor"])
+
+
+def unigram_note(task: LanguageModeling, vocab_size: int) -> str:
+    """The loss to beat, measured once and shown beside every evaluation."""
+    task.baseline = unigram_loss(task.data.train, task.data.val, vocab_size)
+    return (f"unigram baseline (val loss of predicting train-split token frequencies): {task.baseline:.4f}; "
+            f"uniform guess: {np.log(vocab_size):.4f}")
