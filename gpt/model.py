@@ -204,6 +204,9 @@ class GPT(nn.Module):
             data = data[None, :]
         if data.ndim != 2:
             raise ValueError(f"token ids must have shape (B, T), got {data.shape}")
+        if data.shape[1] == 0:
+            raise ValueError("the token ids are empty: give at least one token per row (to start a document, "
+                             "the id of <|endoftext|>)")
         if data.dtype.kind not in "iu":
             raise TypeError(f"token ids must be integers, got dtype {data.dtype}")
         if data.size:
@@ -241,9 +244,6 @@ class GPT(nn.Module):
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
         idx = np.array(to_numpy(self._check_ids(idx)))
-        if idx.shape[1] == 0:
-            raise ValueError("the prompt is empty: give at least one token id "
-                             "(a document starts after <|endoftext|>, so its id is a good first token)")
         rng = np.random.default_rng(seed) if seed is not None else generator()
         was_training = self.training
         self.eval()

@@ -58,3 +58,26 @@ def write_model_folder(folder: Path, tok, n_layer: int = 1, n_embd: int = 16, bl
     tok.save(folder / "tokenizer.json")
     (folder / "config.json").write_text(json.dumps({"model": model.config.to_dict()}))
     return model
+
+
+# a pretraining run small enough for a test: one layer, 16 wide, byte-level
+TINY_RUN = ["--preset", "nano", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+            "--batch-size", "4", "--tokenizer", "bytes", "--eval-iters", "1", "--sample-tokens", "4",
+            "--warmup-iters", "1", "--peak-flops", "1e9"]
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """Six short documents in a folder."""
+    d = tmp_path / "docs"
+    d.mkdir()
+    for i in range(6):
+        (d / f"{i}.txt").write_text(f"the cat sat on the mat number {i}. " * 20)
+    return d
+
+
+def train_run(corpus: Path, out: Path, *flags: str) -> None:
+    """train.py's main with TINY_RUN's settings on `corpus`, writing to `out`."""
+    import train
+
+    train.main(TINY_RUN + ["--data", str(corpus), "--out", str(out), *flags])

@@ -12,29 +12,12 @@ import numpy as np
 import pytest
 
 import train
+from conftest import TINY_RUN, train_run
 from gpt.train import checkpoint as gckpt
 from gpt.train.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints
 
 
 ROOT = Path(__file__).resolve().parents[1]
-
-TINY = ["--preset", "nano", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
-        "--batch-size", "4", "--tokenizer", "bytes", "--eval-iters", "1", "--sample-tokens", "4",
-        "--warmup-iters", "1", "--peak-flops", "1e9"]
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    d = tmp_path / "docs"
-    d.mkdir()
-    for i in range(6):
-        (d / f"{i}.txt").write_text(f"the cat sat on the mat number {i}. " * 20)
-    return d
-
-
-def run(corpus, out, *flags):
-    train.main(TINY + ["--data", str(corpus), "--out", str(out), *flags])
-
 
 def metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -46,7 +29,7 @@ def arrays_equal(a: dict, b: dict) -> bool:
 
 def test_a_few_steps_reduce_the_loss(corpus, tmp_path):
     out = tmp_path / "out"
-    run(corpus, out, "--max-iters", "30", "--lr", "1e-2", "--eval-interval", "30", "--eval-iters", "4")
+    train_run(corpus, out, "--max-iters", "30", "--lr", "1e-2", "--eval-interval", "30", "--eval-iters", "4")
     evals = [m for m in metrics(out) if "val_loss" in m]
     assert [m["step"] for m in evals] == [0, 30]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0
@@ -61,10 +44,10 @@ def test_a_few_steps_reduce_the_loss(corpus, tmp_path):
 def test_resume_is_bit_identical(corpus, tmp_path):
     flags = ["--lr-decay-iters", "6", "--dropout", "0.1", "--grad-accum", "2", "--eval-interval", "2",
              "--checkpoint-interval", "2"]
-    run(corpus, tmp_path / "straight", "--max-iters", "6", *flags)
-    run(corpus, tmp_path / "stopped", "--max-iters", "3", *flags)
+    train_run(corpus, tmp_path / "straight", "--max-iters", "6", *flags)
+    train_run(corpus, tmp_path / "stopped", "--max-iters", "3", *flags)
     assert latest_checkpoint(tmp_path / "stopped").name == "step_000003"
-    run(corpus, tmp_path / "stopped", "--max-iters", "6", "--resume")
+    train_run(corpus, tmp_path / "stopped", "--max-iters", "6", "--resume")
 
     a = Checkpoint.read(latest_checkpoint(tmp_path / "straight"))
     b = Checkpoint.read(latest_checkpoint(tmp_path / "stopped"))
@@ -83,14 +66,14 @@ def test_resume_is_bit_identical(corpus, tmp_path):
 
 def test_resume_with_different_settings_names_the_differences(corpus, tmp_path):
     out = tmp_path / "out"
-    run(corpus, out, "--max-iters", "2")
+    train_run(corpus, out, "--max-iters", "2")
     with pytest.raises(SystemExit, match=r"(?s)--n-embd: the checkpoint has 16, the command line 32.*--lr: the "
                                          r"checkpoint has 0\.002, the command line 0\.5"):
-        run(corpus, out, "--resume", "--lr", "0.5", "--n-embd", "32", "--max-iters", "4")   # the last flag wins
+        train_run(corpus, out, "--resume", "--lr", "0.5", "--n-embd", "32", "--max-iters", "4")   # the last flag wins
     with pytest.raises(SystemExit, match="already holds a checkpoint"):
-        run(corpus, out, "--max-iters", "2")
+        train_run(corpus, out, "--max-iters", "2")
     with pytest.raises(SystemExit, match="no checkpoint"):
-        run(corpus, tmp_path / "empty", "--resume")
+        train_run(corpus, tmp_path / "empty", "--resume")
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
@@ -108,7 +91,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(corpus, tmp_path, 
     monkeypatch.setattr(train, "GPT", NaNAtStep4)
     out = tmp_path / "out"
     with pytest.raises(SystemExit, match=r"loss became nan at step 4.*last good checkpoint is .*step_000002"):
-        run(corpus, out, "--max-iters", "10", "--checkpoint-interval", "2", "--eval-interval", "100")
+        train_run(corpus, out, "--max-iters", "10", "--checkpoint-interval", "2", "--eval-interval", "100")
     assert [p.name for p in list_checkpoints(out)] == ["step_000002"]
     weights = Checkpoint.read(latest_checkpoint(out)).model_state()
     assert all(np.isfinite(w).all() for w in weights.values())
@@ -116,7 +99,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(corpus, tmp_path, 
 
 def test_a_partial_checkpoint_is_never_the_latest(corpus, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    run(corpus, out, "--max-iters", "4", "--checkpoint-interval", "2")
+    train_run(corpus, out, "--max-iters", "4", "--checkpoint-interval", "2")
     good = latest_checkpoint(out)
     assert good.name == "step_000004"
 
@@ -131,7 +114,7 @@ def test_a_partial_checkpoint_is_never_the_latest(corpus, tmp_path, monkeypatch)
 
     monkeypatch.setattr(gckpt, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        run(corpus, out, "--max-iters", "6", "--resume")
+        train_run(corpus, out, "--max-iters", "6", "--resume")
     monkeypatch.undo()
     assert latest_checkpoint(out) == good
     assert not [p for p in (out / "ckpt").iterdir() if p.name.startswith(".")]
@@ -143,7 +126,7 @@ def test_a_partial_checkpoint_is_never_the_latest(corpus, tmp_path, monkeypatch)
     (out / "ckpt" / "step_000008").mkdir()
     (out / "ckpt" / "step_000008" / gckpt.MODEL_FILE).write_bytes(b"\x00")
     assert latest_checkpoint(out) == good
-    run(corpus, out, "--max-iters", "6", "--resume")   # resumes from step 4 and cleans the temp folder
+    train_run(corpus, out, "--max-iters", "6", "--resume")   # resumes from step 4 and cleans the temp folder
     assert latest_checkpoint(out).name == "step_000006" and not tmp.exists()
 
 
@@ -160,12 +143,12 @@ def test_ctrl_c_checkpoints_at_the_step_boundary(corpus, tmp_path, monkeypatch):
 
     out = tmp_path / "out"
     monkeypatch.setattr(train.optim, "clip_grad_norm_", clip_then_interrupt)
-    run(corpus, out, "--max-iters", "6", *flags)
+    train_run(corpus, out, "--max-iters", "6", *flags)
     monkeypatch.undo()
     assert latest_checkpoint(out).name == "step_000003"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
-    run(corpus, out, "--max-iters", "6", "--resume")
-    run(corpus, tmp_path / "straight", "--max-iters", "6", *flags)
+    train_run(corpus, out, "--max-iters", "6", "--resume")
+    train_run(corpus, tmp_path / "straight", "--max-iters", "6", *flags)
     a = Checkpoint.read(latest_checkpoint(out)).model_state()
     b = Checkpoint.read(latest_checkpoint(tmp_path / "straight")).model_state()
     assert arrays_equal(a, b)
@@ -173,32 +156,36 @@ def test_ctrl_c_checkpoints_at_the_step_boundary(corpus, tmp_path, monkeypatch):
 
 def test_plot_without_matplotlib_says_so(corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)   # makes `import matplotlib` fail
-    run(corpus, tmp_path / "out", "--max-iters", "1", "--plot")
+    train_run(corpus, tmp_path / "out", "--max-iters", "1", "--plot")
     assert "--plot needs matplotlib" in capsys.readouterr().out
     assert not (tmp_path / "out" / "loss.png").exists()
 
 
 def test_plot_writes_loss_png(corpus, tmp_path):
     pytest.importorskip("matplotlib")
-    run(corpus, tmp_path / "out", "--max-iters", "2", "--eval-interval", "1", "--plot")
+    train_run(corpus, tmp_path / "out", "--max-iters", "2", "--eval-interval", "1", "--plot")
     assert (tmp_path / "out" / "loss.png").stat().st_size > 0
 
 
 def test_bad_settings_are_clear_errors(corpus, tmp_path):
     with pytest.raises(SystemExit, match="--warmup-iters .* must be between 0 and --lr-decay-iters"):
-        run(corpus, tmp_path / "out", "--max-iters", "5", "--warmup-iters", "10")
+        train_run(corpus, tmp_path / "out", "--max-iters", "5", "--warmup-iters", "10")
     with pytest.raises(SystemExit, match="fewer than block_size"):
-        run(corpus, tmp_path / "out", "--block-size", "4096", "--n-embd", "16")
+        train_run(corpus, tmp_path / "out", "--block-size", "4096", "--n-embd", "16")
 
 
 def test_end_to_end_train_then_sample(corpus, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(ROOT / "train.py"), *TINY, "--data", str(corpus), "--out", str(out),
+    cmd = [sys.executable, str(ROOT / "train.py"), *TINY_RUN, "--data", str(corpus), "--out", str(out),
            "--max-iters", "5", "--eval-interval", "5"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "unigram baseline" in done.stdout
+    # not a terminal: the progress bar is one summary line, not a redraw per step
+    assert [line for line in done.stderr.splitlines() if line.startswith("train:")] == [
+        next(line for line in done.stderr.splitlines() if line.startswith("train: 5/5 steps"))]
+    assert "\r" not in done.stderr
     sample = subprocess.run([sys.executable, "-m", "gpt", "sample", "--checkpoint", str(out), "--prompt", "the cat",
                              "--max-new-tokens", "10", "--seed", "0"],
                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
