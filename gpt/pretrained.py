@@ -42,12 +42,8 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_atomically(path, json.dumps(obj, indent=2).encode())
 
 
-def read_config(folder: str | Path) -> dict:
-    """The folder's config.json, parsed; errors name the file."""
-    path = Path(folder) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: expected a Hugging Face GPT-2 folder "
-                                "(config.json + model.safetensors) or one of our checkpoint folders")
+def read_json_object(path: Path) -> dict:
+    """A JSON file holding an object; ValueError names the file when it does not."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -55,6 +51,15 @@ def read_config(folder: str | Path) -> dict:
     if not isinstance(raw, dict):
         raise ValueError(f"{path} is not a JSON object: the file is corrupt")
     return raw
+
+
+def read_config(folder: str | Path) -> dict:
+    """The folder's config.json, parsed; errors name the file."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: expected a Hugging Face GPT-2 folder "
+                                "(config.json + model.safetensors) or one of our checkpoint folders")
+    return read_json_object(path)
 
 
 def is_hf_gpt2(raw: dict) -> bool:

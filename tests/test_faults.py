@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -142,6 +143,18 @@ def test_an_unwritable_out_fails_before_any_work(tmp_path, where):
 
         with pytest.raises(SystemExit, match=f"--out {bad} {reason}"):
             train.main(["--task", task, "--init-from", missing, "--data", missing, "--out", str(bad)])
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write to read-only folders")
+def test_a_read_only_out_fails_before_any_work(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit, match=f"--out {locked / 'run'} cannot be written"):
+            train_run(tmp_path / "missing", locked / "run")
+    finally:
+        locked.chmod(0o700)
 
 
 # ---- values that are never checked -------------------------------------------------------

@@ -19,7 +19,6 @@ The newest `keep` checkpoints are kept. Nothing here unpickles.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bpe import Tokenizer
-from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, read_config, write_json
+from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, read_config, read_json_object, write_json
 from tinytensor import load, save
 from tinytensor.serialize import CorruptFileError, file_digest, fsync_dir, verify_digests
 
@@ -140,18 +139,6 @@ def resolve_checkpoint(folder: str | os.PathLike, say: Callable[[str], None] = p
     return latest.folder
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise BrokenCheckpoint(f"{path.name} is missing")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BrokenCheckpoint(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise BrokenCheckpoint(f"{path} is not a JSON object")
-    return value
-
-
 @dataclass
 class Checkpoint:
     folder: Path
@@ -163,8 +150,8 @@ class Checkpoint:
     def read(cls, folder: str | os.PathLike) -> "Checkpoint":
         """Read and verify a checkpoint; BrokenCheckpoint names the file that is wrong."""
         folder = Path(folder)
-        state = _read_json(folder / STATE_FILE)
         try:
+            state = read_json_object(folder / STATE_FILE)
             # checkpoints written before checksums were recorded have none to verify
             verify_digests(folder, state.get("checksums", {}), STATE_FILE)
             config = read_config(folder)

@@ -28,8 +28,7 @@ from tinytensor.backend import to_device
 
 from .data import read_text
 from .loop import Batch, Comm, summed
-from .epochs import EpochBatches
-from .metrics import format_row
+from .epochs import EpochBatches, EpochTask
 
 SPLIT = (0.7, 0.1, 0.2)          # train / val / test
 
@@ -124,7 +123,7 @@ def pad_batch(token_lists: Sequence[Sequence[int]], pad_id: int, max_length: int
 
 
 # ---- the task ----------------------------------------------------------------------
-class Classification:
+class Classification(EpochTask):
     """Fine-tuning a GPTClassifier: shuffled mini-batches of the train split for the
     configured epochs; evaluation reports loss and accuracy of every split."""
 
@@ -139,9 +138,6 @@ class Classification:
         """Rows of the dataset as a Batch of (ids (B, T), lengths (B,), labels (B,))."""
         idx, lengths, _ = pad_batch([self.tokens[i] for i in rows], self.pad, self.limit)
         return Batch((idx, lengths, self.ids[rows]), targets=len(rows), tokens=int(lengths.sum()))
-
-    def next_batch(self) -> Batch:
-        return self.batch(self.splits["train"][self.epochs.next()])
 
     def loss(self, model: GPTClassifier, rows: tuple[Any, ...]) -> Tensor:
         logits, targets = _logits(model, rows)
@@ -163,15 +159,6 @@ class Classification:
             loss_sum, correct, n = summed(model, self.eval_batches(rows, final), _loss_correct_count, comm)
             row[f"{name}_loss"], row[f"{name}_acc"] = (loss_sum / n, correct / n) if n else (float("nan"),) * 2
         return row
-
-    def describe(self, row: dict[str, Any]) -> str:
-        return format_row(row)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 def _logits(model: GPTClassifier, rows: tuple[Any, ...]) -> tuple[Tensor, Any]:

@@ -65,7 +65,7 @@ def chat(args: argparse.Namespace) -> None:
                                 args.temperature, args.seed), flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m gpt", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sample", help="generate text from a checkpoint, printed as it comes")
@@ -97,7 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     ch.add_argument("--seed", type=int, default=None)
     ch.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ch.set_defaults(func=chat)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except (FileNotFoundError, ValueError) as e:

@@ -1,7 +1,12 @@
 """Shuffled mini-batches, epoch after epoch: how the fine-tuning tasks walk their training split."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from .loop import Batch
+from .metrics import format_row
 
 
 class EpochBatches:
@@ -24,3 +29,26 @@ class EpochBatches:
         rows = self._order[self._next:self._next + self.batch_size]
         self._next += self.batch_size
         return rows
+
+
+class EpochTask:
+    """What the fine-tuning tasks share: the training micro-batches are shuffled epochs
+    over splits["train"]; a subclass turns dataset rows into a Batch (`batch`) and
+    supplies its loss and evaluation. Nothing to save: fine-tunes do not resume."""
+    splits: dict[str, np.ndarray]
+    epochs: EpochBatches
+
+    def batch(self, rows: np.ndarray) -> Batch:
+        raise NotImplementedError
+
+    def next_batch(self) -> Batch:
+        return self.batch(self.splits["train"][self.epochs.next()])
+
+    def describe(self, row: dict[str, Any]) -> str:
+        return format_row(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

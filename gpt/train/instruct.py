@@ -26,9 +26,8 @@ from tinytensor import Tensor, nn
 from tinytensor.functional import IGNORE_INDEX
 
 from .data import EOT, read_text
-from .epochs import EpochBatches
+from .epochs import EpochBatches, EpochTask
 from .loop import Batch, Comm, summed
-from .metrics import format_row
 
 SPLIT = (0.85, 0.05, 0.10)          # train / val / test
 
@@ -165,7 +164,7 @@ def generate_response(model: Any, tok: Tokenizer, template: PromptTemplate, inst
     return tok.decode(new).strip()
 
 
-class Instructions:
+class Instructions(EpochTask):
     """Instruction tuning: shuffled mini-batches of the train split for the configured
     epochs; the loss is summed over the targets that are learned (see collate);
     evaluation reports the mean loss per target token of the train and val splits."""
@@ -181,9 +180,6 @@ class Instructions:
         learned = int((targets != IGNORE_INDEX).sum())
         # a batch whose every target is masked adds 0 to the loss; dividing by 1 keeps it 0
         return Batch((inputs, targets), targets=max(learned, 1), tokens=inputs.size)
-
-    def next_batch(self) -> Batch:
-        return self.batch(self.splits["train"][self.epochs.next()])
 
     def loss(self, model: nn.Module, rows: tuple[Any, ...]) -> Tensor:
         inputs, targets = rows
@@ -201,15 +197,6 @@ class Instructions:
     def evaluate(self, model: nn.Module, comm: Comm, final: bool) -> dict[str, Any]:
         return {"epoch": self.epochs.epoch, "train_loss": self.measure(model, "train", comm, final),
                 "val_loss": self.measure(model, "val", comm, final)}
-
-    def describe(self, row: dict[str, Any]) -> str:
-        return format_row(row)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 def _loss_and_count(model: nn.Module, rows: tuple[Any, ...]) -> list[float]:
