@@ -28,91 +28,119 @@ Every flag is a field of a dataclass in gpt/train/config.py.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-import time
+import os
 
-import numpy as np
+# Under `mpiexec -n N` each rank's BLAS gets its share of this machine's cores (unless you set
+# OMP_NUM_THREADS or OPENBLAS_NUM_THREADS yourself). BLAS reads this once, when NumPy loads it,
+# so it comes before every other import.
+_ranks_here = int(os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or 1)
+if _ranks_here > 1 and not {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"} & os.environ.keys():
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_name] = str(max(1, (os.cpu_count() or 1) // _ranks_here))
 
-import tinytensor as tt
-from gpt import GPT
-from gpt.pretrained import write_json
-from gpt.train.checkpoint import latest_checkpoint
-from gpt.train.config import CONFIGS, TASKS, ClassifyConfig, InstructConfig, PretrainConfig
-from gpt.train.data import prepare_data
-from gpt.train.finetune import finetune_classifier, finetune_instruct
-from gpt.train.flags import build_parser, parse_given
-from gpt.train.loop import Diverged, Trainer
-from gpt.train.metrics import MetricsLog, measure_peak_flops, plot_available, plot_losses
-from gpt.train.output import check_output_folder
-from gpt.train.pretrain import LanguageModeling, checkpoint_writer, resolve_run, restore, unigram_note
-from tinytensor import optim
+import argparse  # noqa: E402  (the imports that load NumPy come after the lines above)
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import tinytensor as tt  # noqa: E402
+from gpt import GPT  # noqa: E402
+from gpt.pretrained import write_json  # noqa: E402
+from gpt.train import distributed  # noqa: E402
+from gpt.train.checkpoint import Checkpoint, latest_checkpoint  # noqa: E402
+from gpt.train.config import CONFIGS, TASKS, ClassifyConfig, InstructConfig, PretrainConfig  # noqa: E402
+from gpt.train.data import prepare_data  # noqa: E402
+from gpt.train.finetune import finetune_classifier, finetune_instruct  # noqa: E402
+from gpt.train.flags import build_parser, parse_given  # noqa: E402
+from gpt.train.loop import Comm, Diverged, Trainer  # noqa: E402
+from gpt.train.metrics import MetricsLog, measure_peak_flops, plot_available, plot_losses  # noqa: E402
+from gpt.train.output import check_output_folder  # noqa: E402
+from gpt.train.pretrain import LanguageModeling, checkpoint_writer, resolve_run, restore, unigram_note  # noqa: E402
+from tinytensor import optim  # noqa: E402
 
 
-def pretrain(cfg: PretrainConfig, ckpt=None) -> None:
-    """Train a GPT from scratch on cfg.data, or continue the checkpoint `ckpt`."""
+def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
+    """Train a GPT from scratch on cfg.data, or continue the checkpoint `ckpt`. With
+    several ranks, each takes its share of every batch; rank 0 alone writes and prints."""
+    main = comm.rank == 0
+    say = print if main else (lambda *args: None)
     out = check_output_folder(cfg.out)
+    distributed.check_divides(cfg.batch_size, comm)
+    distributed.on_device(cfg.device, comm)
     plotting = cfg.plot and plot_available()
     if cfg.plot and not plotting:
-        print("--plot needs matplotlib, which is not installed (pip install matplotlib): "
-              "training goes on without loss.png")
+        say("--plot needs matplotlib, which is not installed (pip install matplotlib): training goes on without loss.png")
 
-    # 1. the data: documents -> tokens, cached in OUT/data (or --cache-dir)
+    # 1. the data: documents -> tokens, cached in OUT/data (or --cache-dir); rank 0 prepares, the others read
     start = time.perf_counter()
-    data = prepare_data(cfg.data, cfg.tokenizer, cfg.cache_dir or out / "data", cfg.vocab_size, cfg.gpt2_vocab,
-                        cfg.val_fraction, cfg.errors)
+    data = comm.first_on_rank_0(lambda: prepare_data(cfg.data, cfg.tokenizer, cfg.cache_dir or out / "data",
+                                                     cfg.vocab_size, cfg.gpt2_vocab, cfg.val_fraction, cfg.errors))
     meta = data.meta
-    print(f"data: {meta['source']}: {meta['documents']} document{'s' * (meta['documents'] != 1)}, "
-          f"{meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens, vocabulary {meta['vocab_size']} "
-          f"({'cached' if data.cached else 'prepared'} in {data.folder}, {time.perf_counter() - start:.1f}s)")
+    say(f"data: {meta['source']}: {meta['documents']} document{'s' * (meta['documents'] != 1)}, "
+        f"{meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens, vocabulary {meta['vocab_size']} "
+        f"({'cached' if data.cached else 'prepared'} in {data.folder}, {time.perf_counter() - start:.1f}s)")
 
-    # 2. the model and its optimizer: matrices decay, biases and norms do not
+    # 2. the model and its optimizer (the same on every rank): matrices decay, biases and norms do not
     mcfg = cfg.model_config(data.tokenizer.vocab_size)
     config = {"train": cfg.to_dict(), "model": mcfg.to_dict()}
-    write_json(out / "run.json", {**config, "data": meta})
+    if main:
+        write_json(out / "run.json", {**config, "data": meta})
     tt.manual_seed(cfg.seed)
     model = GPT(mcfg).to(cfg.device, getattr(np, cfg.dtype))
+    distributed.seed_per_rank(cfg.seed, comm)
     opt = optim.AdamW(optim.param_groups_for_weight_decay(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
 
     # 3. the loop, with next-token prediction as its task
-    task = LanguageModeling(data, cfg, mcfg.block_size)
-    log = MetricsLog(out / "metrics.jsonl")
-    peak = cfg.peak_flops or measure_peak_flops(cfg.device, cfg.dtype)
-    trainer = Trainer(model, opt, task, cfg.loop(), log=log, save=checkpoint_writer(out, model, opt, task, config),
+    task = LanguageModeling(data, cfg, mcfg.block_size, main=main)
+    log = MetricsLog(out / "metrics.jsonl", say=say)
+    peak = cfg.peak_flops * comm.size if cfg.peak_flops else comm.sum([measure_peak_flops(cfg.device, cfg.dtype)])[0]
+    trainer = Trainer(model, opt, task, cfg.loop(), log=log, comm=comm,
+                      save=checkpoint_writer(out, model, opt, task, config, comm),
                       after_eval=(lambda row: plot_losses(log.read(), out / "loss.png")) if plotting else None,
                       flops_per_token=model.flops_per_token(mcfg.block_size), peak_flops=peak)
     if ckpt is not None:
-        restore(ckpt, model, opt, task, cfg.device)
+        restore(ckpt, model, opt, task, cfg.device, comm)
         trainer.resume_at(ckpt.step)
-        log.keep_until(ckpt.step)      # what a previous run logged past the checkpoint is about to be redone
-        print(f"resuming from {ckpt.folder} at step {ckpt.step}")
-    else:
+        if main:
+            log.keep_until(ckpt.step)  # what a previous run logged past the checkpoint is about to be redone
+        say(f"resuming from {ckpt.folder} at step {ckpt.step}")
+    elif main:
         log.clear()                    # a new run in this folder (it has no checkpoint): a fresh log
-    print(f"model: {cfg.preset} {mcfg.n_layer} layers, {mcfg.n_head} heads, width {mcfg.n_embd}, "
-          f"block {mcfg.block_size}: {model.num_parameters():,} parameters; "
-          f"{cfg.batch_size * cfg.grad_accum * mcfg.block_size:,} tokens per step")
-    print(unigram_note(task, mcfg.vocab_size))
-    source = "given" if cfg.peak_flops else "a matmul on this device"
-    print(f"MFU is measured against {peak / 1e9:.1f} GFLOP/s ({source})")
+    say(distributed.layout(comm) or f"one process, {os.environ.get('OMP_NUM_THREADS', 'all')} BLAS threads")
+    say(f"model: {cfg.preset} {mcfg.n_layer} layers, {mcfg.n_head} heads, width {mcfg.n_embd}, "
+        f"block {mcfg.block_size}: {model.num_parameters():,} parameters; "
+        f"{cfg.batch_size * cfg.grad_accum * mcfg.block_size:,} tokens per step")
+    say(unigram_note(task, mcfg.vocab_size))
+    say(f"MFU is measured against {peak / 1e9:.1f} GFLOP/s ({'given' if cfg.peak_flops else 'matmuls on this device'})")
 
     # 4. train; checkpoints are saved along the way, at the end and on Ctrl-C
     trainer.run()
     if trainer.step < cfg.max_iters:
-        print(f"continue with: python train.py --resume --out {out}")
-    print(f"done: step {trainer.step} in {time.perf_counter() - start:.0f}s; "
-          f"sample with: python -m gpt sample --checkpoint {out}")
+        say(f"continue with: python train.py --resume --out {out}")
+    say(f"done: step {trainer.step} in {time.perf_counter() - start:.0f}s; "
+        f"sample with: python -m gpt sample --checkpoint {out}")
 
 
-def classify(cfg: ClassifyConfig) -> None:
-    final = finetune_classifier(cfg)
-    print(f"test accuracy {final['test_acc']:.2%}; classify with: "
-          f'python -m gpt classify --checkpoint {cfg.out} "some text"')
+def classify(cfg: ClassifyConfig, comm: Comm) -> None:
+    distributed.check_divides(cfg.batch_size, comm)
+    distributed.on_device(cfg.device, comm)
+    final = finetune_classifier(cfg, log=print if comm.rank == 0 else _quiet, comm=comm)
+    if comm.rank == 0:
+        print(f"test accuracy {final['test_acc']:.2%}; classify with: "
+              f'python -m gpt classify --checkpoint {cfg.out} "some text"')
 
 
-def instruct(cfg: InstructConfig) -> None:
-    final = finetune_instruct(cfg)
-    print(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; answers in {cfg.out}/responses.jsonl; "
-          f"chat with: python -m gpt chat --checkpoint {cfg.out}")
+def instruct(cfg: InstructConfig, comm: Comm) -> None:
+    distributed.check_divides(cfg.batch_size, comm)
+    distributed.on_device(cfg.device, comm)
+    final = finetune_instruct(cfg, log=print if comm.rank == 0 else _quiet, comm=comm)
+    if comm.rank == 0:
+        print(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; answers in "
+              f"{cfg.out}/responses.jsonl; chat with: python -m gpt chat --checkpoint {cfg.out}")
+
+
+def _quiet(*args: object) -> None:
+    pass
 
 
 # ---- the command line -----------------------------------------------------------------
@@ -136,21 +164,28 @@ def parse(argv: list[str] | None) -> tuple[str, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     task, given = parse(argv)
-    tt.tune_allocator()   # keep freed activation memory for reuse: see tinytensor/backend.py
+    comm = distributed.connect()      # one process, or the ranks of mpiexec
+    tt.tune_allocator()               # keep freed activation memory for reuse: see tinytensor/backend.py
     try:
         if task == "pretrain":
-            pretrain(*resolve_run(given))
+            pretrain(*resolve_run(given, comm, say=print if comm.rank == 0 else _quiet), comm)
         elif task == "classify":
-            classify(ClassifyConfig(**given))
+            classify(ClassifyConfig(**given), comm)
         else:
-            instruct(InstructConfig(**given))
+            instruct(InstructConfig(**given), comm)
     except Diverged as e:
         latest = latest_checkpoint(given.get("out", PretrainConfig.out)) if task == "pretrain" else None
         kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint had been written yet"
-        sys.exit(f"error: {e}. Stopped without saving; {kept}. "
-                 "Try a lower --lr, a longer warmup or --grad-clip 1.0.")
+        distributed.fail(comm, f"error: {e}. Stopped without saving; {kept}. "
+                               "Try a lower --lr, a longer warmup or --grad-clip 1.0.")
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        distributed.fail(comm, f"error: {e}")
+    except BaseException as e:
+        if comm.size > 1 and not isinstance(e, SystemExit):
+            import traceback
+
+            distributed.fail(comm, "".join(traceback.format_exception(e)).rstrip())
+        raise
 
 
 if __name__ == "__main__":

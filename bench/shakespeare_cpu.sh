@@ -4,8 +4,10 @@
 # Its model has no biases (nanoGPT's default bias=False), so neither has this one.
 #
 #   bench/shakespeare_cpu.sh [DATA] [extra train.py flags...]
+#   NPROC=2 bench/shakespeare_cpu.sh     # data-parallel: mpiexec -n 2, one BLAS thread per rank
 #
 # DATA defaults to ../shared/data/tinyshakespeare.txt, relative to the repo root.
+# --batch-size 12 is the whole step's batch at any NPROC (6 rows per rank with 2).
 # Prints the final val loss, the wall time and the mean training tokens/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +20,12 @@ if [ ! -f "$DATA" ]; then
 fi
 rm -rf "$OUT/ckpt" "$OUT/metrics.jsonl"   # a fresh run each time; the tokenized data stays cached
 
+LAUNCH=()
+if [ "${NPROC:-1}" -gt 1 ]; then
+    LAUNCH=(mpiexec -n "$NPROC")
+fi
 start=$(date +%s)
-python train.py --data "$DATA" --tokenizer bytes --out "$OUT" \
+"${LAUNCH[@]}" python train.py --data "$DATA" --tokenizer bytes --out "$OUT" \
     --preset nano --n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --batch-size 12 --no-bias \
     --max-iters 2000 --lr-decay-iters 2000 --dropout 0.0 --lr 1e-3 --min-lr 1e-4 --beta2 0.99 \
     --warmup-iters 100 --weight-decay 0.1 --grad-clip 1.0 --eval-interval 250 --eval-iters 20 "$@"

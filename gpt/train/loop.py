@@ -87,6 +87,15 @@ class Comm(Protocol):
     def sum_gradients(self, params: list[Tensor]) -> None:
         """Replace every gradient by its sum over all processes, in place."""
 
+    def gather_json(self, value: Any) -> list[Any] | None:
+        """Every process's JSON-able value, as a list on rank 0 (None elsewhere)."""
+
+    def broadcast_json(self, value: Any) -> Any:
+        """Rank 0's JSON-able value, on every process."""
+
+    def first_on_rank_0(self, work: Callable[[], Any]) -> Any:
+        """work() on rank 0, then on the others (which find what rank 0 wrote)."""
+
 
 class SingleProcess:
     """The Comm of a run in one process: nothing to add up."""
@@ -97,6 +106,15 @@ class SingleProcess:
 
     def sum_gradients(self, params: list[Tensor]) -> None:
         pass
+
+    def gather_json(self, value: Any) -> list[Any]:
+        return [value]
+
+    def broadcast_json(self, value: Any) -> Any:
+        return value
+
+    def first_on_rank_0(self, work: Callable[[], Any]) -> Any:
+        return work()
 
 
 def summed(model: nn.Module, batches: Iterable[Batch], measure: Callable[[nn.Module, tuple], list[float]],
@@ -130,6 +148,9 @@ class StopOnCtrlC:
     """Turn the first Ctrl-C into a request to stop at the end of the current step;
     a second one interrupts at once."""
 
+    def __init__(self, say: Callable[[str], None] = tqdm.write):
+        self.say = say
+
     def __enter__(self) -> "StopOnCtrlC":
         self.requested = False
         self._previous = signal.signal(signal.SIGINT, self._handle)
@@ -138,7 +159,7 @@ class StopOnCtrlC:
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        tqdm.write("Ctrl-C: stopping after this step (press again to quit now)")
+        self.say("Ctrl-C: stopping after this step (press again to quit now)")
 
     def __exit__(self, *exc: Any) -> None:
         signal.signal(signal.SIGINT, self._previous)
@@ -186,7 +207,7 @@ class Trainer:
         self.model.train()
         bar = progress(cfg.max_steps, self.step, self.desc, enabled=self.main)
         try:
-            with StopOnCtrlC() as ctrl_c:
+            with StopOnCtrlC(self.say if self.main else (lambda text: None)) as ctrl_c:
                 while True:
                     # at a step boundary: `self.step` optimizer steps are done
                     done = self.step >= cfg.max_steps
@@ -196,7 +217,7 @@ class Trainer:
                     if self.save is not None and self.step != last_saved and (stop or self._checkpoint_due()):
                         path = self.save(self.step)
                         last_saved = self.step
-                        if not done and self.main:
+                        if stop and not done and self.main:
                             self.say(f"stopped at step {self.step}; saved {path}")
                     if stop:
                         break

@@ -20,17 +20,32 @@ from gpt import GPT
 from tinytensor import nn, optim
 from tinytensor.random import get_rng_state, set_rng_state
 
-from .checkpoint import Checkpoint, latest_checkpoint, latest_good_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, latest_checkpoint, latest_good_checkpoint, save_checkpoint, step_folder
 from .config import PretrainConfig, changeable_on_resume
 from .data import EOT, BatchSampler, PreparedData, unigram_loss
 from .flags import flag_name
-from .loop import Batch, Comm, summed
+from .distributed import seed_per_rank
+from .loop import Batch, Comm, SingleProcess, summed
 from .metrics import perplexity
 
 
-def resolve_run(given: dict[str, Any], say: Callable[[str], None] = print) -> tuple[PretrainConfig, Checkpoint | None]:
+def resolve_run(given: dict[str, Any], comm: Comm | None = None,
+                say: Callable[[str], None] = print) -> tuple[PretrainConfig, Checkpoint | None]:
     """The run's settings: the flags over the defaults for a new run; with --resume,
-    the latest good checkpoint's settings with the flags that may change applied."""
+    the latest good checkpoint's settings with the flags that may change applied.
+    Rank 0 decides (it alone sets broken checkpoints aside); the others get its answer."""
+    comm = comm or SingleProcess()
+    if comm.rank == 0:
+        cfg, ckpt = _resolve(given, say)
+    shared = comm.broadcast_json({"config": cfg.to_dict(), "checkpoint": ckpt and str(ckpt.folder)}
+                                 if comm.rank == 0 else None)
+    if comm.rank == 0:
+        return cfg, ckpt
+    folder = shared["checkpoint"]
+    return PretrainConfig(**shared["config"]), Checkpoint.read(folder) if folder else None
+
+
+def _resolve(given: dict[str, Any], say: Callable[[str], None]) -> tuple[PretrainConfig, Checkpoint | None]:
     out = Path(given.get("out", PretrainConfig.out))
     if not given.get("resume"):
         latest = latest_checkpoint(out)
@@ -129,24 +144,35 @@ def _loss_and_count(model: nn.Module, rows: tuple[Any, ...]) -> list[float]:
 
 
 def checkpoint_writer(out: Path, model: nn.Module, opt: optim.Optimizer, task: LanguageModeling,
-                      config: dict) -> Callable[[int], Path]:
-    """The save hook of a pretraining run: everything resume needs to go on bit for bit."""
+                      config: dict, comm: Comm) -> Callable[[int], Path]:
+    """The save hook of a pretraining run: everything resume needs to go on bit for bit.
+    Every rank sends its dropout stream's state; rank 0 writes."""
     def save(step: int) -> Path:
-        state = {"data_key": task.data.meta["key"],
-                 "rng": {**task.state_dict(), "tinytensor": get_rng_state()}}
+        streams = comm.gather_json(get_rng_state())
+        if comm.rank != 0:
+            return step_folder(out, step)
+        rng = {**task.state_dict(), "tinytensor": streams[0], **({"tinytensor_ranks": streams} if comm.size > 1 else {})}
+        state = {"data_key": task.data.meta["key"], "rng": rng}
         return save_checkpoint(out, step, model.state_dict(), opt.state_dict(), config, state, task.data.tokenizer)
     return save
 
 
-def restore(ckpt: Checkpoint, model: nn.Module, opt: optim.Optimizer, task: LanguageModeling, device: str) -> None:
-    """Put a checkpoint's weights, optimizer state and random states back."""
+def restore(ckpt: Checkpoint, model: nn.Module, opt: optim.Optimizer, task: LanguageModeling, device: str,
+            comm: Comm) -> None:
+    """Put a checkpoint's weights, optimizer state and random states back. With as many
+    ranks as wrote it, each rank gets its own dropout stream back; with another number,
+    rank 0 takes the first and the others start streams of their own."""
     if ckpt.state["data_key"] != task.data.meta["key"]:
         raise ValueError(f"the data or tokenizer changed since {ckpt.folder} was written "
                          f"(data key {ckpt.state['data_key']}, now {task.data.meta['key']}): resume needs the same corpus")
     model.load_state_dict(ckpt.model_state(device))
     opt.load_state_dict(ckpt.optimizer_state())
     task.load_state_dict(ckpt.state["rng"])
-    set_rng_state(ckpt.state["rng"]["tinytensor"])
+    streams = ckpt.state["rng"].get("tinytensor_ranks") or [ckpt.state["rng"]["tinytensor"]]
+    if len(streams) == comm.size or comm.rank == 0:
+        set_rng_state(streams[comm.rank])
+    else:
+        seed_per_rank(task.cfg.seed, comm, ckpt.step)
 
 
 def unigram_note(task: LanguageModeling, vocab_size: int) -> str:

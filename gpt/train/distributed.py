@@ -1,0 +1,188 @@
+"""Data-parallel training over MPI: `mpiexec -n N python train.py ...`, on one machine or many.
+
+Every process (a "rank") holds the whole model and takes the same steps. Each
+step's batch is drawn whole on every rank, and rank r computes the gradient of
+its own contiguous slice of rows (see loop.Batch.rows); one `Allreduce` over a
+flat buffer adds the gradients of all ranks, so every rank then holds the
+gradient of the whole batch and applies the same optimizer step. The loop
+divides each rank's summed loss by the whole batch's target count, so the sum
+over ranks is exactly the batch mean a single process computes.
+
+    connect()            the Comm of this run: SingleProcess, or MPIComm under mpiexec
+    MPIComm              rank, size, sum(values), sum_gradients(params), gather_json, broadcast_json,
+                         first_on_rank_0
+    check_divides(n)     a batch size must split evenly over the ranks
+    on_device(device)    with CuPy, rank r uses GPU r modulo the GPUs present
+    fail(comm, message)  print an error once and end every rank
+    seed_per_rank(...)   each rank's own dropout stream
+
+Rank 0 alone writes files and prints; the others read what it wrote (--out
+must be on a filesystem every rank sees). mpi4py and an MPI library come
+with `pip install -e '.[mpi]'` (mpich's wheel, which brings `mpiexec`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from tinytensor import Tensor
+from tinytensor.backend import get_array_module
+from tinytensor.random import set_rng_state
+
+from .loop import Comm, SingleProcess
+
+# the variables an MPI launcher sets to the number of ranks (MPICH / Intel MPI, Open MPI, PMIx)
+_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
+# how many threads BLAS uses: train.py gives each rank its share of the cores before NumPy loads
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def launched_size() -> int:
+    """How many ranks the MPI launcher started (1 when not launched by mpiexec)."""
+    for name in _SIZE_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 1
+
+
+class MPIComm:
+    """The ranks of an MPI job, as the training loop sees them."""
+
+    def __init__(self, comm: Any):
+        from mpi4py import MPI
+
+        self.MPI, self.comm = MPI, comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self._flat: np.ndarray | None = None
+
+    def sum(self, values: Iterable[float]) -> np.ndarray:
+        buf = np.asarray(list(values), dtype=np.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        return buf
+
+    def sum_gradients(self, params: list[Tensor]) -> None:
+        """Add every gradient over the ranks in place, with one Allreduce. A gradient no
+        rank produced stays None; one that only some ranks produced counts as zero there."""
+        has = self.sum(float(p.grad is not None) for p in params)
+        live = [p for p, n in zip(params, has) if n > 0]
+        if not live:
+            return
+        for p in live:
+            if p.grad is None:
+                p.grad = get_array_module(p.data).zeros_like(p.data)
+        grads = [p.grad for p in live]
+        flat = _shared_flat_buffer(grads)
+        if flat is not None:                         # the optimizer keeps them in one array: sum it in place
+            self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+            return
+        flat = self._packed(grads)                   # else: one copy in, one Allreduce, one copy out
+        self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+        start = 0
+        for g in grads:
+            part = flat[start:start + g.size].reshape(g.shape)
+            g[...] = part if get_array_module(g) is np else get_array_module(g).asarray(part)
+            start += g.size
+
+    def _packed(self, grads: list[Any]) -> np.ndarray:
+        """The gradients copied into one host buffer, allocated once (GPU arrays come to the host)."""
+        size, dtype = sum(g.size for g in grads), np.dtype(grads[0].dtype)
+        if self._flat is None or self._flat.size != size or self._flat.dtype != dtype:
+            self._flat = np.empty(size, dtype=dtype)
+        start = 0
+        for g in grads:
+            self._flat[start:start + g.size] = g.ravel() if get_array_module(g) is np else g.ravel().get()
+            start += g.size
+        return self._flat
+
+    def gather_json(self, value: Any) -> list[Any] | None:
+        """Every rank's JSON-able `value`, as a list on rank 0 (None elsewhere); sent as JSON text."""
+        texts = self.comm.gather(json.dumps(value), root=0)
+        return [json.loads(t) for t in texts] if self.rank == 0 else None
+
+    def broadcast_json(self, value: Any) -> Any:
+        """Rank 0's JSON-able `value`, on every rank."""
+        return json.loads(self.comm.bcast(json.dumps(value) if self.rank == 0 else None, root=0))
+
+    def first_on_rank_0(self, work: Callable[[], Any]) -> Any:
+        if self.rank == 0:
+            result = work()
+            self.comm.Barrier()
+            return result
+        self.comm.Barrier()
+        return work()
+
+    def hosts(self) -> list[str]:
+        return sorted(set(self.comm.allgather(self.MPI.Get_processor_name())))
+
+
+def _shared_flat_buffer(grads: list[Any]) -> Any | None:
+    """The one contiguous array all `grads` are consecutive views of, if there is one."""
+    base = grads[0].base
+    if base is None or base.ndim != 1 or not base.flags.c_contiguous or get_array_module(base) is not np:
+        return None
+    if base.size != sum(g.size for g in grads) or any(g.base is not base for g in grads):
+        return None
+    return base
+
+
+def connect() -> Comm:
+    """SingleProcess outside mpiexec (or with one rank); the MPI world under it."""
+    if launched_size() <= 1:
+        return SingleProcess()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise SystemExit("error: train.py was started by mpiexec with several ranks, but mpi4py is not installed: "
+                         "pip install -e '.[mpi]'") from None
+    return MPIComm(MPI.COMM_WORLD)
+
+
+def check_divides(n: int, comm: Comm, flag: str = "--batch-size") -> None:
+    if n % comm.size:
+        raise ValueError(f"{flag} {n} does not split evenly over {comm.size} processes: give a multiple of "
+                         f"{comm.size} (it is the whole step's batch, shared out between the ranks)")
+
+
+def on_device(device: str, comm: Comm) -> None:
+    """With several ranks on CUDA, rank r works on GPU r modulo the GPUs this machine has."""
+    if device == "cuda" and comm.size > 1:
+        import cupy
+
+        cupy.cuda.Device(comm.rank % cupy.cuda.runtime.getDeviceCount()).use()
+
+
+def layout(comm: Comm) -> str:
+    """One line: ranks, BLAS threads per rank, hosts."""
+    if not isinstance(comm, MPIComm):
+        return ""
+    threads = next((os.environ[v] for v in BLAS_THREAD_VARIABLES if v in os.environ), "all cores")
+    hosts = comm.hosts()
+    return (f"data-parallel: {comm.size} ranks, {threads} BLAS thread(s) each, on {len(hosts)} host(s): "
+            f"{', '.join(hosts)}")
+
+
+def fail(comm: Comm, message: str) -> None:
+    """End every rank after an error, printing it once. Rank 0 prints and aborts at once;
+    another rank waits a moment first, so an error every rank hit is printed by rank 0 alone,
+    while an error of its own is still printed before the job ends."""
+    if isinstance(comm, MPIComm):
+        if comm.rank != 0:
+            time.sleep(2.0)
+            message = f"(rank {comm.rank}) {message}"
+        print(message, file=sys.stderr, flush=True)
+        comm.comm.Abort(1)
+        os._exit(1)                         # in case Abort returns before the launcher ends this process
+    sys.exit(message)
+
+
+def seed_per_rank(seed: int, comm: Comm, step: int = 0) -> None:
+    """Rank r > 0 draws dropout from a stream of its own (seeded by seed, rank and step):
+    the same stream on every rank would drop the same units in every rank's rows.
+    Rank 0 keeps the stream a single process uses."""
+    if comm.rank > 0:
+        set_rng_state(np.random.default_rng([seed, comm.rank, step]).bit_generator.state)
