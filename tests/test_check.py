@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 import tinytensor as tt
 from tinytensor import check, functional, ops
 from tinytensor.tensor import Function
