@@ -428,8 +428,8 @@ class GeluTanhFunction(Function):
         du_dx = xp.multiply(x_sq, 3.0 * _SQRT_2_OVER_PI * _GELU_A, out=x_sq)  # du/dx = c (1 + 3 a x^2)
         du_dx += _SQRT_2_OVER_PI                                             # (in x_sq's buffer)
         # t = tanh(u)
-        dt_du = t * t                                    # dt/du = 1 - t^2
-        xp.subtract(1.0, dt_du, out=dt_du)
+        t_sq = t * t
+        dt_du = xp.subtract(1.0, t_sq, out=t_sq)         # dt/du = 1 - t^2       (in t^2's buffer)
         # y = 0.5 x (1 + t)
         half_x_dt_dx = xp.multiply(dt_du, du_dx, out=dt_du)  # dy/dx = 0.5 (1 + t) + 0.5 x dt/du du/dx
         half_x_dt_dx *= x                                # (in dt/du's buffer)
