@@ -170,7 +170,7 @@ def run_check(check: OpCheck, device: str = "cpu", max_elements: int = 24) -> Re
         problem = f"{type(e).__name__}: {e}"
     finally:
         set_rng_state(rng_state)
-    tried = "; ".join(", ".join(str(s) for s in shapes) for shapes in check.shapes)
+    tried = "; ".join("+".join(str(tuple(s)).replace(" ", "") for s in shapes) for shapes in check.shapes)
     passed = not problem and worst <= TOLERANCE
     return Result(check.name, tried, worst, passed, problem)
 
@@ -192,11 +192,12 @@ def report(checks: Sequence[OpCheck], device: str = "cpu", out: Callable[[str], 
     start = time.perf_counter()
     results = [run_check(c, device) for c in checks]
     width = max(len(r.name) for r in results)
+    shapes_width = max(len("shapes tried"), *(len(r.shapes) for r in results))
     out(f"finite-difference check of {len(results)} ops on {device}, float64 "
         f"(worst error: max |backward - fd| / max(1, |fd|); pass: <= {TOLERANCE:g})")
-    out(f"{'op':{width}s}  {'worst error':>11s}  pass  shapes tried")
+    out(f"{'op':{width}s}  {'shapes tried':{shapes_width}s}  {'worst error':>11s}  pass")
     for r in results:
-        out(f"{r.name:{width}s}  {r.error:11.2e}  {'ok  ' if r.passed else 'FAIL'}  {r.shapes}")
+        out(f"{r.name:{width}s}  {r.shapes:{shapes_width}s}  {r.error:11.2e}  {'ok' if r.passed else 'FAIL'}")
         if r.problem:
             out(f"{'':{width}s}  {r.problem}")
     failed = [r.name for r in results if not r.passed]
