@@ -1,5 +1,6 @@
 """Time each fused op of tinytensor.functional against the same math composed
-from tinytensor primitives, forward + backward, at the shapes of a small GPT.
+from tinytensor primitives (tinytensor.reference), forward + backward, at the
+shapes of a small GPT.
 
     python bench/ops.py                  # B=8, T=256, C=384, H=6, V=8192 on the CPU
     python bench/ops.py --device cuda    # the same on a GPU (CuPy)
@@ -14,7 +15,6 @@ tracemalloc, which NumPy reports its data allocations to; checked below).
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -27,52 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tinytensor as tt  # noqa: E402
 from tinytensor import functional as F  # noqa: E402
+from tinytensor import reference as R  # noqa: E402
 from tinytensor.backend import get_array_module  # noqa: E402
 
 
-# ---- the same math from primitives ---------------------------------------------------
-def softmax_composed(x, axis=-1):
-    e = (x - x.max(axis=axis, keepdims=True).detach()).exp()
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def log_softmax_composed(x, axis=-1):
-    s = x - x.max(axis=axis, keepdims=True).detach()
-    return s - s.exp().sum(axis=axis, keepdims=True).log()
-
-
-def cross_entropy_composed(logits, targets):
-    n = targets.shape[0]
-    return -log_softmax_composed(logits)[np.arange(n), targets].mean()
-
-
-def layer_norm_composed(x, w, b, eps=1e-5):
-    xc = x - x.mean(axis=-1, keepdims=True)
-    return xc / ((xc * xc).mean(axis=-1, keepdims=True) + eps).sqrt() * w + b
-
-
-def rms_norm_composed(x, w, eps=1e-5):
-    return x / ((x * x).mean(axis=-1, keepdims=True) + eps).sqrt() * w
-
-
-def gelu_composed(x):
-    return 0.5 * x * (1 + ((x + 0.044715 * x ** 3) * math.sqrt(2 / math.pi)).tanh())
-
-
-def silu_composed(x):
-    return x / (1 + (-x).exp())
-
-
-def attention_composed(q, k, v):
-    t, d = q.shape[-2], q.shape[-1]
-    s = (q @ k.swapaxes(-1, -2)) * (1 / math.sqrt(d))           # (B, H, T, T)
-    s = s.masked_fill(np.triu(np.ones((t, t), dtype=bool), k=1), -np.inf)
-    return softmax_composed(s) @ v                               # (B, H, T, D)
-
-
 def dropout_composed(x, p):
-    keep = tt.rand(*x.shape, device=x.device) >= p   # the project's uniform draw
-    return x * keep.data / (1 - p)
+    keep = (tt.rand(*x.shape, device=x.device) >= p).data   # the project's uniform draw, then the mask
+    return R.dropout(x, p, keep)
 
 
 # ---- timing ---------------------------------------------------------------------
@@ -139,17 +100,17 @@ def main() -> None:
     att = rand(B, H, T, T)
 
     cases = [
-        ("softmax (B,H,T,T)", lambda a: F.softmax(a), softmax_composed, [att]),
-        ("log_softmax (N,V)", lambda a: F.log_softmax(a), log_softmax_composed, [logits]),
-        ("cross_entropy (N,V)", lambda a: F.cross_entropy(a, targets), lambda a: cross_entropy_composed(a, targets),
+        ("softmax (B,H,T,T)", lambda a: F.softmax(a), R.softmax, [att]),
+        ("log_softmax (N,V)", lambda a: F.log_softmax(a), R.log_softmax, [logits]),
+        ("cross_entropy (N,V)", lambda a: F.cross_entropy(a, targets), lambda a: R.cross_entropy(a, targets),
          [logits]),
-        ("layer_norm (B,T,C)", F.layer_norm, layer_norm_composed, [x, w, b]),
-        ("rms_norm (B,T,C)", F.rms_norm, rms_norm_composed, [x, w]),
-        ("gelu tanh (B,T,4C)", F.gelu, gelu_composed, [h]),
-        ("silu (B,T,4C)", F.silu, silu_composed, [h]),
-        ("attention causal (B,H,T,D)", F.scaled_dot_product_attention, attention_composed, [q, k, v]),
-        ("embedding (B,T)->(B,T,C)", lambda a: F.embedding(ids, a), lambda a: a[ids], [wte]),
-        ("linear C->4C (B,T,C)", F.linear, lambda a, m, c: a @ m.T + c, [x, w_fc, b_fc]),
+        ("layer_norm (B,T,C)", F.layer_norm, R.layer_norm, [x, w, b]),
+        ("rms_norm (B,T,C)", F.rms_norm, R.rms_norm, [x, w]),
+        ("gelu tanh (B,T,4C)", F.gelu, R.gelu, [h]),
+        ("silu (B,T,4C)", F.silu, R.silu, [h]),
+        ("attention causal (B,H,T,D)", F.scaled_dot_product_attention, R.scaled_dot_product_attention, [q, k, v]),
+        ("embedding (B,T)->(B,T,C)", lambda a: F.embedding(ids, a), lambda a: R.embedding(ids, a), [wte]),
+        ("linear C->4C (B,T,C)", F.linear, R.linear, [x, w_fc, b_fc]),
         ("dropout p=0.1 (B,T,4C)", lambda a: F.dropout(a, 0.1), lambda a: dropout_composed(a, 0.1), [h]),
     ]
     print(f"device={dev}  B={B} T={T} C={C} H={H} D={D} V={V} N=B*T={N}  float32, "
@@ -204,7 +165,7 @@ def main() -> None:
         print(f"attention backward (dropout_p={p}): peak {peak / bhtt:.2f} x (B,H,T,T) float32 allocated; "
               f"{(peak - outputs) / bhtt:.2f} x beyond its outputs dq, dk, dv")
         del out, node, grads
-    out = attention_composed(q, k, v)
+    out = R.scaled_dot_product_attention(q, k, v)
     tracemalloc.reset_peak()
     before = tracemalloc.get_traced_memory()[0]
     out.backward(np.ones(out.shape, dtype=np.float32))

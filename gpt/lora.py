@@ -53,15 +53,20 @@ class LoRALinearFunction(Function):
         return y.reshape(x.shape[:-1] + w.shape[:1])     # (..., out)
 
     def backward(self, g):
-        # y = x W^T + b + s h B^T with h = x A^T:
+        # y = x W^T + b + s h B^T with h = x A^T (docs/lora.md):
         #   dB = s g^T h        dh = s g B        dA = dh^T x        dx = g W + dh A
         #   (dW = g^T x and db = sum_N g only if the base layer is not frozen)
         g2 = g.reshape(-1, g.shape[-1])                  # (N, out)
         needs = self.needs_grad
+        # y += s h B^T: dh = s g B
         dh = self.scale * (g2 @ self.b_up)               # (N, r)
+        # y = x W^T and h = x A^T, two paths from x: dx = g W + dh A
         dx = (g2 @ self.w + dh @ self.a).reshape(self.in_shape) if needs[0] else None  # (..., in)
+        # h = x A^T: dA = dh^T x
         da = dh.T @ self.x2 if needs[1] else None        # (r, in)
+        # y += s h B^T: dB = s g^T h
         db_up = self.scale * (g2.T @ self.h) if needs[2] else None  # (out, r)
+        # y = x W^T: dW = g^T x (not computed for a frozen W)
         dw = g2.T @ self.x2 if needs[3] else None        # (out, in)
         if len(needs) == 4:
             return dx, da, db_up, dw

@@ -13,13 +13,20 @@ to a chain of primitives:
     log-sum-exp, so they stay finite for logits like [1000, 0, -1000];
     cross_entropy saves nothing of size (N, V) but the logits it was given,
     and its forward exponentiates one cache-sized row block at a time;
-  - layer_norm / rms_norm save only per-row statistics (mean, 1/std) and use
-    the closed-form gradient;
-  - scaled_dot_product_attention keeps only the attention probabilities
-    (plus a boolean dropout mask) and reuses one (B, H, Tq, Tk) buffer in
-    backward;
+  - layer_norm saves its input and two per-row statistics (mean, 1/std) and
+    rebuilds the normalised x in backward; rms_norm saves the normalised x
+    and 1/rms; both use the closed-form gradient;
+  - scaled_dot_product_attention saves the attention probabilities of each
+    block of query rows (plus a boolean dropout mask); its backward allocates
+    one (B, H, rows, keys) array per block for the score gradient, and never
+    a second full (B, H, Tq, Tk) array, thanks to the rowsum identity;
   - embedding scatter-adds rows by sorting the ids (repeated ids accumulate);
   - linear flattens the leading axes so each gradient is a single matmul.
+
+Each fused op's `Function` class is named with a `Function` suffix
+(`LayerNormFunction`), so it never shares a name with the `nn` layer that
+calls it (`nn.LayerNorm`). The same math composed from primitives, short and
+slow, is in `reference.py`; docs/ derives every backward here step by step.
 
 Shapes in comments: B batch, H heads, T (Tq, Tk) sequence lengths, D head
 size, C channels, V vocabulary size, N = product of the leading axes.
@@ -138,27 +145,35 @@ def _keep_mask(shape: tuple[int, ...], p: float, device: str) -> Any:
     return to_device(bits >= np.uint32(round(p * (1 << 16))), device)
 
 
+def _dropped(p: Any, keep: Any, dropout_p: float) -> Any:
+    """p * keep / (1 - dropout_p) as a new array: inverted dropout with a given boolean mask."""
+    pd = get_array_module(p).multiply(p, keep)
+    pd *= _keep_scale(dropout_p)
+    return pd
+
+
 # ---- softmax ---------------------------------------------------------------------
-class Softmax(Function):
+class SoftmaxFunction(Function):
     def forward(self, x, axis):
         xp = get_array_module(x)
-        y = x - x.max(axis=axis, keepdims=True)        # shift: e^(x - m) <= 1, no overflow
-        xp.exp(y, out=y)
-        total = _sum_last(y) if axis in (-1, y.ndim - 1) else y.sum(axis=axis, keepdims=True)
-        y *= 1.0 / total                                 # the row max contributes e^0 = 1, so sum >= 1
+        z = x - x.max(axis=axis, keepdims=True)        # shift by the max m: e^(x - m) <= 1, no overflow
+        e = xp.exp(z, out=z)                             # e^(x - m)           (in z's buffer)
+        total = _sum_last(e) if axis in (-1, e.ndim - 1) else e.sum(axis=axis, keepdims=True)
+        y = xp.multiply(e, 1.0 / total, out=e)           # y = e / sum e   (the max gives e^0 = 1, so sum >= 1)
         self.y, self.axis = y, axis
         return y
 
     def backward(self, g):
-        # y_i = e^x_i / sum_j e^x_j: dx_i = y_i * (g_i - sum_j g_j y_j)
+        # y_i = e^x_i / sum_j e^x_j, Jacobian dy_i/dx_k = y_i (delta_ik - y_k):
+        #   dx_k = sum_i g_i y_i (delta_ik - y_k) = y_k * (g_k - sum_i g_i y_i)
+        xp = get_array_module(g)
         y = self.y
         dot = _sum_last(g, y) if self.axis in (-1, y.ndim - 1) else (g * y).sum(axis=self.axis, keepdims=True)
-        dx = g - dot
-        dx *= y
-        return dx
+        g_minus_dot = g - dot                            # g - sum_i g_i y_i
+        return xp.multiply(g_minus_dot, y, out=g_minus_dot)
 
 
-class LogSoftmax(Function):
+class LogSoftmaxFunction(Function):
     def forward(self, x, axis):
         xp = get_array_module(x)
         xl = xp.moveaxis(x, axis, -1)                    # softmax axis last (a view; copied below if needed)
@@ -183,24 +198,24 @@ class LogSoftmax(Function):
         g2 = gl.reshape(self.y.shape)                    # (N, V)
         dx = xp.empty_like(self.y)                       # (N, V)
         for rows in _row_blocks(*dx.shape, xp):          # each block's steps run in cache
-            d = xp.exp(self.y[rows], out=dx[rows])       # softmax
-            d *= -g2[rows].sum(axis=1, keepdims=True)
-            d += g2[rows]
+            p = xp.exp(self.y[rows], out=dx[rows])       # softmax(x) = e^y   (in dx's rows)
+            dx_rows = xp.multiply(p, -g2[rows].sum(axis=1, keepdims=True), out=p)
+            dx_rows += g2[rows]                          # dx = g - softmax * sum g
         return xp.moveaxis(dx.reshape(gl.shape), -1, self.axis)
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """e^x / sum e^x along `axis`, shifted by the max so it never overflows."""
-    return Softmax.apply(_as_tensor(x), axis=axis)
+    return SoftmaxFunction.apply(_as_tensor(x), axis=axis)
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     """x - logsumexp(x) along `axis`, through the max-shifted log-sum-exp."""
-    return LogSoftmax.apply(_as_tensor(x), axis=axis)
+    return LogSoftmaxFunction.apply(_as_tensor(x), axis=axis)
 
 
 # ---- cross-entropy -----------------------------------------------------------------
-class CrossEntropy(Function):
+class CrossEntropyFunction(Function):
     def forward(self, logits, targets, valid, count, reduction):
         xp = get_array_module(logits)
         x = logits.reshape(-1, logits.shape[-1])         # (N, V)
@@ -230,9 +245,9 @@ class CrossEntropy(Function):
             scale = g * self.valid                       # (N,) mean over the kept rows only
         dx = xp.empty_like(self.x)                       # (N, V)
         for rows in _row_blocks(*dx.shape, xp):          # each block's three steps run in cache
-            d = xp.subtract(self.x[rows], self.lse[rows, None], out=dx[rows])
-            xp.exp(d, out=d)                             # softmax = e^(x - lse)
-            d *= scale[rows, None]
+            z = xp.subtract(self.x[rows], self.lse[rows, None], out=dx[rows])  # x - lse   (in dx's rows)
+            p = xp.exp(z, out=z)                         # softmax = e^(x - lse)
+            p *= scale[rows, None]                       # scale * softmax; the onehot is taken off below
         dx[self.idx, self.t] -= scale[self.idx]          # scale * (softmax - onehot)
         return dx.reshape(self.in_shape)
 
@@ -264,22 +279,24 @@ def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = IGNORE_INDEX
             f"cross_entropy: target {bad} is out of range for {vocab} classes "
             f"(valid targets are 0..{vocab - 1}, or ignore_index={ignore_index})"
         )
-    return CrossEntropy.apply(logits, targets=t, valid=valid, count=kept.size, reduction=reduction)
+    return CrossEntropyFunction.apply(logits, targets=t, valid=valid, count=kept.size, reduction=reduction)
 
 
 # ---- normalisation -------------------------------------------------------------------
-class LayerNorm(Function):
+class LayerNormFunction(Function):
     def forward(self, x, *params, eps, has_weight, has_bias):
+        xp = get_array_module(x)
         w = params[0] if has_weight else None
         b = params[-1] if has_bias else None
         x2 = x.reshape(-1, x.shape[-1])                  # (N, C)
         mean = _sum_last(x2) / x2.shape[1]               # (N, 1)
-        y = x2 - mean                                    # (N, C) x - mean
-        var = _sum_last(y, y) / x2.shape[1]              # (N, 1) biased variance
-        rstd = 1.0 / get_array_module(x).sqrt(var + eps) # (N, 1)
-        y *= rstd                                        # xhat = (x - mean) * rstd
+        xc = x2 - mean                                   # (N, C) x - mean
+        var = _sum_last(xc, xc) / x2.shape[1]            # (N, 1) biased variance
+        rstd = 1.0 / xp.sqrt(var + eps)                  # (N, 1)
+        xhat = xp.multiply(xc, rstd, out=xc)             # xhat = (x - mean) * rstd   (in xc's buffer)
+        y = xhat                                         # y = xhat * w + b           (in xhat's buffer)
         if w is not None:
-            y *= w                                       # y = xhat * w + b
+            y *= w
         if b is not None:
             y += b
         # saved: x and the two (N, 1) statistics; backward rebuilds xhat from them
@@ -288,26 +305,29 @@ class LayerNorm(Function):
         return y.reshape(x.shape)
 
     def backward(self, g):
-        # xhat = (x - mean) * rstd; y = xhat * w + b:
-        #   dxhat = g * w, dw = sum_N g * xhat, db = sum_N g,
-        #   dx = rstd * (dxhat - mean_C(dxhat) - xhat * mean_C(dxhat * xhat))
+        # g = dy, rows of C channels (docs/normalization.md derives the dx line)
+        xp = get_array_module(g)
         w, needs = self.w, self.needs_grad
         g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
         c = g2.shape[1]
         xhat = self.x2 - self.mean                       # (N, C) recomputed from the saved statistics
         xhat *= self.rstd
+        # y = xhat * w + b  ->  dw = sum_N g * xhat,  db = sum_N g,  dxhat = g * w
         grads = [None]
         if self.has_weight:
-            grads.append(get_array_module(g).einsum("nc,nc->c", g2, xhat) if needs[1] else None)
+            grads.append(xp.einsum("nc,nc->c", g2, xhat) if needs[1] else None)
         if self.has_bias:
             grads.append(g2.sum(axis=0) if needs[-1] else None)
         if needs[0]:
             dxhat = g2 * w if w is not None else g2.copy()  # (N, C)
-            c2 = _sum_last(dxhat, xhat) / c              # (N, 1) mean_C(dxhat * xhat)
-            dxhat -= _sum_last(dxhat) / c                # - mean_C(dxhat)
-            dxhat -= xhat * c2
-            dxhat *= self.rstd
-            grads[0] = dxhat.reshape(self.in_shape)
+            # xhat = (x - mean) * rstd, through mean and rstd too:
+            #   dx = rstd * (dxhat - mean_C(dxhat) - xhat * mean_C(dxhat * xhat))
+            mean_dxhat = _sum_last(dxhat) / c            # (N, 1)
+            mean_dxhat_xhat = _sum_last(dxhat, xhat) / c  # (N, 1)
+            dx = xp.subtract(dxhat, mean_dxhat, out=dxhat)  # (in dxhat's buffer)
+            dx -= xhat * mean_dxhat_xhat
+            dx *= self.rstd
+            grads[0] = dx.reshape(self.in_shape)
         return tuple(grads)
 
 
@@ -322,10 +342,10 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
                              f"(it needs shape {c})")
     _same_device("layer_norm", x, weight, bias)
     params = [p for p in (weight, bias) if p is not None]
-    return LayerNorm.apply(x, *params, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
+    return LayerNormFunction.apply(x, *params, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
 
 
-class RMSNorm(Function):
+class RMSNormFunction(Function):
     def forward(self, x, *params, eps):
         xp = get_array_module(x)
         w = params[0] if params else None
@@ -337,18 +357,21 @@ class RMSNorm(Function):
         return y.reshape(x.shape)
 
     def backward(self, g):
-        # xhat = x * rstd, rstd = (mean_C(x^2) + eps)^(-1/2); y = xhat * w:
-        #   dxhat = g * w, dw = sum_N g * xhat,
-        #   dx = rstd * (dxhat - xhat * mean_C(dxhat * xhat))
+        # g = dy, rows of C channels (docs/normalization.md derives the dx line)
+        xp = get_array_module(g)
         w, xhat = self.w, self.xhat
         g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
-        dw = get_array_module(g).einsum("nc,nc->c", g2, xhat) if w is not None and self.needs_grad[1] else None
+        # y = xhat * w  ->  dw = sum_N g * xhat,  dxhat = g * w
+        dw = xp.einsum("nc,nc->c", g2, xhat) if w is not None and self.needs_grad[1] else None
         dx = None
         if self.needs_grad[0]:
             dxhat = g2 * w if w is not None else g2.copy()  # (N, C)
-            dxhat -= xhat * (_sum_last(dxhat, xhat) / g2.shape[1])
-            dxhat *= self.rstd
-            dx = dxhat.reshape(self.in_shape)
+            # xhat = x * rstd, rstd = (mean_C(x^2) + eps)^(-1/2):
+            #   dx = rstd * (dxhat - xhat * mean_C(dxhat * xhat))
+            mean_dxhat_xhat = _sum_last(dxhat, xhat) / g2.shape[1]  # (N, 1)
+            dx = xp.subtract(dxhat, xhat * mean_dxhat_xhat, out=dxhat)  # (in dxhat's buffer)
+            dx *= self.rstd
+            dx = dx.reshape(self.in_shape)
         return (dx, dw) if w is not None else dx
 
 
@@ -359,7 +382,7 @@ def rms_norm(x: Tensor, weight: Tensor | None, eps: float = 1e-5) -> Tensor:
         raise ValueError(f"rms_norm: weight of shape {weight.shape} does not match x of shape {x.shape} "
                          f"(it needs shape {x.shape[-1:]})")
     _same_device("rms_norm", x, weight)
-    return RMSNorm.apply(x, *([weight] if weight is not None else []), eps=eps)
+    return RMSNormFunction.apply(x, *([weight] if weight is not None else []), eps=eps)
 
 
 # ---- activations ------------------------------------------------------------------
@@ -380,68 +403,71 @@ def _erf(x: Any) -> Any:
     return erf(x)
 
 
-class GeluTanh(Function):
+class GeluTanhFunction(Function):
     def forward(self, x):
         xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,) so that 0-d inputs are arrays too
-        u = x * x                                        # u = c (x + a x^3) = x (c + c a x^2)
+        u = x * x                                        # u = c (x + a x^3), computed as x (c + c a x^2)
         u *= _SQRT_2_OVER_PI * _GELU_A
         u += _SQRT_2_OVER_PI
         u *= x
-        xp.tanh(u, out=u)                                # t = tanh(u)
-        u += 1.0                                         # y = 0.5 x (1 + t)
-        u *= x
-        u *= 0.5
-        self.x = x
-        return u.reshape(shape)
-
-    def backward(self, g):
-        # y = 0.5 x (1 + t), t = tanh(c (x + a x^3)):
-        #   dx = g * (0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2))
-        xp = get_array_module(g)
-        x, shape, g = self.x, g.shape, g.reshape(-1)    # (n,)
-        x2 = x * x
-        t = x2 * (_SQRT_2_OVER_PI * _GELU_A)             # t recomputed: saves one array per layer
-        t += _SQRT_2_OVER_PI
-        t *= x
-        xp.tanh(t, out=t)
-        x2 *= 3.0 * _GELU_A                              # c (1 + 3 a x^2)
-        x2 += 1.0
-        x2 *= _SQRT_2_OVER_PI
-        sech2 = t * t                                    # 1 - t^2
-        xp.subtract(1.0, sech2, out=sech2)
-        sech2 *= x2
-        sech2 *= x
-        sech2 *= 0.5
-        t += 1.0
-        t *= 0.5
-        t += sech2
-        t *= g
-        return t.reshape(shape)
-
-
-class GeluErf(Function):
-    def forward(self, x):
-        shape, x = x.shape, x.reshape(-1)               # (n,)
-        y = _erf(x * (1.0 / math.sqrt(2.0)))             # Phi(x) = 0.5 (1 + erf(x / sqrt 2))
-        y += 1.0
+        t = xp.tanh(u, out=u)                            # t = tanh(u)          (in u's buffer)
+        y = xp.add(t, 1.0, out=t)                        # y = 0.5 x (1 + t)    (in t's buffer)
+        y *= x
         y *= 0.5
-        if self.needs_grad[0]:                           # the copy is real work
-            self.x, self.cdf = x, y.copy()
-        y *= x                                           # y = x Phi(x)
+        self.x = x                                       # only x: backward recomputes u and t
         return y.reshape(shape)
 
     def backward(self, g):
-        # y = x Phi(x): dx = g * (Phi(x) + x phi(x)), phi(x) = e^(-x^2/2) / sqrt(2 pi)
+        # elementwise, so dx = dy/dx * g, with dy/dx from the chain rule through the forward's lines
         xp = get_array_module(g)
         x, shape, g = self.x, g.shape, g.reshape(-1)    # (n,)
-        pdf = x * x
-        pdf *= -0.5
-        xp.exp(pdf, out=pdf)
-        pdf *= x * (1.0 / math.sqrt(2.0 * math.pi))
-        pdf += self.cdf
-        pdf *= g
-        return pdf.reshape(shape)
+        x_sq = x * x                                     # the forward again, to get t back:
+        u = x_sq * (_SQRT_2_OVER_PI * _GELU_A)           # u = c (x + a x^3)
+        u += _SQRT_2_OVER_PI
+        u *= x
+        t = xp.tanh(u, out=u)                            # t = tanh(u)          (in u's buffer)
+        # u = c (x + a x^3)
+        du_dx = xp.multiply(x_sq, 3.0 * _SQRT_2_OVER_PI * _GELU_A, out=x_sq)  # du/dx = c (1 + 3 a x^2)
+        du_dx += _SQRT_2_OVER_PI                                             # (in x_sq's buffer)
+        # t = tanh(u)
+        t_sq = t * t
+        dt_du = xp.subtract(1.0, t_sq, out=t_sq)         # dt/du = 1 - t^2       (in t^2's buffer)
+        # y = 0.5 x (1 + t)
+        half_x_dt_dx = xp.multiply(dt_du, du_dx, out=dt_du)  # dy/dx = 0.5 (1 + t) + 0.5 x dt/du du/dx
+        half_x_dt_dx *= x                                # (in dt/du's buffer)
+        half_x_dt_dx *= 0.5
+        dy_dx = xp.add(t, 1.0, out=t)                    # (in t's buffer)
+        dy_dx *= 0.5
+        dy_dx += half_x_dt_dx
+        dx = xp.multiply(dy_dx, g, out=dy_dx)
+        return dx.reshape(shape)
+
+
+class GeluErfFunction(Function):
+    def forward(self, x):
+        xp = get_array_module(x)
+        shape, x = x.shape, x.reshape(-1)               # (n,)
+        cdf = _erf(x * (1.0 / math.sqrt(2.0)))           # Phi(x) = 0.5 (1 + erf(x / sqrt 2))
+        cdf += 1.0
+        cdf *= 0.5
+        if self.needs_grad[0]:                           # the copy is real work
+            self.x, self.cdf = x, cdf.copy()
+        y = xp.multiply(cdf, x, out=cdf)                 # y = x Phi(x)   (in Phi's buffer)
+        return y.reshape(shape)
+
+    def backward(self, g):
+        # y = x Phi(x): dy/dx = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi); dx = dy/dx * g
+        xp = get_array_module(g)
+        x, shape, g = self.x, g.shape, g.reshape(-1)    # (n,)
+        minus_half_x_sq = x * x
+        minus_half_x_sq *= -0.5
+        pdf = xp.exp(minus_half_x_sq, out=minus_half_x_sq)  # phi(x)         (in its argument's buffer)
+        pdf *= 1.0 / math.sqrt(2.0 * math.pi)
+        dy_dx = xp.multiply(pdf, x, out=pdf)             # Phi + x phi      (in phi's buffer)
+        dy_dx += self.cdf
+        dx = xp.multiply(dy_dx, g, out=dy_dx)
+        return dx.reshape(shape)
 
 
 def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
@@ -449,40 +475,41 @@ def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
     "none" the exact form through erf."""
     x = _as_tensor(x)
     if approximate == "tanh":
-        return GeluTanh.apply(x)
+        return GeluTanhFunction.apply(x)
     if approximate == "none":
-        return GeluErf.apply(x)
+        return GeluErfFunction.apply(x)
     raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
 
 
-class Silu(Function):
+class SiluFunction(Function):
     def forward(self, x):
         xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,)
-        s = x * 0.5                                      # sigma(x) = 0.5 (1 + tanh(x / 2)): no overflow
+        s = x * 0.5                                      # s = sigma(x) = 0.5 (1 + tanh(x / 2)): no overflow
         xp.tanh(s, out=s)
         s += 1.0
         s *= 0.5
-        y = s * x                                        # y = x sigma(x)
-        # saved: sigma(x) and the output, not x: backward needs no second tanh, and the
+        y = s * x                                        # y = x s
+        # saved: s and the output, not x: backward needs no second tanh, and the
         # output is kept alive by the next op anyway, so this costs no more than saving x
         self.s, self.y = s, y
         return y.reshape(shape)
 
     def backward(self, g):
-        # y = x s, s = sigma(x), ds/dx = s (1 - s): dx = g (s + x s (1 - s)) = g (s + y (1 - s))
+        # y = x s, s = sigma(x), ds/dx = s (1 - s):
+        #   dy/dx = s + x s (1 - s) = s + y (1 - s)   (y saved, so x is not needed); dx = dy/dx * g
         xp = get_array_module(g)
         shape, g = g.shape, g.reshape(-1)               # (n,)
-        dx = self.y * self.s                             # y s
-        xp.subtract(self.y, dx, out=dx)                  # y (1 - s)
-        dx += self.s
-        dx *= g
+        y_s = self.y * self.s
+        y_one_minus_s = xp.subtract(self.y, y_s, out=y_s)  # y (1 - s)    (in y s's buffer)
+        dy_dx = xp.add(y_one_minus_s, self.s, out=y_one_minus_s)
+        dx = xp.multiply(dy_dx, g, out=dy_dx)
         return dx.reshape(shape)
 
 
 def silu(x: Tensor) -> Tensor:
     """x * sigmoid(x) (also called swish)."""
-    return Silu.apply(_as_tensor(x))
+    return SiluFunction.apply(_as_tensor(x))
 
 
 def relu(x: Tensor) -> Tensor:
@@ -511,7 +538,7 @@ def _causal_chunks(tq: int, tk: int, causal: bool) -> list[tuple[int, int, int]]
     return [(i0, i1, min(tk, tk - tq + i1)) for i0, i1 in zip(bounds, bounds[1:]) if tk - tq + i1 > 0]
 
 
-class ScaledDotProductAttention(Function):
+class ScaledDotProductAttentionFunction(Function):
     def forward(self, q, k, v, mask, causal, dropout_p, scale):
         xp = get_array_module(q)
         tq, tk = q.shape[-2], k.shape[-2]
@@ -523,32 +550,30 @@ class ScaledDotProductAttention(Function):
         qs = q * scale
         blocks = []
         for i0, i1, kend in _causal_chunks(tq, tk, causal):
-            # S = (q * scale) @ k^T on this block; p holds S, then P = softmax(S), all in place
-            p = xp.matmul(qs[..., i0:i1, :], k[..., :kend, :].swapaxes(-1, -2))  # (B, H, r, kend)
+            # S = (q * scale) @ k^T on this block of query rows
+            s = xp.matmul(qs[..., i0:i1, :], k[..., :kend, :].swapaxes(-1, -2))  # (B, H, r, kend)
             if causal and tk - tq + i0 + 1 < kend:       # else every row sees all kend keys (one new token)
                 # row i0 + r sees keys j <= Tk - Tq + i0 + r
                 future = xp.triu(xp.ones((i1 - i0, kend), dtype=bool), k=tk - tq + i0 + 1)  # (r, kend)
-                xp.copyto(p, -xp.inf, where=future)
+                xp.copyto(s, -xp.inf, where=future)
             if mask is not None:
                 m = mask[..., i0:i1, :kend]
                 if m.dtype == bool:
-                    xp.copyto(p, -xp.inf, where=~m)      # True = keep
+                    xp.copyto(s, -xp.inf, where=~m)      # True = keep
                 else:
-                    p += m                               # additive mask
-            rmax = p.max(axis=-1, keepdims=True)         # (B, H, r, 1)
+                    s += m                               # additive mask
+            # P = softmax(S) along the keys, shifted by the row max (in S's buffer)
+            rmax = s.max(axis=-1, keepdims=True)         # (B, H, r, 1)
             rmax[rmax == -xp.inf] = 0                    # a row with every key masked: keep it -inf
-            p -= rmax
-            xp.exp(p, out=p)
+            s -= rmax
+            p = xp.exp(s, out=s)
             total = _sum_last(p)                         # (B, H, r, 1)
             total[total == 0] = 1                        # ... so its probabilities (and output) are 0
             p *= 1.0 / total
-            kb = None
-            if keep is not None:
-                kb = keep[..., i0:i1, :kend]
-                pd = p * kb                              # inverted dropout on the probabilities
-                pd *= _keep_scale(dropout_p)
-            else:
-                pd = p
+            # Pd = P * keep / (1 - p_drop), inverted dropout on the probabilities
+            kb = None if keep is None else keep[..., i0:i1, :kend]  # (B, H, r, kend) bool
+            pd = p if kb is None else _dropped(p, kb, dropout_p)
+            # out = Pd @ v
             xp.matmul(pd, v[..., :kend, :], out=out[..., i0:i1, :])  # (B, H, r, Dv)
             blocks.append((i0, i1, kend, p, kb))
         # saved: P of each block (together at most one (B, H, Tq, Tk) array, about
@@ -559,13 +584,16 @@ class ScaledDotProductAttention(Function):
         return out
 
     def backward(self, g):
-        # out = Pd @ v, Pd = P * keep / (1 - p_drop), P = softmax(S), S = scale * q @ k^T:
-        #   dv = Pd^T @ g;  dPd = g @ v^T;  dP = dPd * keep / (1 - p_drop)
-        #   dS = P * (dP - rowsum(dP * P)), and rowsum(dP * P) = rowsum(g * out) (flash-attention's
-        #   identity: sum_j dP_ij P_ij = g_i . sum_j Pd_ij v_j), so no second (Tq, Tk) array
-        #   dq = scale * dS @ k;  dk = scale * dS^T @ q
-        # Block by block of query rows: block [i0, i1) touches keys [0, kend) only, so
-        # its dv and dk contributions add into those rows.
+        # out = Pd @ v, Pd = P * keep / (1 - p_drop), P = softmax(S), S = scale * q @ k^T;
+        # g = dout. Each forward line, last first, and what it sends back:
+        #   out = Pd @ v            ->  dv = Pd^T @ dout,  dPd = dout @ v^T
+        #   Pd = P * keep / (1 - p) ->  dP = dPd * keep / (1 - p)
+        #   P = softmax(S)          ->  dS = P * (dP - rowsum(dP * P)), and rowsum(dP * P) =
+        #                               rowsum(dout * out) (sum_j dP_ij P_ij = dout_i . sum_j Pd_ij v_j),
+        #                               one (B, H, Tq, 1) array computed before the loop
+        #   S = scale * q @ k^T     ->  dq = scale * dS @ k,  dk = scale * dS^T @ q
+        # Block by block of query rows: block [i0, i1) touches keys [0, kend) only (P is 0
+        # beyond, so are its gradients), and its dv and dk contributions add into those rows.
         xp = get_array_module(g)
         need_q, need_k, need_v = self.needs_grad
         q, k, v = self.q, self.k, self.v
@@ -573,23 +601,29 @@ class ScaledDotProductAttention(Function):
         dq = xp.zeros_like(q) if need_q else None        # (B, H, Tq, D)
         dk = xp.zeros_like(k) if need_k else None        # (B, H, Tk, D)
         dv = xp.zeros(v.shape, dtype=g.dtype) if need_v else None  # (B, H, Tk, Dv)
-        rowsum = _sum_last(g, self.out) if need_q or need_k else None  # (B, H, Tq, 1)
+        rowsum = _sum_last(g, self.out) if need_q or need_k else None  # (B, H, Tq, 1) rowsum(dout * out)
         for i0, i1, kend, p, keep in self.blocks:
-            gb = g[..., i0:i1, :]                        # (B, H, r, Dv)
+            dout = g[..., i0:i1, :]                      # (B, H, r, Dv)
+            # out = Pd @ v
             if need_v:
-                pd = p if keep is None else p * keep * inv_keep  # Pd
-                dv[..., :kend, :] += xp.matmul(pd.swapaxes(-1, -2), gb)  # (B, H, kend, Dv)
-            if need_q or need_k:
-                ds = xp.matmul(gb, v[..., :kend, :].swapaxes(-1, -2))  # (B, H, r, kend) dPd
-                if keep is not None:
-                    ds *= keep                           # dP
-                    ds *= inv_keep
-                ds -= rowsum[..., i0:i1, :]
-                ds *= p                                  # dS
-                if need_q:
-                    xp.matmul(ds, k[..., :kend, :], out=dq[..., i0:i1, :])  # (B, H, r, D)
-                if need_k:
-                    dk[..., :kend, :] += xp.matmul(ds.swapaxes(-1, -2), q[..., i0:i1, :])  # (B, H, kend, D)
+                pd = p if keep is None else _dropped(p, keep, self.dropout_p)  # (B, H, r, kend)
+                dv[..., :kend, :] += xp.matmul(pd.swapaxes(-1, -2), dout)  # (B, H, kend, Dv) dv = Pd^T @ dout
+            if not (need_q or need_k):
+                continue
+            dpd = xp.matmul(dout, v[..., :kend, :].swapaxes(-1, -2))  # (B, H, r, kend) dPd = dout @ v^T
+            # Pd = P * keep / (1 - p_drop)
+            dp = dpd                                     # dP = dPd without dropout
+            if keep is not None:
+                dp = xp.multiply(dpd, keep, out=dpd)     # dP = dPd * keep / (1 - p)   (in dPd's buffer)
+                dp *= inv_keep
+            # P = softmax(S)
+            ds = xp.subtract(dp, rowsum[..., i0:i1, :], out=dp)  # dS = P * (dP - rowsum)  (in dP's buffer)
+            ds *= p
+            # S = scale * q @ k^T (the scale is applied once, after the loop)
+            if need_q:
+                xp.matmul(ds, k[..., :kend, :], out=dq[..., i0:i1, :])  # (B, H, r, D)
+            if need_k:
+                dk[..., :kend, :] += xp.matmul(ds.swapaxes(-1, -2), q[..., i0:i1, :])  # (B, H, kend, D)
         if need_q:
             dq *= self.scale
         if need_k:
@@ -638,12 +672,12 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
             raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {mask.shape} does not "
                              f"broadcast to the scores' shape {scores}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    return ScaledDotProductAttention.apply(q, k, v, mask=mask, causal=causal, dropout_p=float(dropout_p),
-                                           scale=scale)
+    return ScaledDotProductAttentionFunction.apply(q, k, v, mask=mask, causal=causal,
+                                                   dropout_p=float(dropout_p), scale=scale)
 
 
 # ---- embedding, linear, dropout -------------------------------------------------------
-class Embedding(Function):
+class EmbeddingFunction(Function):
     def forward(self, weight, ids):
         self.ids, self.w_shape = ids, weight.shape
         return get_array_module(weight).take(weight, ids, axis=0)  # (*ids.shape, C)
@@ -677,10 +711,10 @@ def embedding(ids: Any, weight: Tensor) -> Tensor:
     if bad is not None:
         raise IndexError(f"embedding: id {bad} is out of range for a vocabulary of {vocab} rows "
                          f"(valid ids are 0..{vocab - 1})")
-    return Embedding.apply(weight, ids=ids)
+    return EmbeddingFunction.apply(weight, ids=ids)
 
 
-class Linear(Function):
+class LinearFunction(Function):
     def forward(self, x, w, *b):
         x2 = x.reshape(-1, x.shape[-1])                  # (N, in)
         y = x2 @ w.T                                     # (N, out) y = x W^T + b
@@ -710,25 +744,20 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"linear: bias of shape {bias.shape} does not fit weight of shape {weight.shape} "
                          f"(need bias ({weight.shape[0]},))")
-    return Linear.apply(x, weight, *([bias] if bias is not None else []))
+    return LinearFunction.apply(x, weight, *([bias] if bias is not None else []))
 
 
-class Dropout(Function):
+class DropoutFunction(Function):
     def forward(self, x, p):
-        xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,)
         keep = _keep_mask(x.shape, p, device_of(x))      # (n,) bool, True with probability 1 - p
-        scale = _keep_scale(p)
-        y = xp.multiply(x, keep)                         # y = x * keep / (1 - p)
-        y *= scale
-        self.keep, self.scale = keep, scale
+        y = _dropped(x, keep, p)                         # y = x * keep / (1 - p)
+        self.keep, self.p = keep, p                      # the mask is saved: backward must drop the same elements
         return y.reshape(shape)
 
     def backward(self, g):
-        # y = x * keep / (1 - p): dx = g * keep / (1 - p), with the mask saved in forward
-        dx = get_array_module(g).multiply(g.reshape(-1), self.keep)  # (n,)
-        dx *= self.scale
-        return dx.reshape(g.shape)
+        # y = x * keep / (1 - p), a diagonal Jacobian: dx = g * keep / (1 - p)
+        return _dropped(g.reshape(-1), self.keep, self.p).reshape(g.shape)
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
@@ -742,4 +771,4 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0:
         return x
-    return Dropout.apply(x, p=float(p))
+    return DropoutFunction.apply(x, p=float(p))

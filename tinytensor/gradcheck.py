@@ -8,7 +8,7 @@ error O(eps^2). Everything runs in float64, where eps = 1e-6 leaves about
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -44,12 +44,62 @@ def gradcheck(
     """
     if mode not in ("full", "directional"):
         raise ValueError(f"gradcheck mode must be 'full' or 'directional', got {mode!r}")
+    if mode == "full":
+        for i, shape, picks, exact, numeric in _full_differences(fn, inputs, eps, max_elements, seed):
+            excess = np.abs(exact - numeric) - (atol + rtol * np.abs(numeric))
+            if excess.size and excess.max() > 0:
+                j = int(np.argmax(excess))
+                idx = tuple(int(v) for v in np.unravel_index(int(picks[j]), shape))
+                raise GradcheckError(
+                    f"gradient of input {i} (shape {shape}) differs at index {idx}: "
+                    f"backward gives {exact[j]:.10g}, finite differences give {numeric[j]:.10g} "
+                    f"(|diff| = {abs(exact[j] - numeric[j]):.3g}, atol={atol}, rtol={rtol})"
+                )
+        return True
     rng = np.random.default_rng(seed)
+    tensors, checked, analytic, loss = _backward_once(fn, inputs, rng)
+    xp = get_array_module(tensors[checked[0]].data)
+    for d in range(n_directions):
+        dirs = [xp.asarray(rng.standard_normal(tensors[i].shape)) for i in checked]
+        originals = [tensors[i].data.copy() for i in checked]
+        for i, u, x0 in zip(checked, dirs, originals):
+            tensors[i].data[...] = x0 + eps * u
+        plus = loss()
+        for i, u, x0 in zip(checked, dirs, originals):
+            tensors[i].data[...] = x0 - eps * u
+        minus = loss()
+        for i, x0 in zip(checked, originals):
+            tensors[i].data[...] = x0
+        numeric = (plus - minus) / (2 * eps)
+        exact = float(sum((a * u).sum() for a, u in zip(analytic, dirs)))
+        if abs(exact - numeric) > atol + rtol * abs(numeric):
+            raise GradcheckError(
+                f"directional derivative {d} differs: backward gives {exact:.10g}, "
+                f"finite differences give {numeric:.10g} (|diff| = {abs(exact - numeric):.3g})"
+            )
+    return True
+
+
+def gradient_error(fn: Callable[..., Tensor], inputs: Sequence[Any], eps: float = 1e-6,
+                   max_elements: int | None = None, seed: int = 0) -> float:
+    """The worst disagreement of backward with central finite differences, over
+    every checked element of every input (as gradcheck's "full" mode picks them):
+    max |backward - fd| / max(1, |fd|), a relative error for gradients above 1
+    and an absolute one below (where rounding noise would swamp a relative one)."""
+    worst = 0.0
+    for _, _, _, exact, numeric in _full_differences(fn, inputs, eps, max_elements, seed):
+        if exact.size:
+            worst = max(worst, float((np.abs(exact - numeric) / np.maximum(1.0, np.abs(numeric))).max()))
+    return worst
+
+
+def _backward_once(fn: Callable[..., Tensor], inputs: Sequence[Any], rng: np.random.Generator):
+    """Float64 copies of the inputs, the positions of those checked, backward's gradients of
+    L = sum(fn(*inputs) * w) for a random w, and a function giving L at the inputs' current values."""
     tensors = [_as_float64(x) for x in inputs]
     checked = [i for i, t in enumerate(tensors) if t.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input requires grad; pass tensors with requires_grad=True")
-
     out = fn(*tensors)
     xp = get_array_module(out.data)
     w = xp.asarray(rng.standard_normal(out.shape))
@@ -62,27 +112,15 @@ def gradcheck(
         t.grad = None
     out.backward(w)
     analytic = [tensors[i].grad if tensors[i].grad is not None else xp.zeros(tensors[i].shape) for i in checked]
+    return tensors, checked, analytic, loss
 
-    if mode == "directional":
-        for d in range(n_directions):
-            dirs = [xp.asarray(rng.standard_normal(tensors[i].shape)) for i in checked]
-            originals = [tensors[i].data.copy() for i in checked]
-            for i, u, x0 in zip(checked, dirs, originals):
-                tensors[i].data[...] = x0 + eps * u
-            plus = loss()
-            for i, u, x0 in zip(checked, dirs, originals):
-                tensors[i].data[...] = x0 - eps * u
-            minus = loss()
-            for i, x0 in zip(checked, originals):
-                tensors[i].data[...] = x0
-            numeric = (plus - minus) / (2 * eps)
-            exact = float(sum((a * u).sum() for a, u in zip(analytic, dirs)))
-            if abs(exact - numeric) > atol + rtol * abs(numeric):
-                raise GradcheckError(
-                    f"directional derivative {d} differs: backward gives {exact:.10g}, "
-                    f"finite differences give {numeric:.10g} (|diff| = {abs(exact - numeric):.3g})"
-                )
-        return True
+
+def _full_differences(fn: Callable[..., Tensor], inputs: Sequence[Any], eps: float, max_elements: int | None,
+                      seed: int) -> Iterator[tuple[int, tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]]:
+    """For each checked input: (its position, its shape, the flat indices picked, backward's
+    gradient there, the central finite differences there), both float64 on the CPU."""
+    rng = np.random.default_rng(seed)
+    tensors, checked, analytic, loss = _backward_once(fn, inputs, rng)
     for i, grad in zip(checked, analytic):
         x = tensors[i].data
         picks = np.arange(x.size)
@@ -99,16 +137,7 @@ def gradcheck(
             x[idx] = orig
             numeric[j] = (plus - minus) / (2 * eps)
         exact = to_device(grad, "cpu").astype(np.float64).reshape(-1)[picks]
-        excess = np.abs(exact - numeric) - (atol + rtol * np.abs(numeric))
-        if excess.size and excess.max() > 0:
-            j = int(np.argmax(excess))
-            idx = tuple(int(v) for v in np.unravel_index(int(picks[j]), x.shape))
-            raise GradcheckError(
-                f"gradient of input {i} (shape {x.shape}) differs at index {idx}: "
-                f"backward gives {exact[j]:.10g}, finite differences give {numeric[j]:.10g} "
-                f"(|diff| = {abs(exact[j] - numeric[j]):.3g}, atol={atol}, rtol={rtol})"
-            )
-    return True
+        yield i, x.shape, picks, exact, numeric
 
 
 def _as_float64(x: Any) -> Tensor:

@@ -1,0 +1,123 @@
+"""Every fused op, composed from primitives: the textbook version.
+
+Each function computes what its fused twin computes (in functional.py, or in
+gpt/rope.py and gpt/lora.py for the two GPT-only ops), written with the Tensor
+operators and methods of ops.py only. Its gradient therefore comes from the
+chain rule through a graph of small nodes, never from a hand-derived formula:
+this is the op; the fused `...Function` class is how it is made fast (one
+node, fewer saved arrays, fewer passes over memory). The tests check each
+fused op against its reference here, values and gradients; bench/ops.py times
+the two against each other; docs/ derives the step from one to the other.
+
+Short and slow on purpose: every intermediate is a node that saves its
+inputs. GELU's exact (erf) form has no reference, since no primitive computes
+erf. Masks (`attn_mask`, dropout's `keep`) are arrays, not tensors.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .backend import get_array_module
+from .ops import concatenate
+from .tensor import Tensor, _data
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """e^x / sum e^x. The max is subtracted for stability only: a constant shift
+    cancels in the ratio, so it is detached (no gradient flows through it)."""
+    e = (x - x.max(axis=axis, keepdims=True).detach()).exp()
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """x - log sum e^x, with the same detached shift."""
+    z = x - x.max(axis=axis, keepdims=True).detach()
+    return z - z.exp().sum(axis=axis, keepdims=True).log()
+
+
+def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """-log softmax(logits)[target] per row; rows whose target is ignore_index count
+    as 0 and, for "mean", are left out of the count."""
+    xp = get_array_module(logits.data)
+    t = xp.asarray(_data(targets))
+    kept = t.reshape(-1) != ignore_index                              # (N,)
+    logp = log_softmax(logits.reshape(-1, logits.shape[-1]))          # (N, V)
+    picked = logp[xp.arange(kept.size), xp.where(kept, t.reshape(-1), 0)]  # (N,) log p of each target
+    losses = -picked * kept
+    if reduction == "none":
+        return losses.reshape(t.shape)
+    if reduction == "sum":
+        return losses.sum()
+    return losses.sum() / max(int(kept.sum()), 1)
+
+
+def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis."""
+    xc = x - x.mean(axis=-1, keepdims=True)
+    y = xc / ((xc * xc).mean(axis=-1, keepdims=True) + eps).sqrt()
+    y = y * weight if weight is not None else y
+    return y + bias if bias is not None else y
+
+
+def rms_norm(x: Tensor, weight: Tensor | None, eps: float = 1e-5) -> Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis."""
+    y = x / ((x * x).mean(axis=-1, keepdims=True) + eps).sqrt()
+    return y * weight if weight is not None else y
+
+
+def gelu(x: Tensor) -> Tensor:
+    """GELU's tanh form (GPT-2's): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1 + ((x + 0.044715 * x ** 3) * math.sqrt(2 / math.pi)).tanh())
+
+
+def silu(x: Tensor) -> Tensor:
+    """x sigma(x) = x / (1 + e^-x)."""
+    return x / (1 + (-x).exp())
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x W^T + b; the matmul broadcasts W over x's leading axes."""
+    y = x @ weight.T
+    return y + bias if bias is not None else y
+
+
+def embedding(ids: Any, weight: Tensor) -> Tensor:
+    """Row ids of weight; an integer-array index, whose backward scatter-adds."""
+    return weight[_data(ids)]
+
+
+def dropout(x: Tensor, p: float, keep: Any) -> Tensor:
+    """Inverted dropout with a given boolean mask: x * keep / (1 - p)."""
+    return x * (keep / (1 - p))
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, attn_mask: Any = None,
+                                 dropout_p: float = 0.0, scale: float | None = None, keep: Any = None) -> Tensor:
+    """softmax(q k^T * scale + mask) @ v, the causal mask aligned bottom-right;
+    `keep` is the dropout mask on the probabilities (None: no dropout). A row
+    with every key masked gives NaN here (0 / 0); the fused op gives 0."""
+    tq, tk = q.shape[-2], k.shape[-2]
+    xp = get_array_module(q.data)
+    s = (q @ k.swapaxes(-1, -2)) * (1 / math.sqrt(q.shape[-1]) if scale is None else scale)  # (..., Tq, Tk)
+    if causal:
+        s = s.masked_fill(xp.triu(xp.ones((tq, tk), dtype=bool), k=tk - tq + 1), -math.inf)
+    if attn_mask is not None:
+        s = s.masked_fill(~attn_mask, -math.inf) if attn_mask.dtype == bool else s + attn_mask
+    p = softmax(s)
+    if keep is not None:
+        p = dropout(p, dropout_p, keep)
+    return p @ v                                                      # (..., Tq, Dv)
+
+
+def rotary(x: Tensor, cos: Any, sin: Any) -> Tensor:
+    """Rotate the pairs (x[i], x[i + D/2]) of x (..., T, D) by the angles whose
+    cos and sin are given, each (T, D/2): gpt/rope.py's Rotary."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def lora_linear(x: Tensor, a: Tensor, b_up: Tensor, weight: Tensor, bias: Tensor | None, scale: float) -> Tensor:
+    """x W^T + b + scale (x A^T) B^T: gpt/lora.py's LoRALinearFunction."""
+    return linear(x, weight, bias) + scale * ((x @ a.T) @ b_up.T)
