@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 from .backend import get_array_module
+from .functional import IGNORE_INDEX
 from .ops import concatenate
 from .tensor import Tensor, _data
 
@@ -36,7 +37,7 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     return z - z.exp().sum(axis=axis, keepdims=True).log()
 
 
-def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> Tensor:
     """-log softmax(logits)[target] per row; rows whose target is ignore_index count
     as 0 and, for "mean", are left out of the count."""
     xp = get_array_module(logits.data)
