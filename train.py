@@ -121,22 +121,19 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
         f"sample with: python -m gpt sample --checkpoint {out}")
 
 
-def classify(cfg: ClassifyConfig, comm: Comm) -> None:
+def finetune(cfg: ClassifyConfig | InstructConfig, comm: Comm) -> None:
+    """Fine-tune a pretrained GPT through the same loop (gpt/train/finetune.py has the steps)."""
     distributed.check_divides(cfg.batch_size, comm)
     distributed.on_device(cfg.device, comm)
-    final = finetune_classifier(cfg, log=print if comm.rank == 0 else _quiet, comm=comm)
-    if comm.rank == 0:
-        print(f"test accuracy {final['test_acc']:.2%}; classify with: "
-              f'python -m gpt classify --checkpoint {cfg.out} "some text"')
-
-
-def instruct(cfg: InstructConfig, comm: Comm) -> None:
-    distributed.check_divides(cfg.batch_size, comm)
-    distributed.on_device(cfg.device, comm)
-    final = finetune_instruct(cfg, log=print if comm.rank == 0 else _quiet, comm=comm)
-    if comm.rank == 0:
-        print(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; answers in "
-              f"{cfg.out}/responses.jsonl; chat with: python -m gpt chat --checkpoint {cfg.out}")
+    log = print if comm.rank == 0 else _quiet
+    if isinstance(cfg, ClassifyConfig):
+        final = finetune_classifier(cfg, log=log, comm=comm)
+        log(f"test accuracy {final['test_acc']:.2%}; classify with: "
+            f'python -m gpt classify --checkpoint {cfg.out} "some text"')
+    else:
+        final = finetune_instruct(cfg, log=log, comm=comm)
+        log(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; answers in "
+            f"{cfg.out}/responses.jsonl; chat with: python -m gpt chat --checkpoint {cfg.out}")
 
 
 def _quiet(*args: object) -> None:
@@ -169,10 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if task == "pretrain":
             pretrain(*resolve_run(given, comm, say=print if comm.rank == 0 else _quiet), comm)
-        elif task == "classify":
-            classify(ClassifyConfig(**given), comm)
         else:
-            instruct(InstructConfig(**given), comm)
+            finetune(CONFIGS[task](**given), comm)
     except Diverged as e:
         latest = latest_checkpoint(given.get("out", PretrainConfig.out)) if task == "pretrain" else None
         kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint had been written yet"

@@ -4,8 +4,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import tinytensor as tt
 
@@ -19,6 +22,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # tests that run on every device take the `device` fixture; "cuda" skips without a GPU
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+# hypothesis strategies the gradient checks share
+seeds = st.integers(0, 2**31 - 1)
+shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
+
+
+def rand(shape, seed, low=-2.0, high=2.0, dtype=np.float64, device="cpu") -> tt.Tensor:
+    """A leaf tensor of uniform values in [low, high), seeded: the input of most gradient checks."""
+    arr = np.random.default_rng(seed).uniform(low, high, size=shape)
+    return tt.tensor(arr, requires_grad=True, dtype=dtype, device=device)
+
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

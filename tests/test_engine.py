@@ -7,15 +7,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from conftest import rand, seeds, shapes
+
 import tinytensor as tt
 
-shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
-seeds = st.integers(0, 2**31 - 1)
-
-
-def rand(shape, seed, low=-2.0, high=2.0, device="cpu"):
-    arr = np.random.default_rng(seed).uniform(low, high, size=shape)
-    return tt.tensor(arr, requires_grad=True, dtype=np.float64, device=device)
 
 
 def away_from(arr: np.ndarray, points, margin=0.05, seed=0):

@@ -10,16 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import rand, seeds
+
 import tinytensor as tt
 from tinytensor import functional as F
 from tinytensor import reference as R
 
-seeds = st.integers(0, 2**31 - 1)
-
-
-def rand(shape, seed, low=-2.0, high=2.0, dtype=np.float64, device="cpu"):
-    arr = np.random.default_rng(seed).uniform(low, high, size=shape)
-    return tt.tensor(arr, requires_grad=True, dtype=dtype, device=device)
 
 
 def keep_mask(shape, p, seed):

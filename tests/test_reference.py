@@ -9,12 +9,13 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import seeds
+
 import tinytensor as tt
 from gpt.lora import lora_linear
 from gpt.rope import apply_rotary, rope_tables
 from tinytensor import reference as R
 
-seeds = st.integers(0, 2**31 - 1)
 
 
 def arr(shape, seed, low=-2.0, high=2.0):
