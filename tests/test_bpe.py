@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -380,3 +381,33 @@ def test_cli_round_trip(tmp_path):
         [sys.executable, "-m", "bpe", "decode", "--tokenizer", str(out)], input=b"99999", capture_output=True, cwd=REPO
     )
     assert failed.returncode == 1 and b"out of range" in failed.stderr
+
+
+def test_cli_special_token_error_names_the_cli_flag(tmp_path):
+    out = tmp_path / "tok.bpe"
+    Tokenizer(special_tokens=["<|endoftext|>"]).save(out)
+    failed = subprocess.run(
+        [sys.executable, "-m", "bpe", "encode", "--tokenizer", str(out)],
+        input=b"a <|endoftext|> b", capture_output=True, cwd=REPO,
+    )
+    assert failed.returncode == 1
+    assert b"--allow-special" in failed.stderr and b"allowed_special" not in failed.stderr
+
+
+def test_readme_tokenizer_commands_work_as_written(tmp_path):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## bpe") :]
+    block = section[section.index("```bash\n") + len("```bash\n") : section.index("```", section.index("```bash\n") + 7)]
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert commands and all("python -m bpe" in line for line in commands)
+    (tmp_path / "corpus.txt").write_text(_random_corpus(6, 3000) + "Hello world\n", encoding="utf-8")
+    # `python` in the commands is this interpreter, importing this checkout
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    outputs = []
+    for command in commands:
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, timeout=120)
+        assert done.returncode == 0, (command, done.stderr.decode())
+        outputs.append(done.stdout)
+    assert outputs[-1] == b"Hello world\n"  # encode | decode gives the text back
+    ids = [int(i) for i in outputs[-2].split()]
+    assert Tokenizer.load(tmp_path / "tok.bpe").decode(ids) == "Hello world\n"
