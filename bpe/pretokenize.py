@@ -121,6 +121,20 @@ def pretokenizer(pattern: str) -> Callable[[str], list[str]]:
 
 
 @lru_cache(maxsize=16)
+def split_pretokenizer(pattern: str) -> Callable[[str], list[str]]:
+    """Pre-tokens as Hugging Face's Split(behavior="Isolated") finds them with Oniguruma.
+
+    The text between two matches is a pre-token too (findall alone would drop
+    it), and `^` and `$` match at every line start and end.
+    """
+    between = rf"(?:(?!(?:{pattern}))[\s\S])+"
+    try:
+        return regex.compile(rf"(?:{pattern})|{between}", regex.MULTILINE).findall
+    except regex.error as exc:
+        raise ValueError(f"invalid pre-tokenization pattern {pattern!r}: {exc}") from None
+
+
+@lru_cache(maxsize=16)
 def compile_pattern(pattern: str) -> regex.Pattern:
     try:
         return regex.compile(pattern)

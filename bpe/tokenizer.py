@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import unicodedata
 import warnings
 from array import array
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Sequence, Set
+from collections.abc import Callable, Iterable, Sequence, Set
 from itertools import accumulate, chain
 from typing import Literal, Union
 
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from . import files
 from .encode import PieceEncoder
 from .gpt2 import read_gpt2_files
+from .hf import HFSpec, is_hf_file, read_hf, write_hf
 from .pretokenize import (
     CUTTABLE_PATTERNS,
     GPT2_PATTERN,
@@ -26,6 +28,7 @@ from .pretokenize import (
     pretokenizer,
     resolve_pattern,
     special_regex,
+    split_pretokenizer,
 )
 from .train import learn_merges
 
@@ -57,7 +60,9 @@ class Tokenizer:
     """A byte-level BPE tokenizer with tiktoken's encoding semantics.
 
     Ids 0-255 are single bytes, id 256 + i is made by merge i, and special
-    tokens come last. Build one with `train`, `load` or `from_gpt2`.
+    tokens come last. Build one with `train`, `load` or `from_gpt2`; or read
+    a Hugging Face tokenizer.json with `from_hf`, which keeps that file's ids
+    and its rule for merging.
     """
 
     def __init__(
@@ -68,10 +73,10 @@ class Tokenizer:
         byte_order: Sequence[int] | None = None,
     ) -> None:
         """`byte_order[i]` is the byte that id i stands for (default: byte i is id i)."""
-        self.pattern: str = resolve_pattern(pattern)
-        self._pretokenize = pretokenizer(self.pattern)
+        pattern = resolve_pattern(pattern)
         self._merges = [(int(left), int(right)) for left, right in merges]
         self._byte_order = list(byte_order) if byte_order is not None else None
+        self._hf: HFSpec | None = None
         if self._byte_order is not None and sorted(self._byte_order) != list(range(256)):
             raise ValueError("byte_order must list each of the 256 byte values once")
         vocab = [bytes([b]) for b in (self._byte_order or range(256))]
@@ -79,20 +84,37 @@ class Tokenizer:
             if not (0 <= left < len(vocab) and 0 <= right < len(vocab)):
                 raise ValueError(f"merge ({left}, {right}) for id {len(vocab)} refers to an id that does not exist yet")
             vocab.append(vocab[left] + vocab[right])
-        self._ranks = {token: i for i, token in enumerate(vocab)}
-        if len(self._ranks) != len(vocab):
+        ranks = {token: i for i, token in enumerate(vocab)}
+        if len(ranks) != len(vocab):
             raise ValueError("two merges make the same bytes; token bytes must be unique")
-
         names = list(special_tokens)
-        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
-            raise ValueError(f"special tokens must be distinct non-empty strings, got {names!r}")
-        self.special_tokens: dict[str, int] = {name: len(vocab) + i for i, name in enumerate(names)}
-        self._special_names = frozenset(names)
-        self._decoder = dict(enumerate(vocab))
-        self._decoder.update((i, name.encode("utf-8")) for name, i in self.special_tokens.items())
-        self._encoder = PieceEncoder(self._ranks)
+        specials = {name: len(vocab) + i for i, name in enumerate(names)}
+        if len(specials) != len(names):
+            raise ValueError(f"special tokens must be distinct, got {names!r}")
+        self._setup(ranks, pattern, specials, PieceEncoder(ranks), pretokenizer(pattern))
+
+    def _setup(
+        self,
+        ranks: dict[bytes, int],
+        pattern: str,
+        special_tokens: dict[str, int],
+        encoder: PieceEncoder,
+        pretokenize: Callable[[str], list[str]],
+        normalizer: str | None = None,
+    ) -> None:
+        if not all(isinstance(name, str) and name for name in special_tokens):
+            raise ValueError(f"special tokens must be non-empty strings, got {list(special_tokens)!r}")
+        self.pattern: str = pattern
+        self.special_tokens: dict[str, int] = special_tokens
+        self._special_names = frozenset(special_tokens)
+        self._ranks = ranks
+        self._decoder = {i: token for token, i in ranks.items()}
+        self._decoder.update((i, name.encode("utf-8")) for name, i in special_tokens.items())
+        self._encoder = encoder
+        self._pretokenize = pretokenize
+        self._normalizer = normalizer
         self._cache: dict[str, tuple[int, ...]] = {}
-        self._cuttable = self.pattern in CUTTABLE_PATTERNS
+        self._cuttable = pattern in CUTTABLE_PATTERNS and pretokenize is pretokenizer(pattern)
 
     # ------------------------------------------------------------------ building
 
@@ -143,9 +165,70 @@ class Tokenizer:
         return cls(merges, GPT2_PATTERN, sorted(specials, key=specials.get), byte_order)
 
     @classmethod
+    def from_hf(cls, path: str | os.PathLike) -> Tokenizer:
+        """A byte-level BPE tokenizer from a Hugging Face `tokenizer.json` (GPT-2, Llama 3, Qwen2/Qwen3).
+
+        `encode(text, allowed_special="all")` then gives the ids of
+        `tokenizers`' `encode(text, add_special_tokens=False)`: its added
+        tokens are this tokenizer's special tokens, and encoding follows the
+        file's merges, ranked by their order (see `bpe.encode`), not by the
+        ids of the tokens they make. Features that would change the ids and
+        are not supported raise `TokenizerFileError` naming them (see `bpe.hf`).
+        """
+        spec = read_hf(path)
+        tok = cls.__new__(cls)
+        tok._hf = spec
+        tok._merges = [(spec.vocab[left], spec.vocab[right]) for left, right in spec.merges]
+        tok._byte_order = None
+        # a merge listed twice takes its later rank, as in `tokenizers`
+        merge_ranks = {pair: rank for rank, pair in enumerate(spec.merges)}
+        encoder = PieceEncoder(spec.vocab, merge_ranks, whole_pieces=spec.ignore_merges)
+        pretokenize = (split_pretokenizer if spec.split_regex else pretokenizer)(spec.pattern)
+        try:
+            tok._setup(dict(spec.vocab), spec.pattern, dict(spec.added_tokens), encoder, pretokenize, spec.normalizer)
+        except ValueError as exc:
+            raise files.TokenizerFileError(f"{path}: {exc}") from None
+        return tok
+
+    def save_hf(self, path: str | os.PathLike) -> None:
+        """Write a Hugging Face `tokenizer.json` that `tokenizers` and `from_hf` read to the same ids.
+
+        A tokenizer read by `from_hf` is written back as it was read. Ours
+        follow tiktoken's rule: any two tokens whose bytes join into a token
+        merge, ranked by that token's id. In the file this becomes one merge
+        per way of splitting each token into two tokens, in the order of the
+        tokens they make, with `ignore_merges` (a pre-token that is a token
+        stays whole). That gives our ids but in one corner: where two
+        different splits of one token overlap in a pre-token ("ab a ba" for
+        "aba"), tiktoken merges the leftmost and `tokenizers` the one listed
+        first. A custom pattern is written as it is; `tokenizers` reads it
+        with Oniguruma, see `bpe.hf`.
+        """
+        if self._hf is not None:
+            write_hf(path, self._hf)
+            return
+        ranks = self._ranks
+        splits = [
+            (token[:cut], token[cut:])
+            for token in ranks
+            for cut in range(1, len(token))
+            if token[:cut] in ranks and token[cut:] in ranks
+        ]
+        splits.sort(key=lambda pair: (ranks[pair[0] + pair[1]], ranks[pair[0]]))
+        write_hf(path, HFSpec(dict(ranks), splits, dict(self.special_tokens), self.pattern, False, True, None))
+
+    @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
-        """Load a file written by `save`; raises `TokenizerFileError` on anything else."""
-        spec = files.read(path)
+        """Load a file written by `save`, or a Hugging Face `tokenizer.json` (see `from_hf`).
+
+        Raises `TokenizerFileError` on anything else.
+        """
+        try:
+            spec = files.read(path)
+        except files.TokenizerFileError:
+            if not is_hf_file(path):
+                raise
+            return cls.from_hf(path)
         try:
             return cls(spec.merges, spec.pattern, sorted(spec.special_tokens, key=spec.special_tokens.get), spec.byte_order)
         except (TypeError, ValueError) as exc:    # merges, byte order: the checks of __init__
@@ -153,17 +236,23 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer to `path` atomically (see `bpe.files` for the format)."""
+        if self._hf is not None:
+            raise ValueError(
+                "this tokenizer was read from a Hugging Face tokenizer.json and follows its merges; "
+                "write it with save_hf(path)"
+            )
         files.write(path, files.TokenizerSpec(self._merges, self.pattern, dict(self.special_tokens), self._byte_order))
 
     # ------------------------------------------------------------------ queries
 
     @property
     def vocab_size(self) -> int:
-        return len(self._decoder)
+        """One more than the largest id (special tokens included)."""
+        return max(self._decoder) + 1
 
     @property
     def merges(self) -> list[tuple[int, int]]:
-        """The learned merges in order: merge i joins (left id, right id) into id 256 + i."""
+        """The merges in order, as (left id, right id): for ours, merge i makes id 256 + i."""
         return list(self._merges)
 
     def mergeable_ranks(self) -> dict[bytes, int]:
@@ -199,6 +288,8 @@ class Tokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Token ids for `text`, treating special tokens as plain text."""
+        if self._normalizer is not None:
+            text = unicodedata.normalize(self._normalizer, text)
         chunks = self._cached_chunks(text)
         if chunks is not None:
             return self._encode_mostly_cached(chunks)
