@@ -80,6 +80,9 @@ FAST_BLOCK_CHARS = 1 << 12
 # U+001C-U+001F besides), so each cut it makes is one `regex` would make.
 CUTTABLE_PATTERNS = frozenset(NAMED_PATTERNS.values())
 SAFE_CUTS = re.compile(r"(?<=\S)(?= )")
+# The chunks between those cuts, for findall (faster than splitting at them):
+# one character, then anything but a space that follows a non-space.
+CHUNKS = re.compile(r"[\s\S][^ ]*(?:(?<=\s) [^ ]*)*")
 
 # `regex`'s own idea of whitespace, which may differ from str.isspace().
 _NON_SPACE = regex.compile(r"\S")

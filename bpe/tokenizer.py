@@ -22,7 +22,7 @@ from .hf import HFSpec, is_hf_file, read_hf, write_hf
 from .pretokenize import (
     CUTTABLE_PATTERNS,
     GPT2_PATTERN,
-    SAFE_CUTS,
+    CHUNKS,
     count_pretokens,
     iter_texts,
     pretokenizer,
@@ -39,8 +39,8 @@ Corpus = Union[str, os.PathLike, Iterable[str]]
 CACHE_LIMIT = 1 << 18
 # Chunks and pre-tokens longer than this (in characters) are not cached.
 CACHE_MAX_CHARS = 128
-# How many chunks of a text are looked up to decide how to encode it.
-SAMPLE_CHUNKS = 64
+# The chunks in this many first characters of a text decide how to encode it.
+SAMPLE_CHARS = 1024
 # encode_batch forks workers only when there is at least this much text.
 PARALLEL_MIN_CHARS = 1 << 20
 
@@ -304,16 +304,13 @@ class Tokenizer:
     # Long strings stay out of the cache: one huge word must not fill memory.
 
     def _cached_chunks(self, text: str) -> list[str] | None:
-        """`text` cut into chunks if the pattern allows it and most of the first ones are cached."""
+        """`text` cut into chunks if the pattern allows it and most of its first chunks are cached."""
         if not self._cuttable:
             return None
-        chunks = SAFE_CUTS.split(text, SAMPLE_CHUNKS)
-        if 2 * sum(map(self._cache.__contains__, chunks)) < len(chunks):
+        head = CHUNKS.findall(text, 0, SAMPLE_CHARS)
+        if 2 * sum(map(self._cache.__contains__, head)) < len(head):
             return None
-        if len(chunks) > SAMPLE_CHUNKS:
-            # The last item is the uncut rest, which starts at a cut (before a space).
-            chunks[-1:] = SAFE_CUTS.split(chunks[-1])
-        return chunks
+        return head if len(text) <= SAMPLE_CHARS else CHUNKS.findall(text)
 
     def _encode_mostly_new(self, pieces: list[str]) -> list[int]:
         cache = self._cache

@@ -23,7 +23,7 @@ import bpe.pretokenize
 import bpe.tokenizer
 from bpe import CL100K_PATTERN, GPT2_PATTERN, Tokenizer
 from bpe.encode import PieceEncoder, merge_long_parts, merge_parts
-from bpe.pretokenize import FAST_CHARS, SAFE_CUTS, compile_pattern, pretokenizer
+from bpe.pretokenize import CHUNKS, FAST_CHARS, SAFE_CUTS, compile_pattern, pretokenizer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PATTERNS = [GPT2_PATTERN, CL100K_PATTERN]
@@ -202,7 +202,8 @@ def test_fast_pretokenizer_classifies_every_fast_character_as_regex_does(pattern
 def test_chunks_and_pieces_pretokenize_alone_as_in_context(text, pattern):
     findall = compile_pattern(pattern).findall
     pieces = findall(text)
-    assert [p for chunk in SAFE_CUTS.split(text) for p in findall(chunk)] == pieces
+    assert CHUNKS.findall(text) == [chunk for chunk in SAFE_CUTS.split(text) if chunk]
+    assert [p for chunk in CHUNKS.findall(text) for p in findall(chunk)] == pieces
     assert all(findall(piece) == [piece] for piece in pieces)
 
 
