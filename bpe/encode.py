@@ -71,6 +71,7 @@ class PieceEncoder:
             self.pair_rank = lambda piece, start, mid, end: get(piece[start:end], NOT_A_TOKEN)
 
     def encode(self, piece: bytes) -> list[int]:
+        """The token ids of one pre-token."""
         if self.whole_pieces and (token := self.ids.get(piece)) is not None:
             return [token]
         if self.missing_bytes:
