@@ -116,10 +116,19 @@ def merge_long_parts(piece: bytes, ids: dict[bytes, int], pair_rank: PairRank) -
     merged in bulk while that is exact and pays off (a run of one character
     merges half its pairs in one round), then a heap finishes.
     """
-    bounds = np.arange(len(piece) + 1)  # part i is piece[bounds[i]:bounds[i + 1]]
-    byte_ids = np.array([ids.get(bytes([b]), -1) for b in range(256)], dtype=np.int64)
-    tokens = byte_ids[np.frombuffer(piece, dtype=np.uint8)]  # the id of each part
-    pair_ranks = _ranks_of(piece, tokens[:-1], tokens[1:], bounds[:-2], bounds[1:-1], bounds[2:], pair_rank)
+    # 32-bit offsets and ids where they fit: a long piece needs several arrays of its length.
+    index_type = np.int32 if len(piece) < 2**31 and max(ids.values()) < 2**31 else np.int64
+    bounds = np.arange(len(piece) + 1, dtype=index_type)  # part i is piece[bounds[i]:bounds[i + 1]]
+    byte_ids = np.array([ids.get(bytes([b]), -1) for b in range(256)], dtype=index_type)
+    data = np.frombuffer(piece, dtype=np.uint8)
+    tokens = byte_ids[data]  # the id of each part
+    # The first pairs are pairs of bytes: rank each of the 65536 at most once.
+    byte_pairs = data[:-1].astype(np.int32) * 256 + data[1:]
+    table = np.full(256 * 256, NOT_A_TOKEN, dtype=np.int64)
+    for pair in np.flatnonzero(np.bincount(byte_pairs, minlength=256 * 256)).tolist():
+        table[pair] = pair_rank(bytes(divmod(pair, 256)), 0, 1, 2)
+    pair_ranks = table[byte_pairs]
+    del data, byte_pairs
     bounds, pair_ranks = _merge_in_rounds(piece, ids, bounds, tokens, pair_ranks, pair_rank)
     if pair_ranks.min(initial=NOT_A_TOKEN) == NOT_A_TOKEN:
         return bounds[1:].tolist()
@@ -134,7 +143,7 @@ def _ranks_of(
     A pair's rank depends only on its two tokens, so each distinct pair is
     looked up once (in a run of one character, all of them are the same).
     """
-    keys = left * (int(max(left.max(initial=0), right.max(initial=0))) + 1) + right
+    keys = left.astype(np.int64) * (int(max(left.max(initial=0), right.max(initial=0))) + 1) + right
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     ranks = list(map(pair_rank, repeat(piece), starts[first].tolist(), mids[first].tolist(), ends[first].tolist()))
     return np.array(ranks, dtype=np.int64)[inverse.reshape(-1)]
