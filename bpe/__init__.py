@@ -8,6 +8,6 @@
 
 from .files import TokenizerFileError
 from .pretokenize import CL100K_PATTERN, GPT2_PATTERN
-from .tokenizer import Tokenizer
+from .tokenizer import SpecialTokenError, Tokenizer
 
-__all__ = ["CL100K_PATTERN", "GPT2_PATTERN", "Tokenizer", "TokenizerFileError"]
+__all__ = ["CL100K_PATTERN", "GPT2_PATTERN", "SpecialTokenError", "Tokenizer", "TokenizerFileError"]

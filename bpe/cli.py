@@ -2,7 +2,7 @@
 
     python -m bpe train --input corpus.txt --vocab-size 4096 --out tok.bpe
     echo "hello world" | python -m bpe encode --tokenizer tok.bpe
-    echo "31373 995"   | python -m bpe decode --tokenizer tok.bpe
+    echo "hello world" | python -m bpe encode --tokenizer tok.bpe | python -m bpe decode --tokenizer tok.bpe
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .tokenizer import Tokenizer
+from .tokenizer import SpecialTokenError, Tokenizer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,7 +61,13 @@ def _train(args: argparse.Namespace) -> None:
 def _encode(args: argparse.Namespace) -> None:
     tok = Tokenizer.load(args.tokenizer)
     text = sys.stdin.buffer.read().decode("utf-8")
-    ids = tok.encode(text, allowed_special="all" if args.allow_special else "none_raise")
+    try:
+        ids = tok.encode(text, allowed_special="all" if args.allow_special else "none_raise")
+    except SpecialTokenError as exc:
+        raise ValueError(
+            f"the input contains the special token {exc.token!r} at character {exc.index}; "
+            f"pass --allow-special to encode special tokens as their ids"
+        ) from None
     sys.stdout.write(" ".join(map(str, ids)) + "\n")
 
 

@@ -45,7 +45,7 @@ def _merge_lines(merges: list[Pair]) -> bytes:
 
 
 def write(path: str | os.PathLike, spec: TokenizerSpec) -> None:
-    """Write atomically: a reader sees the old file or the new one, never half."""
+    """Write a tokenizer file atomically."""
     body = _merge_lines(spec.merges)
     header = {
         "format": FORMAT,
@@ -56,13 +56,17 @@ def write(path: str | os.PathLike, spec: TokenizerSpec) -> None:
         "merges": len(spec.merges),
         "sha256": hashlib.sha256(body).hexdigest(),
     }
+    write_atomically(path, json.dumps(header, ensure_ascii=True).encode("ascii") + b"\n" + body)
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write through a temporary file and a rename: a reader sees the old file or the new one, never half."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would make the file private
-            f.write(json.dumps(header, ensure_ascii=True).encode("ascii") + b"\n")
-            f.write(body)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

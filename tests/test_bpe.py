@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 import bpe.pretokenize
 import bpe.tokenizer
 from bpe import CL100K_PATTERN, GPT2_PATTERN, Tokenizer, TokenizerFileError
+from bpe.naive import train_naive
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -75,50 +77,6 @@ def tiktoken_oracle(tok: Tokenizer):
     )
 
 
-# ---------------------------------------------------------------- reference trainer
-
-
-def naive_train(text: str, n_merges: int, pattern: str = GPT2_PATTERN) -> list[tuple[int, int]]:
-    """BPE the slow, obvious way: recount every pair of every word after every merge.
-
-    Same rules as the real trainer: highest count, ties to the smallest
-    (left id, right id); words merge left to right; a pair whose bytes are
-    already a token merges into that token without a new id.
-    """
-    vocab = [bytes([i]) for i in range(256)]
-    words = Counter(tuple(w.encode("utf-8")) for w in regex.findall(pattern, text))
-    merges: list[tuple[int, int]] = []
-    while len(merges) < n_merges:
-        counts: Counter[tuple[int, int]] = Counter()
-        for word, freq in words.items():
-            for pair in zip(word, word[1:]):
-                counts[pair] += freq
-        if not counts:
-            break
-        best = min(counts, key=lambda p: (-counts[p], p))
-        merged = vocab[best[0]] + vocab[best[1]]
-        if merged in vocab:
-            new_id = vocab.index(merged)
-        else:
-            new_id = len(vocab)
-            vocab.append(merged)
-            merges.append(best)
-        words = Counter({_merge_word(word, best, new_id): freq for word, freq in words.items()})
-    return merges
-
-
-def _merge_word(word: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tuple[int, ...]:
-    out, i = [], 0
-    while i < len(word):
-        if word[i : i + 2] == pair:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return tuple(out)
-
-
 # ---------------------------------------------------------------- training
 
 
@@ -131,12 +89,15 @@ def test_fast_trainer_matches_naive_reference(text, n_merges, pattern):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small corpora run out of merges; that is fine here
         tok = Tokenizer.train(text, 256 + n_merges, pattern=pattern, progress=False)
-    assert tok.merges == naive_train(text, n_merges, bpe.pretokenize.NAMED_PATTERNS[pattern])
+    naive = train_naive(text, n_merges, bpe.pretokenize.NAMED_PATTERNS[pattern])
+    assert tok.merges == naive
+    assert tok.encode(text) == Tokenizer(naive, pattern).encode(text)
 
 
 def test_fast_trainer_matches_naive_reference_on_real_text():
     text = _random_corpus(1, 600)
-    assert Tokenizer.train(text, 256 + 120, progress=False).merges == naive_train(text, 120)
+    assert Tokenizer.train(text, 256 + 120, progress=False).merges == train_naive(text, 120)
+
 
 
 def test_training_invariants(trained):
@@ -380,3 +341,33 @@ def test_cli_round_trip(tmp_path):
         [sys.executable, "-m", "bpe", "decode", "--tokenizer", str(out)], input=b"99999", capture_output=True, cwd=REPO
     )
     assert failed.returncode == 1 and b"out of range" in failed.stderr
+
+
+def test_cli_special_token_error_names_the_cli_flag(tmp_path):
+    out = tmp_path / "tok.bpe"
+    Tokenizer(special_tokens=["<|endoftext|>"]).save(out)
+    failed = subprocess.run(
+        [sys.executable, "-m", "bpe", "encode", "--tokenizer", str(out)],
+        input=b"a <|endoftext|> b", capture_output=True, cwd=REPO,
+    )
+    assert failed.returncode == 1
+    assert b"--allow-special" in failed.stderr and b"allowed_special" not in failed.stderr
+
+
+def test_readme_tokenizer_commands_work_as_written(tmp_path):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## bpe") :]
+    block = section[section.index("```bash\n") + len("```bash\n") : section.index("```", section.index("```bash\n") + 7)]
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert commands and all("python -m bpe" in line for line in commands)
+    (tmp_path / "corpus.txt").write_text(_random_corpus(6, 3000) + "Hello world\n", encoding="utf-8")
+    # `python` in the commands is this interpreter, importing this checkout
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    outputs = []
+    for command in commands:
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, timeout=120)
+        assert done.returncode == 0, (command, done.stderr.decode())
+        outputs.append(done.stdout)
+    assert outputs[-1] == b"Hello world\n"  # encode | decode gives the text back
+    ids = [int(i) for i in outputs[-2].split()]
+    assert Tokenizer.load(tmp_path / "tok.bpe").decode(ids) == "Hello world\n"
