@@ -8,7 +8,8 @@
 from . import functional, nn, optim
 from .backend import cuda_is_available, get_array_module, tune_allocator
 from .gradcheck import GradcheckError, gradcheck
-from .ops import concatenate, split, stack, sum_to_shape, where
+from .ops import concatenate, split, stack, sum_to_shape, unbind, where
+from .profiler import profile, profile_steps
 from .serialize import load, save
 from .random import get_rng_state, manual_seed, rand, randn, set_rng_state
 from .tensor import Function, Tensor, arange, is_grad_enabled, no_grad, ones, tensor, zeros
@@ -18,6 +19,6 @@ tune_allocator()
 __all__ = [
     "Function", "GradcheckError", "Tensor", "arange", "concatenate", "cuda_is_available",
     "functional", "get_array_module", "get_rng_state", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn",
-    "no_grad", "optim",
-    "ones", "rand", "randn", "save", "set_rng_state", "split", "stack", "sum_to_shape", "tensor", "where", "zeros",
+    "no_grad", "optim", "profile", "profile_steps",
+    "ones", "rand", "randn", "save", "set_rng_state", "split", "stack", "sum_to_shape", "tensor", "unbind", "where", "zeros",
 ]

@@ -30,6 +30,7 @@ import math
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .backend import get_array_module, to_device
+from .profiler import region
 from .tensor import Tensor, _data
 
 if TYPE_CHECKING:
@@ -98,6 +99,10 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter that has a gradient; those whose grad is None
         (unused by this loss) are left alone, state included."""
+        with region(f"{type(self).__name__}.step"):
+            self._step()
+
+    def _step(self) -> None:
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
