@@ -407,6 +407,19 @@ def test_a_gradient_handed_to_a_leaf_and_a_node_is_not_shared():
     np.testing.assert_array_equal(y.grad, [3.0, 3.0])
 
 
+def test_gradients_from_many_consumers_add_up_and_leave_their_sources_alone():
+    x = tt.tensor([0.5, -1.0], requires_grad=True, dtype=np.float64)
+    y = x.exp()
+    z = y * 2.0 + y * 3.0 + y.tanh() + y      # four contributions to dL/dy, some added in place
+    z.backward(np.ones(2), retain_graph=True)
+    e = np.exp(x.data)
+    expected = (5.0 + (1 - np.tanh(e) ** 2) + 1.0) * e
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-15)
+    x.grad = None
+    z.backward(np.ones(2))                    # the retained graph gives the same again
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-15)
+
+
 def test_split_sections_must_cover_the_axis():
     with pytest.raises(ValueError, match="add up to 5"):
         tt.ones(6).split([2, 3])

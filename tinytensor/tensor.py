@@ -40,7 +40,9 @@ class no_grad(contextlib.ContextDecorator):
 class Function:
     """One node of the graph. Subclasses define `forward(*arrays, **options)`
     and `backward(grad)`; the attributes a forward sets on `self` are its saved
-    buffers, dropped once the node's backward has run.
+    buffers, dropped once the node's backward has run. A backward returns new
+    arrays or views, never one of its saved buffers: the engine adds other
+    gradients into a new array in place.
 
     A node with several outputs (`multi_output = True`, such as `split`)
     returns a tuple of arrays from forward and gets a list of gradients in
@@ -404,7 +406,7 @@ def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any) -
     # dL/d(output) waiting at each node not yet run: an array, or a list for a multi-output node
     pending: dict[Function, Any] = {root: [grad if i == root_tensor._index else None for i in range(root.n_outputs)]
                                     if root.multi_output else grad}
-    # ids of the sums in `pending` that this walk made itself: the only arrays it adds into in place
+    # ids of the arrays in `pending` that this walk may add into in place (see _add)
     owned: set[int] = set()
     # ids of the gradients handed on so far (see _held_by_one)
     handed: set[int] = set()
@@ -424,15 +426,16 @@ def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any) -
             if ig is None or not inp.requires_grad:
                 continue
             node = inp._ctx
+            alone = _held_by_one(ig, in_grads, upstream, handed)
             if node is None:
-                _accumulate_leaf(inp, ig, fresh=_held_by_one(ig, in_grads, upstream, handed))
+                _accumulate_leaf(inp, ig, fresh=alone)
             elif node.multi_output:
                 slots = pending.get(node)
                 if slots is None:
                     slots = pending[node] = [None] * node.n_outputs
-                slots[inp._index] = _add(slots[inp._index], ig, owned)
+                slots[inp._index] = _add(slots[inp._index], ig, alone, owned)
             else:
-                pending[node] = _add(pending.get(node), ig, owned)
+                pending[node] = _add(pending.get(node), ig, alone, owned)
             handed.add(id(ig))
         if not retain_graph:
             vars(fn).clear()
@@ -471,13 +474,26 @@ def _freed_graph() -> RuntimeError:
     )
 
 
-def _add(prev: Any, g: Any, owned: set[int]) -> Any:
-    """prev + g, into prev itself when it is a sum this walk made (`owned`)."""
+def _add(prev: Any, g: Any, g_alone: bool, owned: set[int]) -> Any:
+    """The running gradient sum prev + g (g alone when prev is None).
+
+    The sum is made in place whenever one side is an array this walk may write:
+    one it owns already (`owned`: made or taken over by this walk), or g when
+    nothing else holds it (`g_alone`); that array is owned from then on. x + y
+    and y + x are the same floats, so the result does not depend on which side.
+    """
     if prev is None:
+        if g_alone:
+            owned.add(id(g))
         return g
-    if id(prev) in owned:
+    same = prev.shape == g.shape and prev.dtype == g.dtype
+    if same and id(prev) in owned:
         prev += g
         return prev
+    if same and g_alone:
+        g += prev
+        owned.add(id(g))
+        return g
     total = prev + g
     owned.add(id(total))
     return total
