@@ -374,7 +374,8 @@ def _empty_in_layout(xp: Any, shape: tuple[int, ...], strides: tuple[int, ...], 
     perm = sorted(range(len(shape)), key=lambda i: -abs(strides[i]))
     if perm == sorted(perm):
         return xp.empty(shape, dtype=dtype)
-    return xp.empty([shape[i] for i in perm], dtype=dtype).transpose(np.argsort(perm))
+    inverse = tuple(int(i) for i in np.argsort(perm))
+    return xp.empty(tuple(shape[i] for i in perm), dtype=dtype).transpose(inverse)
 
 
 class Split(Function):
