@@ -17,6 +17,7 @@ installed, Hugging Face's GPT2LMHeadModel with the same shape.
 
     python bench/gpt.py                 # nano and mini, then generation
     python bench/gpt.py --configs nano --steps 20 --no-generation
+    python bench/gpt.py --configs nano --profile 10 --no-generation   # + tt.profile's table of our step
 """
 from __future__ import annotations
 
@@ -135,10 +136,12 @@ def train_steps(cfg: GPTConfig, B: int, with_torch: bool) -> list[Callable[[], f
 
 
 def read_bandwidth() -> float:
-    """Bytes per second that summing a 256 MiB array reads."""
-    a = np.ones(64 << 20, dtype=np.float32)
-    t = interleaved_medians([lambda: a.sum()], 5)[0]
-    return a.nbytes / t
+    """Bytes per second that a matrix-vector product with a 256 MiB float32 matrix
+    reads: the access pattern of decoding one token (every weight read once)."""
+    m = np.ones((8192, 8192), dtype=np.float32)
+    v = np.ones(8192, dtype=np.float32)
+    t = interleaved_medians([lambda: m @ v], 5)[0]
+    return m.nbytes / t
 
 
 def generation_rates(cfg: GPTConfig, new_tokens: int) -> tuple[float, float]:
@@ -194,6 +197,8 @@ def main() -> None:
     ap.add_argument("--gen-tokens", type=int, default=200)
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
     ap.add_argument("--no-generation", action="store_true")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after timing, profile N of our steps per config and print the table")
     args = ap.parse_args()
     with_torch = has("torch") and not args.no_torch
     if with_torch:
@@ -216,6 +221,8 @@ def main() -> None:
         line = (f"{name:8} {B:5d} {cfg.vocab_size:6d} {step * 1e3:9.1f} {B * T / step:9.0f} "
                 f"{flops / step / peak:6.1%} {floor * 1e3:9.1f} {step / floor:9.2f}x")
         print(line + (f" {ref[0] * 1e3:9.1f} {step / ref[0]:9.2f}x" if ref else ""))
+        if args.profile:
+            tt.profile_steps(fns[0], args.profile)
     print("targets: step/floor <= " + ", ".join(f"{r}x ({n})" for n, r in TARGETS.items())
           + (f"; step/torch <= {TORCH_TARGET}x (nano)" if with_torch else ""))
     if args.no_generation:
