@@ -394,6 +394,9 @@ class Split(Function):
     def backward(self, grads):
         # y_i = x[place_i]: each piece of dx is its output's gradient, or 0 for an output that got none.
         # All are written into one buffer, so no full-size zero-filled gradient per piece
+        if not isinstance(grads, list) or len(grads) != len(self.places):
+            raise TypeError(f"Split.backward takes a list of {len(self.places)} gradients, one per output "
+                            "(None for an output that got none), as Tensor.backward passes them")
         first = next(g for g in grads if g is not None)
         dx = _empty_in_layout(get_array_module(first), self.in_shape, self.in_strides, first.dtype)
         for place, g in zip(self.places, grads):
