@@ -59,7 +59,7 @@ class Profile:
         self.steps = 1
         self._previous: Any = None
         self._started = 0.0
-        self._node_backward_s = 0.0  # all nodes' backward time so far, to take out of the engine's
+        self._inside_nodes_s = 0.0  # time spent in nodes' backward (and in timing them), to take out of the engine's
 
     def __enter__(self) -> "Profile":
         self._previous = _tensor._swap_profiler(self)
@@ -93,11 +93,11 @@ class Profile:
         grads = fn.backward(grad)
         outs = grads if type(grads) is tuple else (grads,)
         _synchronize(outs)
-        elapsed = time.perf_counter() - t0
-        self._node_backward_s += elapsed
         row = self._row(type(fn).__name__)
-        row.backward_s += elapsed
+        row.backward_s += time.perf_counter() - t0
         row.backward_bytes += _new_bytes(outs, grad if type(grad) is list else [grad])
+        # the engine's row is the walk's time less this, bookkeeping included: it shows the engine's own work
+        self._inside_nodes_s += time.perf_counter() - t0
         return grads
 
     @contextlib.contextmanager
@@ -112,11 +112,11 @@ class Profile:
     @contextlib.contextmanager
     def backward_pass(self) -> Iterator[None]:
         """Time one backward() walk; the engine's row gets the part not spent in the nodes' backward."""
-        t0, nodes_before = time.perf_counter(), self._node_backward_s
+        t0, nodes_before = time.perf_counter(), self._inside_nodes_s
         yield
         row = self._row(ENGINE)
         row.calls += 1
-        row.backward_s += time.perf_counter() - t0 - (self._node_backward_s - nodes_before)
+        row.backward_s += time.perf_counter() - t0 - (self._inside_nodes_s - nodes_before)
 
     # ---- reading it --------------------------------------------------------
     def rows(self) -> list[OpStats]:
