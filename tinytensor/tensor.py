@@ -89,7 +89,7 @@ class Function:
         return out
 
 
-# the active tinytensor.profile.Profile, or None; apply and backward run each
+# the active tinytensor.profiler.Profile, or None; apply and backward run each
 # node through it when it is set (one test of a module global per node when not)
 _profiler: Any = None
 
