@@ -172,7 +172,7 @@ class Optimizer:
         flat = self._flat
         for p in run:
             if p.grad is not p._grad_buffer:  # a gradient set by hand, not written by backward
-                p._grad_buffer[...] = p.grad
+                p._grad_buffer[...] = to_device(p.grad, flat.device)
         start, end = flat.span(run[0])[0], flat.span(run[-1])[1]
         names = [name for name in self.array_state if name in self.state[id(run[0])]]
         scratch = self._scratch(flat.data, min(_CHUNK, end - start))
