@@ -39,6 +39,7 @@ if _ranks_here > 1 and not {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_
         os.environ[_name] = str(max(1, (os.cpu_count() or 1) // _ranks_here))
 
 import argparse  # noqa: E402  (the imports that load NumPy come after the lines above)
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -112,6 +113,10 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
         f"{cfg.batch_size * cfg.grad_accum * mcfg.block_size:,} tokens per step")
     say(unigram_note(task, mcfg.vocab_size))
     say(f"MFU is measured against {peak / 1e9:.1f} GFLOP/s ({'given' if cfg.peak_flops else 'matmuls on this device'})")
+
+    if cfg.profile:                    # where a step's time goes, op by op (tinytensor/profiler.py)
+        tt.profile_steps(trainer.train_step, cfg.profile, file=sys.stdout if main else open(os.devnull, "w"))
+        return
 
     # 4. train; checkpoints are saved along the way, at the end and on Ctrl-C
     trainer.run()

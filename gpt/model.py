@@ -47,7 +47,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         H, D = self.config.n_head, self.config.head_dim
         qkv = self.c_attn(x).reshape(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
-        q, k, v = qkv[0], qkv[1], qkv[2]                         # (B, H, T, D) each
+        q, k, v = qkv.unbind(0)                                  # (B, H, T, D) each, one node
         if rope is not None:                                     # the tables' rows for these T positions
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:

@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import regex
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -141,3 +141,18 @@ def test_fine_tuning_runs_on_two_ranks(tmp_path):
     assert two.stdout.count("test accuracy") == 1
     final = [json.loads((tmp_path / o / "metrics.json").read_text())["final"] for o in ("one", "two")]
     assert final[1]["train_loss"] == pytest.approx(final[0]["train_loss"], rel=1e-4)
+
+
+def test_the_gradients_are_summed_in_the_optimizers_flat_buffer_without_a_copy():
+    import tinytensor as tt
+    from gpt import GPT, GPTConfig
+    from gpt.train.distributed import _shared_flat_buffer
+    from tinytensor import optim
+
+    tt.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    opt = optim.AdamW(optim.param_groups_for_weight_decay(model, 0.1), lr=1e-3)
+    ids = np.arange(16).reshape(2, 8) % 11
+    model(ids, targets=ids)[1].backward()
+    params = [p for group in opt.param_groups for p in group["params"]]
+    assert _shared_flat_buffer([p.grad for p in params]) is opt.flat_grad

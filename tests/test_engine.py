@@ -339,6 +339,82 @@ def test_split_gradcheck(shape, data, seed):
     assert tt.gradcheck(lambda x: tt.concatenate([p * w for p, w in zip(x.split(size, axis), weights)], axis), [x])
 
 
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4), data=st.data(), seed=seeds)
+def test_unbind_gradcheck(shape, data, seed):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    x = rand(shape, seed)
+    pieces = x.unbind(axis)
+    assert len(pieces) == shape[axis]
+    for i, p in enumerate(pieces):
+        np.testing.assert_array_equal(p.data, np.take(x.data, i, axis=axis))
+    used = data.draw(st.lists(st.booleans(), min_size=len(pieces), max_size=len(pieces)))
+    assume(any(used))
+
+    def f(x):  # pieces left unused get a zero gradient
+        return tt.stack([p * (i + 1.0) for i, (p, u) in enumerate(zip(x.unbind(axis), used)) if u])
+
+    assert tt.gradcheck(f, [x])
+
+
+def test_split_pieces_are_outputs_of_one_node():
+    x = tt.tensor(np.arange(12.0).reshape(3, 4), requires_grad=True)
+    a, b = x.split([1, 3], axis=1)
+    assert a._ctx is b._ctx and (a._index, b._index) == (0, 1)
+    (a.sum() * 2 + (b * b).sum()).backward()
+    np.testing.assert_array_equal(x.grad, np.where(np.arange(4) == 0, 2.0, 2 * x.data))
+    q, k, v = tt.tensor(np.ones((3, 2)), requires_grad=True).unbind(0)
+    assert q.shape == (2,) and q._ctx is v._ctx
+
+
+def test_backward_from_one_piece_of_a_split():
+    x = tt.tensor(np.arange(6.0), requires_grad=True)
+    a, b = x.split(3)
+    b.backward(np.full(3, 5.0))
+    np.testing.assert_array_equal(x.grad, [0, 0, 0, 5, 5, 5])
+
+
+def test_unbind_of_a_transposed_view_gives_a_contiguous_gradient_back():
+    # qkv as the attention layer makes it: (B, T, 3C) -> (3, B, H, T, D); the gradient of the unbound
+    # pieces must land in (B, T, 3C) order, so the reshape back is a view and not a copy
+    y = tt.tensor(np.random.default_rng(0).standard_normal((2, 5, 12)), requires_grad=True)
+    q, k, v = y.reshape(2, 5, 3, 2, 2).permute(2, 0, 3, 1, 4).unbind(0)
+    (q * 1.0 + k * 2.0 + v * 3.0).sum().backward()
+    expected = np.broadcast_to(np.repeat([1.0, 2.0, 3.0], 4), (2, 5, 12))
+    np.testing.assert_array_equal(y.grad, expected)
+    assert y.grad.flags.c_contiguous
+
+
+def test_unbind_axis_out_of_range_is_a_clear_error():
+    with pytest.raises(ValueError, match="axis 2 is out of range for a tensor of shape"):
+        tt.ones(2, 3).unbind(2)
+
+
+def test_a_gradient_handed_to_a_leaf_and_a_node_is_not_shared():
+    # x + c hands one array to the leaf x and to c's node: x's later gradients must
+    # not be added into the array that c's node still reads
+    x = tt.tensor([1.0, 2.0], requires_grad=True)
+    c = x * 3.0
+    d = x * 5.0
+    ((x + c) * 1.0 + d).sum().backward()
+    np.testing.assert_array_equal(x.grad, [9.0, 9.0])
+    y = tt.tensor([1.0, 2.0], requires_grad=True)
+    (y + y * 2.0 + y.exp() * 0.0).backward(np.ones(2))
+    np.testing.assert_array_equal(y.grad, [3.0, 3.0])
+
+
+def test_gradients_from_many_consumers_add_up_and_leave_their_sources_alone():
+    x = tt.tensor([0.5, -1.0], requires_grad=True, dtype=np.float64)
+    y = x.exp()
+    z = y * 2.0 + y * 3.0 + y.tanh() + y      # four contributions to dL/dy, some added in place
+    z.backward(np.ones(2), retain_graph=True)
+    e = np.exp(x.data)
+    expected = (5.0 + (1 - np.tanh(e) ** 2) + 1.0) * e
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-15)
+    x.grad = None
+    z.backward(np.ones(2))                    # the retained graph gives the same again
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-15)
+
+
 def test_split_sections_must_cover_the_axis():
     with pytest.raises(ValueError, match="add up to 5"):
         tt.ones(6).split([2, 3])

@@ -271,3 +271,141 @@ def test_optimizer_state_follows_parameter_device(device):
     opt2.step()
     np.testing.assert_allclose(w2.numpy(), w.numpy(), rtol=1e-12)
     np.testing.assert_allclose(b2.numpy(), b.numpy(), rtol=1e-12)
+
+
+# ---- flat storage -----------------------------------------------------------------------
+def _toy_model(dtype):
+    tt.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 7), nn.LayerNorm(7), nn.Linear(7, 3), nn.Linear(3, 2))
+    model.to(dtype=dtype)
+    model[3].weight.requires_grad_(False)        # frozen, as LoRA leaves the base weights
+    return model
+
+
+def _loss(model, rng, dtype):
+    x = tt.tensor(rng.standard_normal((4, 5)), dtype=dtype)
+    return (model(x) ** 2).mean()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["adamw", "sgd"])
+def test_flat_step_is_bit_identical_to_one_parameter_at_a_time(dtype, kind):
+    def make(params_groups):
+        if kind == "adamw":
+            return optim.AdamW(params_groups, lr=0.05, betas=(0.8, 0.95), weight_decay=0.3)
+        return optim.SGD(params_groups, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)
+
+    flat_model, ref_model = _toy_model(dtype), _toy_model(dtype)
+    flat = make(optim.param_groups_for_weight_decay(flat_model, 0.3))
+    # the reference: one optimizer per parameter, so every update touches one parameter alone
+    refs = [make([{**group, "params": [p]}]) for group in optim.param_groups_for_weight_decay(ref_model, 0.3)
+            for p in group["params"]]
+    assert flat.flat_grad is not None and all(r.flat_grad.size == r.param_groups[0]["params"][0].size for r in refs)
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    for step in range(4):
+        for model, rng, opts in ((flat_model, rng_a, [flat]), (ref_model, rng_b, refs)):
+            for opt in opts:
+                opt.zero_grad()
+            _loss(model, rng, dtype).backward()
+            if step == 2:  # a parameter without a gradient this step: skipped, and its step count falls behind
+                model[0].bias.grad = None
+            optim.clip_grad_norm_(model.parameters(), 0.5)
+            for opt in opts:
+                opt.step()
+        for (name, p), q in zip(flat_model.named_parameters(), ref_model.parameters()):
+            np.testing.assert_array_equal(p.data, q.data, err_msg=f"{name} after step {step}")
+    assert flat_model[3].weight._grad_buffer is None and flat_model[3].weight.grad is None
+    state, ref_state = flat.state_dict(), [r.state_dict() for r in refs]
+    for i, r in enumerate(ref_state):
+        for name, value in r["arrays"].items():
+            np.testing.assert_array_equal(state["arrays"][f"{i}.{name.split('.')[1]}"], value)
+
+
+def test_parameters_grads_and_state_are_views_of_flat_buffers():
+    model = _toy_model(np.float32)
+    opt = optim.AdamW(optim.param_groups_for_weight_decay(model, 0.1), lr=0.1)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    _loss(model, np.random.default_rng(0), np.float32).backward()
+    flat = opt.flat_grad
+    assert flat.ndim == 1 and flat.size == sum(p.size for p in params)
+    offset = 0
+    for p in params:
+        np.testing.assert_array_equal(flat[offset:offset + p.size], p.grad.reshape(-1))
+        assert np.shares_memory(p.grad, flat)
+        offset += p.size
+    opt.step()
+    m = opt.state[id(params[0])]["exp_avg"]
+    assert all(np.shares_memory(opt.state[id(p)]["exp_avg"], m.base) for p in params)
+    assert all(np.shares_memory(p.data, params[0].data.base) for p in params)
+
+
+def test_flat_grad_can_be_reduced_in_place_before_the_step():
+    # what data-parallel training does: sum every rank's flat_grad in place, then step
+    a, b = _toy_model(np.float64), _toy_model(np.float64)
+    opt_a = optim.AdamW(optim.param_groups_for_weight_decay(a, 0.1), lr=0.1)
+    opt_b = optim.AdamW(optim.param_groups_for_weight_decay(b, 0.1), lr=0.1)
+    _loss(a, np.random.default_rng(0), np.float64).backward()
+    _loss(b, np.random.default_rng(0), np.float64).backward()
+    flat = opt_a.flat_grad
+    flat *= 2.0                                  # as an Allreduce over two identical ranks
+    for p in b.parameters():
+        if p.grad is not None:
+            p.grad = p.grad * 2.0                # the same, by hand, one parameter at a time
+    opt_a.step()
+    opt_b.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_zero_grad_to_zeros_keeps_every_slot_defined():
+    model = _toy_model(np.float32)
+    opt = optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    _loss(model, np.random.default_rng(0), np.float32).backward()
+    opt.zero_grad(set_to_none=False)
+    assert not opt.flat_grad.any()
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters() if p.requires_grad)
+    _loss(model, np.random.default_rng(1), np.float32).backward()  # accumulates into the zeros
+    fresh = _toy_model(np.float32)
+    _loss(fresh, np.random.default_rng(1), np.float32).backward()
+    for p, q in zip(model.parameters(), fresh.parameters()):
+        if p.requires_grad:
+            np.testing.assert_array_equal(p.grad, q.grad)
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_parameter_whose_array_was_replaced_is_moved_back_in():
+    model = _toy_model(np.float32)
+    opt = optim.AdamW(optim.param_groups_for_weight_decay(model, 0.1), lr=0.1)
+    ref = _toy_model(np.float64)
+    ref_opt = optim.AdamW(optim.param_groups_for_weight_decay(ref, 0.1), lr=0.1)
+    model.to(dtype=np.float64)                   # after the optimizer was made: new arrays
+    assert model[0].weight._grad_buffer is None
+    for m, o in ((model, opt), (ref, ref_opt)):
+        _loss(m, np.random.default_rng(0), np.float64).backward()
+        o.step()
+    for p, q in zip(model.parameters(), ref.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+    assert model[0].weight.dtype == np.float64 and opt.flat_grad.dtype == np.float64
+
+
+def test_mixed_dtypes_fall_back_to_one_parameter_at_a_time():
+    w = nn.Parameter(np.ones(3), dtype=np.float32)
+    v = nn.Parameter(np.ones(2), dtype=np.float64)
+    opt = optim.AdamW([w, v], lr=0.1)
+    assert opt.flat_grad is None
+    w.grad, v.grad = np.ones(3, np.float32), np.ones(2)
+    opt.step()
+    assert w.data[0] < 1 and v.data[0] < 1 and w.dtype == np.float32
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: optim.AdamW([p], lr=float("nan")), r"AdamW: lr must be a finite number >= 0, got nan"),
+    (lambda p: optim.AdamW([p], lr=-1.0), r"AdamW: lr must be a finite number >= 0, got -1\.0"),
+    (lambda p: optim.AdamW([{"params": [p], "weight_decay": float("inf")}], lr=1e-3),
+     r"AdamW: weight_decay must be a finite number >= 0, got inf"),
+    (lambda p: optim.SGD([p], lr=0.1, momentum=-0.5), r"SGD: momentum must be a finite number >= 0, got -0\.5"),
+])
+def test_bad_optimizer_settings_name_the_option_and_value(make, match):
+    with pytest.raises(ValueError, match=match):
+        make(tt.tensor([1.0], requires_grad=True))

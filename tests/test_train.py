@@ -191,3 +191,10 @@ def test_end_to_end_train_then_sample(corpus, tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("the cat") and len(sample.stdout) > len("the cat")
+
+
+def test_profile_prints_the_table_and_trains_nothing(corpus, tmp_path, capsys):
+    train_run(corpus, tmp_path / "out", "--profile", "2")
+    said = capsys.readouterr().out
+    assert "profile of 2 steps" in said and "Linear" in said and "AdamW.step" in said
+    assert latest_checkpoint(tmp_path / "out") is None

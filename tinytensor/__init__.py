@@ -9,7 +9,8 @@ from . import functional, nn, optim
 from .backend import cuda_is_available, get_array_module, tune_allocator
 from .gradcheck import GradcheckError, gradcheck
 from .graph import draw_graph
-from .ops import concatenate, split, stack, sum_to_shape, where
+from .ops import concatenate, split, stack, sum_to_shape, unbind, where
+from .profiler import profile, profile_steps
 from .serialize import load, save
 from .random import get_rng_state, manual_seed, rand, randn, set_rng_state
 from .tensor import Function, Tensor, arange, is_grad_enabled, no_grad, ones, tensor, zeros
@@ -17,6 +18,6 @@ from .tensor import Function, Tensor, arange, is_grad_enabled, no_grad, ones, te
 __all__ = [
     "Function", "GradcheckError", "Tensor", "arange", "concatenate", "cuda_is_available", "draw_graph",
     "functional", "get_array_module", "get_rng_state", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn",
-    "no_grad", "optim", "ones", "rand", "randn", "save", "set_rng_state", "split", "stack", "sum_to_shape", "tensor",
-    "tune_allocator", "where", "zeros",
+    "no_grad", "optim", "ones", "profile", "profile_steps", "rand", "randn", "save", "set_rng_state", "split", "stack",
+    "sum_to_shape", "tensor", "tune_allocator", "unbind", "where", "zeros",
 ]

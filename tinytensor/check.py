@@ -114,6 +114,8 @@ PRIMITIVES = [
             [[(3, 4)], [(4, 1)]]),
     OpCheck("Concatenate", lambda a, b: ops.concatenate([a, b, a], axis=1), [[(2, 3), (2, 1)], [(1, 2), (1, 4)]]),
     OpCheck("Stack", lambda a, b: ops.stack([a, b], axis=-1), [[(2, 3), (2, 3)], [(1,), (1,)]]),
+    OpCheck("Split", lambda x: sum((p * (i + 1.0)).sum() ** 2 for i, p in enumerate(x.split([1, 2], axis=-1)))
+            + (x.unbind(0)[-1] ** 2).sum(), [[(3, 3)], [(1, 3)]]),
     OpCheck("ToDevice", lambda x: ops.ToDevice.apply(x, device="cpu"), [[(3, 4)]]),
     # a float32 round trip: exact for a linear map with a large step, rounding noise 1e-7 / 0.1
     OpCheck("Cast", lambda x: ops.Cast.apply(ops.Cast.apply(x, dtype=np.float32), dtype=np.float64),

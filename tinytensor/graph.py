@@ -86,15 +86,30 @@ def _gradient_norms(y: Tensor, order: list[Tensor], grad: Any) -> dict[int, floa
     seed = xp.ones_like(y.data) if grad is None else xp.asarray(_data(grad), dtype=y.dtype).reshape(y.shape)
     arriving = {id(y): seed}
     norms = {}
+    # a multi-output node (split, unbind) runs its backward once, with every output's gradient
+    waiting: dict[Any, int] = {}
+    for t in order:
+        if t._ctx is not None and t._ctx.multi_output:
+            waiting[t._ctx] = waiting.get(t._ctx, 0) + 1
+    collected: dict[Any, list] = {}
     for t in reversed(order):
         g = arriving.pop(id(t), None)
-        if g is None:
+        if g is not None:
+            norms[id(t)] = float(xp.linalg.norm(g.ravel()))
+        fn = t._ctx
+        if fn is None:
             continue
-        norms[id(t)] = float(xp.linalg.norm(g.ravel()))
-        if t._ctx is None:
+        if fn.multi_output:
+            grads = collected.setdefault(fn, [None] * fn.n_outputs)
+            grads[t._index] = g
+            waiting[fn] -= 1
+            if waiting[fn] or all(x is None for x in grads):
+                continue
+            g = collected.pop(fn)
+        elif g is None:
             continue
-        sent = t._ctx.backward(g)
-        for inp, g_inp in zip(t._ctx.inputs, sent if type(sent) is tuple else (sent,)):
+        sent = fn.backward(g)
+        for inp, g_inp in zip(fn.inputs, sent if type(sent) is tuple else (sent,)):
             if g_inp is not None and inp.requires_grad:
                 arriving[id(inp)] = g_inp if id(inp) not in arriving else arriving[id(inp)] + g_inp
     return norms

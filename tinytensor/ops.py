@@ -366,6 +366,44 @@ class GetItem(Function):
         return dx
 
 
+def _empty_in_layout(xp: Any, shape: tuple[int, ...], strides: tuple[int, ...], dtype: Any) -> Any:
+    """An uninitialised array of `shape` whose axes lie in memory in the order
+    `strides` gives (largest first): the gradient of a transposed view, laid out
+    so that undoing the transposes gives a contiguous array, and undoing the
+    reshapes before them costs no copy."""
+    perm = sorted(range(len(shape)), key=lambda i: -abs(strides[i]))
+    if perm == sorted(perm):
+        return xp.empty(shape, dtype=dtype)
+    inverse = tuple(int(i) for i in np.argsort(perm))
+    return xp.empty(tuple(shape[i] for i in perm), dtype=dtype).transpose(inverse)
+
+
+class Split(Function):
+    """Pieces of x along `axis`, all outputs of this one node; with squeeze
+    (unbind), pieces of length 1 with the axis dropped."""
+
+    multi_output = True
+
+    def forward(self, x, sizes, axis, squeeze):
+        lead = (slice(None),) * (axis % x.ndim)
+        ends = np.cumsum(sizes).tolist()
+        self.places = [lead + ((end - 1,) if squeeze else (slice(end - size, end),)) for size, end in zip(sizes, ends)]
+        self.in_shape, self.in_strides = x.shape, x.strides
+        return tuple(x[place] for place in self.places)
+
+    def backward(self, grads):
+        # y_i = x[place_i]: each piece of dx is its output's gradient, or 0 for an output that got none.
+        # All are written into one buffer, so no full-size zero-filled gradient per piece
+        if not isinstance(grads, list) or len(grads) != len(self.places):
+            raise TypeError(f"Split.backward takes a list of {len(self.places)} gradients, one per output "
+                            "(None for an output that got none), as Tensor.backward passes them")
+        first = next(g for g in grads if g is not None)
+        dx = _empty_in_layout(get_array_module(first), self.in_shape, self.in_strides, first.dtype)
+        for place, g in zip(self.places, grads):
+            dx[place] = 0 if g is None else g
+        return dx
+
+
 class Concatenate(Function):
     def forward(self, *arrays, axis):
         self.axis = axis
@@ -427,7 +465,9 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
 
 def split(x: Tensor, split_size_or_sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
     """PyTorch's split: an int gives pieces of that size (the last may be
-    smaller); a list gives the size of each piece."""
+    smaller); a list gives the size of each piece. The pieces are the outputs
+    of one node, so their gradients meet in one buffer."""
+    _check_axis(x, axis, "split")
     n = x.shape[axis]
     if isinstance(split_size_or_sections, (int, np.integer)):
         size = int(split_size_or_sections)
@@ -438,12 +478,19 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], axis: int = 0)
         sizes = list(split_size_or_sections)
         if sum(sizes) != n:
             raise ValueError(f"split sizes {sizes} add up to {sum(sizes)}, but axis {axis} has length {n}")
-    pieces, start = [], 0
-    lead = (slice(None),) * (axis % x.ndim)
-    for s in sizes:
-        pieces.append(x[lead + (slice(start, start + s),)])
-        start += s
-    return pieces
+    return list(Split.apply(x, sizes=sizes, axis=axis, squeeze=False))
+
+
+def unbind(x: Tensor, axis: int = 0) -> tuple[Tensor, ...]:
+    """The slices of x along `axis`, that axis removed: q, k, v = qkv.unbind(0).
+    One node, so their gradients meet in one buffer."""
+    _check_axis(x, axis, "unbind")
+    return Split.apply(x, sizes=[1] * x.shape[axis], axis=axis, squeeze=True)
+
+
+def _check_axis(x: Tensor, axis: int, name: str) -> None:
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"{name}: axis {axis} is out of range for a tensor of shape {x.shape}")
 
 
 def where(cond: Any, a: Any, b: Any) -> Tensor:

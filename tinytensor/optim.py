@@ -29,11 +29,19 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .backend import get_array_module, to_device
+from .backend import device_of, get_array_module, to_device
+from .profiler import region
 from .tensor import Tensor, _data
 
 if TYPE_CHECKING:
     from .nn import Module
+
+
+def _check_non_negative(optimizer: str, **options: float) -> None:
+    """Each option must be a finite number >= 0; the error names the option and the value given."""
+    for name, value in options.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{optimizer}: {name} must be a finite number >= 0, got {value!r}")
 
 
 class Optimizer:
@@ -41,6 +49,17 @@ class Optimizer:
 
     A subclass names its per-parameter state (`array_state`, `scalar_state`),
     creates it in `_new_state` and applies one update in `_update`.
+
+    Flat storage: when all parameters share one device and dtype, the optimizer
+    moves their values into one contiguous array (each parameter's `.data`
+    becomes a view into it), and likewise their gradients (`flat_grad`, which
+    backward writes into) and each state array. A step then updates a whole run
+    of parameters (consecutive ones with a gradient and the same step count)
+    with a few vectorised passes instead of a few passes per parameter; each
+    pass works through the run in cache-sized chunks. The arithmetic is the
+    same elementwise, so the result is identical to updating one parameter at a
+    time. A parameter whose `.data` was replaced since (by `Module.to`, say) is
+    moved back in at the next step.
     """
 
     array_state: tuple[str, ...] = ()
@@ -51,8 +70,9 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         # id(parameter) -> its buffers and counters, created on its first update
         self.state: dict[int, dict[str, Any]] = {}
-        # (array module, dtype) -> flat work array, big enough for the largest parameter
-        self._scratch: dict[tuple[str, Any], Any] = {}
+        # (array module, dtype) -> 1-D work array, big enough for the largest update
+        self._work: dict[tuple[str, Any], Any] = {}
+        self._flat: _FlatStorage | None = None
         items = [params] if isinstance(params, Tensor) else list(params)
         groups = items if items and isinstance(items[0], dict) else [{"params": items}]
         for group in groups:
@@ -70,6 +90,8 @@ class Optimizer:
                 f"unknown option(s) {sorted(unknown)} in a parameter group of {type(self).__name__}; "
                 f"known: {sorted(self.defaults)}"
             )
+        _check_non_negative(type(self).__name__, **{k: v for k, v in group.items()
+                                                     if k in ("lr", "eps", "momentum", "weight_decay")})
         params = [group["params"]] if isinstance(group["params"], Tensor) else list(group["params"])
         for p in params:
             if not isinstance(p, Tensor) or not p.requires_grad:
@@ -78,6 +100,7 @@ class Optimizer:
         if any(id(p) in known for p in params) or len({id(p) for p in params}) != len(params):
             raise ValueError("a parameter appears more than once in the optimizer's parameter groups")
         self.param_groups.append({**self.defaults, **group, "params": params})
+        self._bind()
 
     def _params(self) -> list[Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
@@ -90,38 +113,114 @@ class Optimizer:
             start += len(group["params"])
         return indices
 
-    def zero_grad(self) -> None:
-        """Set every parameter's grad to None."""
-        for p in self._params():
-            p.grad = None
+    @property
+    def flat_grad(self) -> Any:
+        """Every parameter's gradient slot, as one contiguous 1-D array in parameter
+        order (groups in order). Backward writes each parameter's gradient into its
+        slot, and `p.grad` is a view of it, so the whole array can be reduced in
+        place (an MPI Allreduce) between backward and `step()`. The slot of a
+        parameter whose grad is None holds stale values: call
+        `zero_grad(set_to_none=False)` before backward to keep every slot defined.
+        None when the parameters do not share one device and dtype."""
+        self._rebind_if_moved()
+        return None if self._flat is None else self._flat.grad
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Set every parameter's grad to None; with set_to_none=False, to zeros
+        instead (one fill of `flat_grad`, then each grad is its slot)."""
+        if set_to_none:
+            for p in self._params():
+                p.grad = None
+            return
+        self._rebind_if_moved()
+        if self._flat is not None:
+            self._flat.grad.fill(0)
+            for p in self._params():
+                p.grad = p._grad_buffer
+        else:
+            for p in self._params():
+                p.grad = get_array_module(p.data).zeros_like(p.data)
 
     def step(self) -> None:
         """Update every parameter that has a gradient; those whose grad is None
         (unused by this loss) are left alone, state included."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state.get(id(p))
-                if state is None:
-                    state = self.state[id(p)] = self._new_state(p.data, group)
-                self._update(p.data, p.grad, state, group, self._scratch_like(p.data))
+        with region(f"{type(self).__name__}.step"):
+            self._rebind_if_moved()
+            for group in self.param_groups:
+                run: list[Tensor] = []
+                for p in group["params"]:
+                    if p.grad is None:
+                        self._update_run(run, group)
+                        run = []
+                        continue
+                    if id(p) not in self.state:
+                        self.state[id(p)] = self._new_state(p.data, group)
+                        if self._flat is not None:
+                            self._flat.adopt(p, self.state[id(p)])
+                    if run and self.state[id(run[0])].get("step") != self.state[id(p)].get("step"):
+                        self._update_run(run, group)
+                        run = []
+                    run.append(p)
+                self._update_run(run, group)
+
+    def _update_run(self, run: list[Tensor], group: dict[str, Any]) -> None:
+        """One update of consecutive parameters that all have a gradient and the same step count."""
+        if not run:
+            return
+        for p in run:
+            state = self.state[id(p)]
+            if "step" in state:
+                state["step"] += 1
+        step = self.state[id(run[0])].get("step", 0)
+        if self._flat is None:
+            for p in run:
+                arrays = {name: v for name, v in self.state[id(p)].items() if name in self.array_state}
+                scratch = self._scratch(p.data, p.size).reshape(p.shape)
+                self._update(p.data, p.grad, arrays, step, group, scratch)
+            return
+        flat = self._flat
+        for p in run:
+            if p.grad is not p._grad_buffer:  # a gradient set by hand, not written by backward
+                p._grad_buffer[...] = to_device(p.grad, flat.device)
+        start, end = flat.span(run[0])[0], flat.span(run[-1])[1]
+        names = [name for name in self.array_state if name in self.state[id(run[0])]]
+        scratch = self._scratch(flat.data, min(_CHUNK, end - start))
+        for lo in range(start, end, _CHUNK):
+            hi = min(lo + _CHUNK, end)
+            arrays = {name: flat.state[name][lo:hi] for name in names}
+            self._update(flat.data[lo:hi], flat.grad[lo:hi], arrays, step, group, scratch[:hi - lo])
 
     def _new_state(self, p: Any, group: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _update(self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any], s: Any) -> None:
-        """Update array `p` in place from gradient `g`; `s` is scratch shaped like p."""
+    def _update(self, p: Any, g: Any, state: dict[str, Any], step: int, group: dict[str, Any], s: Any) -> None:
+        """Update array `p` in place from gradient `g`, with the state arrays `state`
+        (shaped like p) at step count `step` (already counting this update);
+        `s` is scratch shaped like p. p may hold several parameters side by side."""
         raise NotImplementedError
 
-    def _scratch_like(self, arr: Any) -> Any:
-        # parameters are updated one at a time, so they can all share one work array
-        xp = get_array_module(arr)
-        key = (xp.__name__, arr.dtype)
-        buf = self._scratch.get(key)
-        if buf is None or buf.size < arr.size:
-            buf = self._scratch[key] = xp.empty(arr.size, dtype=arr.dtype)
-        return buf[: arr.size].reshape(arr.shape)
+    def _scratch(self, like: Any, size: int) -> Any:
+        """A 1-D work array of `size` elements on like's device and of its dtype;
+        updates run one after another, so they can all share one."""
+        xp = get_array_module(like)
+        key = (xp.__name__, like.dtype)
+        buf = self._work.get(key)
+        if buf is None or buf.size < size:
+            buf = self._work[key] = xp.empty(size, dtype=like.dtype)
+        return buf[:size]
+
+    def _bind(self) -> None:
+        """(Re)build the flat storage from the parameters' current arrays, grads and state."""
+        params = self._params()
+        for p in params:
+            p._grad_buffer = None
+        first = params[0].data if params else None
+        same = all(type(p.data) is type(first) and p.dtype == first.dtype for p in params)
+        self._flat = _FlatStorage(params, self.array_state, self.state) if params and same else None
+
+    def _rebind_if_moved(self) -> None:
+        if self._flat is not None and not self._flat.holds(self._params()):
+            self._bind()
 
     # ---- checkpoints -----------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -200,6 +299,64 @@ class Optimizer:
                 name: to_device(v, p.device).astype(p.dtype) if name in self.array_state else int(v)
                 for name, v in entries.items()
             }
+        self._bind()
+
+
+# a step's vectorised passes work through a run of parameters this many elements
+# at a time (1 MiB of float32 per array), so a chunk's dozen passes stay in cache
+# and the work array stays small: on a 29M-parameter model this halves the step
+# against whole-run passes; smaller chunks pay more in per-call overhead
+_CHUNK = 1 << 18
+
+
+class _FlatStorage:
+    """The parameters' values, gradients and state arrays, each as one contiguous
+    1-D array with the parameters side by side in order; every parameter's
+    `.data`, `_grad_buffer` (where backward writes its gradient) and state
+    arrays are views into them."""
+
+    def __init__(self, params: list[Tensor], array_state: tuple[str, ...], state: dict[int, dict[str, Any]]):
+        first = params[0].data
+        xp, dtype, self.device = get_array_module(first), first.dtype, device_of(first)
+        self.offsets: dict[int, tuple[int, int]] = {}
+        end = 0
+        for p in params:
+            self.offsets[id(p)] = (end, end + p.size)
+            end += p.size
+        self.data = xp.empty(end, dtype=dtype)
+        self.grad = xp.empty(end, dtype=dtype)
+        self.state = {name: xp.zeros(end, dtype=dtype) for name in array_state}
+        self.views: list[Any] = []
+        for p in params:
+            view = self._view(self.data, p)
+            view[...] = p.data
+            p.data = view
+            self.views.append(view)
+            p._grad_buffer = self._view(self.grad, p)
+            if p.grad is not None:
+                p._grad_buffer[...] = to_device(p.grad, self.device)
+                p.grad = p._grad_buffer
+            if id(p) in state:
+                self.adopt(p, state[id(p)])
+
+    def _view(self, flat: Any, p: Tensor) -> Any:
+        lo, hi = self.offsets[id(p)]
+        return flat[lo:hi].reshape(p.shape)
+
+    def span(self, p: Tensor) -> tuple[int, int]:
+        return self.offsets[id(p)]
+
+    def adopt(self, p: Tensor, state: dict[str, Any]) -> None:
+        """Move p's state arrays into their flat slots (the dict then holds views)."""
+        for name, value in state.items():
+            if name in self.state:
+                view = self._view(self.state[name], p)
+                view[...] = to_device(value, self.device)
+                state[name] = view
+
+    def holds(self, params: list[Tensor]) -> bool:
+        """Whether every parameter's .data is still its view into this storage."""
+        return len(params) == len(self.views) and all(p.data is v for p, v in zip(params, self.views))
 
 
 class SGD(Optimizer):
@@ -215,8 +372,7 @@ class SGD(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
-        if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"SGD needs lr, momentum, weight_decay >= 0, got {lr}, {momentum}, {weight_decay}")
+        _check_non_negative("SGD", lr=lr, momentum=momentum, weight_decay=weight_decay)
         if nesterov and momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay))
@@ -224,7 +380,7 @@ class SGD(Optimizer):
     def _new_state(self, p: Any, group: dict[str, Any]) -> dict[str, Any]:
         return {"momentum_buffer": get_array_module(p).zeros_like(p)} if group["momentum"] else {}
 
-    def _update(self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any], s: Any) -> None:
+    def _update(self, p: Any, g: Any, state: dict[str, Any], step: int, group: dict[str, Any], s: Any) -> None:
         xp = get_array_module(p)
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
         # the direction d is built in the scratch so p.grad stays as backward left it
@@ -266,8 +422,7 @@ class AdamW(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.01):
-        if lr < 0 or eps < 0 or weight_decay < 0:
-            raise ValueError(f"AdamW needs lr, eps, weight_decay >= 0, got {lr}, {eps}, {weight_decay}")
+        _check_non_negative("AdamW", lr=lr, eps=eps, weight_decay=weight_decay)
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"AdamW betas must be in [0, 1), got {betas}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
@@ -276,12 +431,11 @@ class AdamW(Optimizer):
         xp = get_array_module(p)
         return {"step": 0, "exp_avg": xp.zeros_like(p), "exp_avg_sq": xp.zeros_like(p)}
 
-    def _update(self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any], s: Any) -> None:
+    def _update(self, p: Any, g: Any, state: dict[str, Any], step: int, group: dict[str, Any], s: Any) -> None:
         xp = get_array_module(p)
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
         b1, b2 = group["betas"]
-        state["step"] += 1
-        t = state["step"]
+        t = step
         m, v = state["exp_avg"], state["exp_avg_sq"]
         if wd:
             # decoupled: shrink the weights directly rather than through the

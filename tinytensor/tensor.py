@@ -40,9 +40,18 @@ class no_grad(contextlib.ContextDecorator):
 class Function:
     """One node of the graph. Subclasses define `forward(*arrays, **options)`
     and `backward(grad)`; the attributes a forward sets on `self` are its saved
-    buffers, dropped once the node's backward has run."""
+    buffers, dropped once the node's backward has run. A backward returns new
+    arrays or views, never one of its saved buffers: the engine adds other
+    gradients into a new array in place.
+
+    A node with several outputs (`multi_output = True`, such as `split`)
+    returns a tuple of arrays from forward and gets a list of gradients in
+    backward, one per output, None for an output that received none; it runs
+    once, after all of its outputs' consumers.
+    """
 
     __slots__ = ("inputs", "needs_grad", "__dict__")
+    multi_output = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -51,25 +60,51 @@ class Function:
         raise NotImplementedError
 
     @classmethod
-    def apply(cls, *inputs: "Tensor", **kwargs: Any) -> "Tensor":
+    def apply(cls, *inputs: "Tensor", **kwargs: Any) -> Any:
         fn = cls()
-        needs = tuple(t.requires_grad for t in inputs)
+        needs = tuple([t.requires_grad for t in inputs])
         record = True in needs and is_grad_enabled()
         # forward and backward read needs_grad to skip work for inputs that need no
         # gradient; a node that records nothing is dropped here with all it saved
         fn.needs_grad = needs if record else (False,) * len(needs)
-        data = fn.forward(*[t.data for t in inputs], **kwargs)
+        arrays = [t.data for t in inputs]
+        if _profiler is None:
+            data = fn.forward(*arrays, **kwargs)
+        else:
+            data = _profiler.forward(fn, arrays, kwargs)
+        if record:
+            fn.inputs = inputs
+        if cls.multi_output:
+            outs = tuple(Tensor._wrap(d, record) for d in data)
+            if record:
+                fn.n_outputs = len(outs)
+                for i, out in enumerate(outs):
+                    out._ctx, out._index = fn, i
+            return outs
         if isinstance(data, np.generic):  # NumPy turns 0-d results into scalars
             data = np.asarray(data)
         out = Tensor._wrap(data, record)
         if record:
-            fn.inputs = inputs
             out._ctx = fn
         return out
 
 
+# the active tinytensor.profiler.Profile, or None; apply and backward run each
+# node through it when it is set (one test of a module global per node when not)
+_profiler: Any = None
+
+
+def _swap_profiler(profiler: Any) -> Any:
+    """Make `profiler` the active one; returns the one it replaces."""
+    global _profiler
+    previous, _profiler = _profiler, profiler
+    return previous
+
+
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    # _index: which output of its node (_ctx) this tensor is; _grad_buffer: where backward
+    # writes this leaf's gradient instead of a fresh array (a slot of an optimizer's flat buffer)
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_index", "_grad_buffer", "__weakref__")
     # NumPy arrays on the left of an operator defer to our reflected methods
     __array_ufunc__ = None
 
@@ -78,12 +113,14 @@ class Tensor:
         self.data = _as_array(data, dtype, device)
         self.grad = None
         self._ctx: Function | None = None
+        self._index = 0
+        self._grad_buffer = None
         self.requires_grad_(requires_grad)
 
     @classmethod
     def _wrap(cls, data: Any, requires_grad: bool) -> "Tensor":
         t = cls.__new__(cls)
-        t.data, t.grad, t.requires_grad, t._ctx = data, None, requires_grad, None
+        t.data, t.grad, t.requires_grad, t._ctx, t._index, t._grad_buffer = data, None, requires_grad, None, 0, None
         return t
 
     # ---- introspection -------------------------------------------------
@@ -176,41 +213,11 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, but the tensor has shape {self.shape}")
 
-        grads = {id(self): grad}  # dL/d(tensor) for tensors not yet visited
-        given_to_leaves: set[int] = set()
-        for t in reversed(_topological_order(self)):
-            g = grads.pop(id(t), None)
-            if g is None:
-                continue
-            fn = t._ctx
-            if fn is None:
-                if t.grad is not None:
-                    t.grad = t.grad + g
-                    continue
-                # A leaf's .grad must own its memory (optimizers scale it in place),
-                # but g may be shared: x + y hands the same array to both, a reshape
-                # hands on a view. Copy exactly those; a fresh array is kept as it is.
-                if g.base is not None or id(g) in given_to_leaves:
-                    g = g.copy()
-                given_to_leaves.add(id(g))
-                t.grad = g
-                continue
-            if fn.inputs is None:
-                raise RuntimeError(
-                    "backward() through a graph that was already freed by an earlier backward(): "
-                    "pass retain_graph=True to the first call if you need to go back twice"
-                )
-            in_grads = fn.backward(g)
-            if type(in_grads) is not tuple:
-                in_grads = (in_grads,)
-            for inp, ig in zip(fn.inputs, in_grads):
-                if ig is None or not inp.requires_grad:
-                    continue
-                prev = grads.get(id(inp))
-                grads[id(inp)] = ig if prev is None else prev + ig
-            if not retain_graph:
-                vars(fn).clear()
-                fn.inputs = None
+        if _profiler is None:
+            _walk(self, grad, retain_graph, None)
+        else:
+            with _profiler.backward_pass():
+                _walk(self, grad, retain_graph, _profiler)
 
     # ---- operators -----------------------------------------------------
     def __add__(self, other: Any) -> "Tensor":
@@ -334,6 +341,9 @@ class Tensor:
     def split(self, split_size_or_sections: int | Sequence[int], axis: int = 0) -> list["Tensor"]:
         return ops.split(self, split_size_or_sections, axis)
 
+    def unbind(self, axis: int = 0) -> tuple["Tensor", ...]:
+        return ops.unbind(self, axis)
+
     def masked_fill(self, mask: Any, value: float) -> "Tensor":
         return ops.MaskedFill.apply(self, mask=_data(mask), value=value)
 
@@ -384,29 +394,136 @@ def _pair(t: Tensor, other: Any, reflected: bool = False) -> tuple[Tensor, Tenso
     return (other, t) if reflected else (t, other)
 
 
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors that lead to `root` and need grad, each after all its inputs.
+def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any) -> None:
+    """Backward's walk from `root_tensor`, whose gradient is `grad`: every node
+    once, after all the nodes that consume its outputs; leaves accumulate."""
+    root = root_tensor._ctx
+    if root is None:
+        _accumulate_leaf(root_tensor, grad, fresh=True)
+        return
+    if root.inputs is None:
+        raise _freed_graph()
+    # dL/d(output) waiting at each node not yet run: an array, or a list for a multi-output node
+    pending: dict[Function, Any] = {root: [grad if i == root_tensor._index else None for i in range(root.n_outputs)]
+                                    if root.multi_output else grad}
+    # ids of the arrays in `pending` that this walk may add into in place (see _add)
+    owned: set[int] = set()
+    # ids of the gradients handed on so far (see _held_by_one)
+    handed: set[int] = set()
+    for fn in _topological_order(root):
+        g = pending.pop(fn, None)
+        if g is None:
+            continue
+        upstream = g if fn.multi_output else (g,)
+        for part in upstream:
+            owned.discard(id(part))
+        if fn.inputs is None:
+            raise _freed_graph()
+        in_grads = fn.backward(g) if profiler is None else profiler.backward(fn, g)
+        if type(in_grads) is not tuple:
+            in_grads = (in_grads,)
+        for inp, ig in zip(fn.inputs, in_grads):
+            if ig is None or not inp.requires_grad:
+                continue
+            node = inp._ctx
+            alone = _held_by_one(ig, in_grads, upstream, handed)
+            if node is None:
+                _accumulate_leaf(inp, ig, fresh=alone)
+            elif node.multi_output:
+                slots = pending.get(node)
+                if slots is None:
+                    slots = pending[node] = [None] * node.n_outputs
+                slots[inp._index] = _add(slots[inp._index], ig, alone, owned)
+            else:
+                pending[node] = _add(pending.get(node), ig, alone, owned)
+            handed.add(id(ig))
+        if not retain_graph:
+            vars(fn).clear()
+            fn.inputs = None
+
+
+def _accumulate_leaf(t: Tensor, g: Any, fresh: bool) -> None:
+    """Add gradient `g` into leaf t.grad.
+
+    A leaf's .grad owns its memory (optimizers scale it in place, and later
+    contributions are added into it in place). The first gradient goes into the
+    leaf's grad buffer when it has one (a slot of an optimizer's flat buffer),
+    else it is kept as it is when `fresh` (nothing else holds it), else copied.
+    """
+    if t.grad is not None:
+        t.grad += g
+    elif t._grad_buffer is not None:
+        t.grad = t._grad_buffer
+        t.grad[...] = g
+    else:
+        t.grad = g if fresh else g.copy()
+
+
+def _held_by_one(g: Any, siblings: tuple, upstream: Any, handed: set[int]) -> bool:
+    """Whether gradient `g`, just returned by a node's backward, is a fresh array
+    that nothing else holds: not a view, not the node's own upstream gradient
+    passed through, not returned twice (x + x), not handed on before."""
+    return (g.base is None and id(g) not in handed and not any(g is u for u in upstream)
+            and sum(s is g for s in siblings) == 1)
+
+
+def _freed_graph() -> RuntimeError:
+    return RuntimeError(
+        "backward() through a graph that was already freed by an earlier backward(): "
+        "pass retain_graph=True to the first call if you need to go back twice"
+    )
+
+
+def _add(prev: Any, g: Any, g_alone: bool, owned: set[int]) -> Any:
+    """The running gradient sum prev + g (g alone when prev is None).
+
+    The sum is made in place whenever one side is an array this walk may write:
+    one it owns already (`owned`: made or taken over by this walk), or g when
+    nothing else holds it (`g_alone`); that array is owned from then on. x + y
+    and y + x are the same floats, so the result does not depend on which side.
+    """
+    if prev is None:
+        if g_alone:
+            owned.add(id(g))
+        return g
+    same = prev.shape == g.shape and prev.dtype == g.dtype
+    if same and id(prev) in owned:
+        prev += g
+        return prev
+    if same and g_alone:
+        g += prev
+        owned.add(id(g))
+        return g
+    total = prev + g
+    owned.add(id(total))
+    return total
+
+
+def _topological_order(root: Function) -> list[Function]:
+    """The nodes that lead to `root` (itself included), each one before the
+    nodes of its inputs: the order in which backward runs them.
 
     Iterative depth-first search: a chain of 10,000 ops must not hit Python's
     recursion limit.
     """
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    order: list[Function] = []
+    seen: set[Function] = set()
+    stack: list[tuple[Function, bool]] = [(root, False)]
     while stack:
-        t, inputs_done = stack.pop()
+        fn, inputs_done = stack.pop()
         if inputs_done:
-            order.append(t)
+            order.append(fn)
             continue
-        if id(t) in seen:
+        if fn in seen:
             continue
-        seen.add(id(t))
-        stack.append((t, True))
-        fn = t._ctx
-        if fn is not None and fn.inputs is not None:
+        seen.add(fn)
+        stack.append((fn, True))
+        if fn.inputs is not None:
             for inp in fn.inputs:
-                if inp.requires_grad and id(inp) not in seen:
-                    stack.append((inp, False))
+                node = inp._ctx
+                if node is not None and inp.requires_grad and node not in seen:
+                    stack.append((node, False))
+    order.reverse()
     return order
 
 

@@ -90,6 +90,8 @@ class PretrainConfig:
     plot: bool = setting(False, "write loss.png (needs matplotlib)", group="run", on_resume=True)
     peak_flops: float | None = setting(None, "the device's FLOP/s for MFU", group="run", check=positive,
                                        default_text="measured with a matmul at start", on_resume=True)
+    profile: int = setting(0, "time N training steps op by op (after one unprofiled), print the table and stop "
+                           "without saving; 0: train", group="run", check=at_least(0), on_resume=True)
 
     def __post_init__(self) -> None:
         validate(self)

@@ -175,6 +175,7 @@ def fail(comm: Comm, message: str) -> None:
             time.sleep(2.0)
             message = f"(rank {comm.rank}) {message}"
         print(message, file=sys.stderr, flush=True)
+        time.sleep(0.5)                     # mpiexec forwards output on its own time: let it arrive first
         comm.comm.Abort(1)
         os._exit(1)                         # in case Abort returns before the launcher ends this process
     sys.exit(message)
