@@ -41,7 +41,7 @@ from . import classify, instruct
 from .checkpoint import digests, resolve_checkpoint
 from .config import ClassifyConfig, FinetuneConfig, InstructConfig
 from .data import EOT
-from .inference import LORA_FILE, load_base
+from .inference import LORA_FILE, load_base, save_tokenizer
 from .loop import Comm, LoopConfig, SingleProcess, Task, Trainer
 from .metrics import MetricsLog
 from .output import check_output_folder
@@ -125,7 +125,7 @@ def _save(out: Path, model: nn.Module, body: GPT, tok: Tokenizer, config: dict, 
     if weights == MODEL_FILE:
         tt.save(model.state_dict(), out / MODEL_FILE)
     (out / (LORA_FILE if weights == MODEL_FILE else MODEL_FILE)).unlink(missing_ok=True)   # an --overwrite's leftover
-    tok.save(out / TOKENIZER_FILE)
+    save_tokenizer(tok, out / TOKENIZER_FILE)
     write_json(out / CONFIG_FILE, {**config, "model": body.config.to_dict(), "lora": lora, "finetune": cfg.to_dict(),
                                    "checksums": digests(out, (weights, TOKENIZER_FILE))})
 
