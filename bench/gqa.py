@@ -1,11 +1,13 @@
 """Grouped-query attention: the fused op with H query heads over Hkv key/value heads,
 against the same attention computed the straightforward way (each key/value head
 repeated for its G = H / Hkv query heads, by an index in the graph, then multi-head
-attention), forward + backward, both in the same run on the same inputs.
+attention), forward + backward, both in the same run on the same inputs, timed in
+turn (fused, repeated, fused, ...) so that a busy machine slows both alike; the
+speed-up is the median of the pairs' ratios.
 
     python bench/gqa.py                  # B=8, T=256, H=8, D=64, causal, on the CPU
     python bench/gqa.py --device cuda
-    python bench/gqa.py --reps 3
+    python bench/gqa.py --reps 5
 
 Also printed: the key/value bytes each version keeps for the backward (the fused
 op keeps references to k and v; the repeated version G copies of each) and the
@@ -14,7 +16,9 @@ KV cache of a 1024-token generation at these sizes.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tinytensor as tt  # noqa: E402
 from tinytensor import functional as F  # noqa: E402
-from ops import fwd_bwd_time  # noqa: E402  (bench/ops.py)
+from ops import sync  # noqa: E402  (bench/ops.py)
 
 
 def repeated(q, k, v):
@@ -32,10 +36,22 @@ def repeated(q, k, v):
     return F.scaled_dot_product_attention(q, k[:, heads], v[:, heads])
 
 
+def one_run(fn, inputs, device: str) -> float:
+    """Seconds of y = fn(*inputs); y.backward(ones)."""
+    for t in inputs:
+        t.grad = None
+    sync(device)
+    start = time.perf_counter()
+    y = fn(*inputs)
+    y.backward(tt.ones(*y.shape, device=device).data)
+    sync(device)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=9)
     args = ap.parse_args()
     B, T, H, D = 8, 256, 8, 64
     rng = np.random.default_rng(0)
@@ -50,12 +66,14 @@ def main() -> None:
     q = rand(B, H, T, D)
     for kv_heads in (8, 4, 2, 1):
         k, v = rand(B, kv_heads, T, D), rand(B, kv_heads, T, D)
-        fused = fwd_bwd_time(F.scaled_dot_product_attention, [q, k, v], args.reps, args.device)
-        plain = fwd_bwd_time(repeated, [q, k, v], args.reps, args.device)
+        pairs = [(one_run(F.scaled_dot_product_attention, [q, k, v], args.device),
+                  one_run(repeated, [q, k, v], args.device)) for _ in range(args.reps + 1)][1:]  # one warm-up
+        fused, plain = (statistics.median(t) for t in zip(*pairs))
+        ratio = statistics.median(b / a for a, b in pairs)
         groups = H // kv_heads
         kv_bytes = 2 * k.data.nbytes
         cache = 2 * B * kv_heads * 1024 * D * 4
-        print(f"{kv_heads:4d} {groups:3d} {fused * 1e3:9.1f} {plain * 1e3:12.1f} {plain / fused:8.2f}x "
+        print(f"{kv_heads:4d} {groups:3d} {fused * 1e3:9.1f} {plain * 1e3:12.1f} {ratio:8.2f}x "
               f"{kv_bytes / 2**20:12.1f} / {groups * kv_bytes / 2**20:.1f} MiB {cache / 2**20:17.0f} MiB")
 
 

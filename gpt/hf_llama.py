@@ -190,19 +190,24 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
         try:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ValueError(f"{path} is not a safetensors file (its header is not JSON)") from None
+            header = None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a safetensors file (its header is not a JSON object)")
     data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n else np.zeros(0, np.uint8)
     arrays = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = _DTYPES.get(info["dtype"])
+        dtype = _DTYPES.get(info.get("dtype"))
         if dtype is None:
-            raise ValueError(f"{path}: {name} has dtype {info['dtype']}; weights must be F32, F16, BF16 or F64")
+            raise ValueError(f"{path}: {name} has dtype {info.get('dtype')}; weights must be F32, F16, BF16 or F64")
         start, end = info["data_offsets"]
         if end > data.size:
             raise ValueError(f"{path} is truncated: {name} ends at byte {end:,} of {data.size:,}")
-        arr = data[start:end].view(dtype).reshape(info["shape"])
+        try:
+            arr = data[start:end].view(dtype).reshape(info["shape"])
+        except ValueError:
+            raise ValueError(f"{path} is corrupt: {name}'s bytes do not make its shape {info['shape']}") from None
         arrays[name] = (arr.astype(np.uint32) << 16).view(np.float32) if info["dtype"] == "BF16" else arr
     return arrays
 

@@ -31,7 +31,8 @@ calls it (`nn.LayerNorm`). The same math composed from primitives, short and
 slow, is in `reference.py`; docs/ derives every backward here step by step.
 
 Shapes in comments: B batch, H heads, T (Tq, Tk) sequence lengths, D head
-size, C channels, V vocabulary size, N = product of the leading axes.
+size, C channels, V vocabulary size, N = product of the leading axes; in
+grouped-query attention Hkv key/value heads, each read by G = H / Hkv query heads.
 Forwards work in place on buffers they own (`xp.exp(p, out=p)`) and keep the
 input dtype: constants are Python floats, which never promote float32 to
 float64. Device-agnostic: `xp` is NumPy or CuPy, whichever holds the data.

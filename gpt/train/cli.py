@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate text from a checkpoint, printed as it comes")
     s.add_argument("--checkpoint", required=True,
                    help="a checkpoint folder (config.json, model.safetensors, tokenizer.json) "
-                        "or a Hugging Face GPT-2 folder (with vocab.json and merges.txt)")
+                        "or a Hugging Face folder: GPT-2 (with vocab.json and merges.txt, or tokenizer.json), "
+                        "Llama, Qwen2 or Qwen3 (with tokenizer.json)")
     s.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
     s.add_argument("--max-new-tokens", type=int, default=200)
     s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
