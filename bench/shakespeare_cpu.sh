@@ -5,6 +5,8 @@
 #
 #   bench/shakespeare_cpu.sh [DATA] [extra train.py flags...]
 #   NPROC=2 bench/shakespeare_cpu.sh     # data-parallel: mpiexec -n 2, one BLAS thread per rank
+#   PRESET=llama-nano bench/shakespeare_cpu.sh   # the same size as a Llama: RoPE, SwiGLU, RMSNorm,
+#                                                # 4 query heads over 2 key/value heads, untied head
 #
 # DATA defaults to ../shared/data/tinyshakespeare.txt, relative to the repo root.
 # --batch-size 12 is the whole step's batch at any NPROC (6 rows per rank with 2).
@@ -13,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/tinyshakespeare.txt}
 shift || true
-OUT=${OUT:-out/shakespeare_cpu}
+PRESET=${PRESET:-nano}
+OUT=${OUT:-out/shakespeare_cpu_$PRESET}
 if [ ! -f "$DATA" ]; then
     echo "no Tiny Shakespeare at $DATA: pass its path as the first argument" >&2
     exit 1
@@ -26,7 +29,7 @@ if [ "${NPROC:-1}" -gt 1 ]; then
 fi
 start=$(date +%s)
 "${LAUNCH[@]}" python train.py --data "$DATA" --tokenizer bytes --out "$OUT" \
-    --preset nano --n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --batch-size 12 --no-bias \
+    --preset "$PRESET" --n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --batch-size 12 --no-bias \
     --max-iters 2000 --lr-decay-iters 2000 --dropout 0.0 --lr 1e-3 --min-lr 1e-4 --beta2 0.99 \
     --warmup-iters 100 --weight-decay 0.1 --grad-clip 1.0 --eval-interval 250 --eval-iters 20 "$@"
 end=$(date +%s)
@@ -36,7 +39,7 @@ import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 final = [r for r in rows if "val_loss" in r][-1]
 steps = [r for r in rows if "loss" in r]
-print(f"final val loss {final['val_loss']:.4f} at step {final['step']} (nanoGPT: ~1.88); "
+print(f"final val loss {final['val_loss']:.4f} at step {final['step']} (nanoGPT, GPT-2 style: ~1.88); "
       f"train loss {final['train_loss']:.4f}")
 print(f"wall time {sys.argv[2]} s (evaluations included); "
       f"{sum(r['tokens_per_s'] for r in steps) / len(steps):,.0f} training tokens/s on average")

@@ -235,12 +235,12 @@ class Tokenizer:
             raise files.TokenizerFileError(f"{path}: {exc}") from None
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the tokenizer to `path` atomically (see `bpe.files` for the format)."""
+        """Write the tokenizer to `path` atomically, in a file `load` reads back to the same
+        ids: our format (see `bpe.files`), or, for a tokenizer read by `from_hf` (whose
+        merges and normalizer our format cannot hold), a Hugging Face tokenizer.json."""
         if self._hf is not None:
-            raise ValueError(
-                "this tokenizer was read from a Hugging Face tokenizer.json and follows its merges; "
-                "write it with save_hf(path)"
-            )
+            self.save_hf(path)
+            return
         files.write(path, files.TokenizerSpec(self._merges, self.pattern, dict(self.special_tokens), self._byte_order))
 
     # ------------------------------------------------------------------ queries

@@ -2,6 +2,10 @@
 
     GPTConfig()                       GPT-2 small (124M) exactly
     GPTConfig.preset("nano", vocab_size=65)   a preset with some fields replaced
+
+The Llama-family options (rotary positions, SwiGLU, RMS norm, grouped-query
+attention, QK-norm, q/k/v-only biases, an untied head) are each off by
+default, so the defaults are GPT-2.
 """
 from __future__ import annotations
 
@@ -24,30 +28,55 @@ class GPTConfig:
     mlp: str = "gelu"          # "gelu" (GPT-2, tanh form) | "swiglu"
     norm: str = "layernorm"    # "layernorm" | "rmsnorm"
     norm_eps: float = 1e-5
-    rope_base: float = 10000.0
+    rope_base: float = 10000.0           # RoPE's theta
+    n_kv_head: int | None = None         # grouped-query attention: key/value heads, each shared by
+                                         # n_head / n_kv_head query heads (None: n_head, plain multi-head)
+    head_dim: int | None = None          # features per head (None: n_embd / n_head)
+    qk_norm: bool = False                # RMS norm over each query and key head, before RoPE (Qwen3)
+    qkv_bias: bool = False               # biases on the q, k, v projections even with bias=False (Qwen2)
+    tie_embeddings: bool = True          # the LM head is wte's matrix; False: a matrix of its own, lm_head
+    intermediate_size: int | None = None  # the MLP's hidden width (None: 4 n_embd, or 8 n_embd / 3 for SwiGLU)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
+            _check_positive(name, getattr(self, name))
+        for name in ("n_kv_head", "head_dim", "intermediate_size"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name))
+        if self.head_dim is None and self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
-                f"each head gets n_embd / n_head features"
+                f"each head gets n_embd / n_head features (or set head_dim)"
             )
+        if self.n_head % self.kv_heads:
+            raise ValueError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head}): "
+                             "each key/value head serves the same number of query heads")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name, allowed in (("pos", ("learned", "rope")), ("mlp", ("gelu", "swiglu")),
                               ("norm", ("layernorm", "rmsnorm"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"GPTConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"pos='rope' needs an even head size, got n_embd/n_head = {self.n_embd // self.n_head}")
+        if self.pos == "rope" and self.head_size % 2:
+            raise ValueError(f"pos='rope' needs an even head size, got {self.head_size}")
 
     @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+    def head_size(self) -> int:
+        """Features per head: head_dim, or n_embd / n_head when it is not set."""
+        return self.head_dim if self.head_dim is not None else self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_kv_head, or n_head when it is not set."""
+        return self.n_kv_head if self.n_kv_head is not None else self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        """The MLP's hidden width: intermediate_size, or 4 n_embd (GELU), or 8 n_embd / 3 (SwiGLU:
+        three matrices instead of two, so 2/3 of the width keeps the parameter count; Llama's choice)."""
+        if self.intermediate_size is not None:
+            return self.intermediate_size
+        return int(8 * self.n_embd / 3) if self.mlp == "swiglu" else 4 * self.n_embd
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "GPTConfig":
@@ -60,11 +89,17 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
+        """The config of to_dict(); one saved before a field existed gets that field's default."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown GPTConfig fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
 
 
 PRESETS: dict[str, GPTConfig] = {
@@ -77,6 +112,10 @@ PRESETS: dict[str, GPTConfig] = {
     "nano": GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128),
     "micro": GPTConfig(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=192),
     "mini": GPTConfig(vocab_size=256, block_size=256, n_layer=6, n_head=6, n_embd=384),
+    # nano as a Llama: RoPE, SwiGLU, RMS norm, 4 query heads sharing 2 key/value heads, no biases,
+    # an untied head; the MLP's width 368 makes up for the parameters that GQA and the missing
+    # position table save, so at a 257-token vocabulary it has nano's parameter count (without biases)
+    "llama-nano": GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_kv_head=2, n_embd=128,
+                            pos="rope", mlp="swiglu", norm="rmsnorm", bias=False, tie_embeddings=False,
+                            intermediate_size=368),
 }
-
-

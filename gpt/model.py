@@ -5,8 +5,11 @@
 
 Parameter names follow Hugging Face's GPT-2 (`wte`, `h.0.attn.c_attn`, ...), so
 loading its weights is a matter of transposing its Conv1D matrices.
-Options beyond GPT-2 (rotary positions, SwiGLU, RMSNorm, no biases) are off by
-default; with the defaults this is GPT-2 exactly.
+Options beyond GPT-2 are off by default; with the defaults this is GPT-2
+exactly. With them it is a Llama, Qwen2 or Qwen3 (gpt/pretrained.py maps the
+names): rotary positions, SwiGLU, RMSNorm, no biases, grouped-query attention
+(n_kv_head key/value heads shared by the n_head query heads), QK-norm, q/k/v
+biases, an untied LM head.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from tinytensor.backend import get_array_module, to_device
 from tinytensor.random import generator
 
 from .config import PRESETS, GPTConfig
-from .pretrained import read_pretrained, write_hf_gpt2
+from .pretrained import read_pretrained, write_hf
 from .rope import apply_rotary, rope_tables
 from .sampling import check_sampling, sample_next
 
@@ -40,21 +43,30 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        H, Hkv, D = config.n_head, config.kv_heads, config.head_size
+        # q, k, v in one matmul: rows [0, H D) make the queries, then Hkv D rows each the keys and values
+        self.c_attn = nn.Linear(config.n_embd, (H + 2 * Hkv) * D, bias=config.bias or config.qkv_bias)
+        self.c_proj = nn.Linear(H * D, config.n_embd, bias=config.bias)
+        if config.qk_norm:
+            # one weight of D features, shared by every head (Qwen3)
+            self.q_norm = nn.RMSNorm(D, eps=config.norm_eps)
+            self.k_norm = nn.RMSNorm(D, eps=config.norm_eps)
 
     def forward(self, x: Tensor, rope: tuple | None = None, cache: "KVCache | None" = None) -> Tensor:
-        B, T, C = x.shape
-        H, D = self.config.n_head, self.config.head_dim
-        qkv = self.c_attn(x).reshape(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
-        q, k, v = qkv.unbind(0)                                  # (B, H, T, D) each, one node
+        B, T, _ = x.shape
+        H, Hkv, D = self.config.n_head, self.config.kv_heads, self.config.head_size
+        qkv = self.c_attn(x).reshape(B, T, H + 2 * Hkv, D).swapaxes(1, 2)  # (B, H + 2 Hkv, T, D)
+        q, k, v = qkv.split([H, Hkv, Hkv], axis=1)              # (B, H, T, D), (B, Hkv, T, D) twice
+        if self.config.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:                                     # the tables' rows for these T positions
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
-            k, v = cache.append(k, v)                            # (B, H, cached + T, D)
+            k, v = cache.append(k, v)                            # (B, Hkv, cached + T, D)
         p = self.config.dropout if self.training else 0.0
+        # query head h attends with key/value head h // (H / Hkv), without repeating k or v
         y = F.scaled_dot_product_attention(q, k, v, causal=True, dropout_p=p)  # (B, H, T, D)
-        y = y.swapaxes(1, 2).reshape(B, T, C)                    # heads side by side again
+        y = y.swapaxes(1, 2).reshape(B, T, H * D)                # heads side by side again
         return F.dropout(self.c_proj(y), p, self.training)
 
 
@@ -62,15 +74,10 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        C = config.n_embd
+        C, hidden = config.n_embd, config.mlp_hidden
+        self.c_fc = nn.Linear(C, hidden, bias=config.bias)
         if config.mlp == "swiglu":
-            # hidden width 2/3 of 4C keeps the parameter count of the GELU MLP (Llama's choice)
-            hidden = int(8 * C / 3)
-            self.c_fc = nn.Linear(C, hidden, bias=config.bias)
             self.c_gate = nn.Linear(C, hidden, bias=config.bias)
-        else:
-            hidden = 4 * C
-            self.c_fc = nn.Linear(C, hidden, bias=config.bias)
         self.c_proj = nn.Linear(hidden, C, bias=config.bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -95,25 +102,37 @@ class Block(nn.Module):
 
 
 class KVCache:
-    """Keys and values of the positions seen so far, for one layer.
+    """Keys and values of the positions seen so far, for one layer: the n_kv_head
+    heads that attention reads, so grouped-query attention caches G times less.
 
-    Preallocated to block_size positions, so appending one token copies one
-    position, not the whole prefix.
+    Its arrays grow by doubling (up to block_size positions), so appending one
+    token copies one position (amortised), and a model with a long context
+    does not reserve all of it up front.
     """
 
     def __init__(self, batch: int, config: GPTConfig, dtype: Any, xp: Any):
-        shape = (batch, config.n_head, config.block_size, config.head_dim)
+        shape = (batch, config.kv_heads, 0, config.head_size)
         self.k = xp.zeros(shape, dtype=dtype)
         self.v = xp.zeros(shape, dtype=dtype)
+        self.limit = config.block_size
         self.length = 0
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        t = k.shape[2]
-        end = self.length + t
+        end = self.length + k.shape[2]
+        if end > self.k.shape[2]:
+            capacity = min(self.limit, max(end, 2 * self.k.shape[2]))
+            self.k, self.v = _grown(self.k, capacity), _grown(self.v, capacity)
         self.k[:, :, self.length:end] = k.data
         self.v[:, :, self.length:end] = v.data
         self.length = end
         return Tensor(self.k[:, :, :end]), Tensor(self.v[:, :, :end])
+
+
+def _grown(a: Any, positions: int) -> Any:
+    """a (B, H, T, D) copied into a zeroed array with room for `positions` positions."""
+    bigger = get_array_module(a).zeros(a.shape[:2] + (positions,) + a.shape[3:], dtype=a.dtype)
+    bigger[:, :, :a.shape[2]] = a
+    return bigger
 
 
 class GPT(nn.Module):
@@ -126,11 +145,13 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = _norm(config)
-        # the LM head shares wte's matrix (weight tying), so it has no parameter of its own
+        if not config.tie_embeddings:
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # else the LM head shares wte's matrix (weight tying), so it has no parameter of its own
         if config.pos == "rope":
             # buffers, so they follow .to(device, dtype); not saved, since the config rebuilds them
-            cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_base)
-            self.register_buffer("rope_cos", cos, persistent=False)   # (block_size, head_dim / 2)
+            cos, sin = rope_tables(config.head_size, config.block_size, config.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)   # (block_size, head_size / 2)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.init_weights()
 
@@ -150,6 +171,16 @@ class GPT(nn.Module):
             else:
                 values = np.ones(p.shape)
             p.data[...] = get_array_module(p.data).asarray(values.astype(p.dtype))
+
+    def to(self, device: str | None = None, dtype: Any = None) -> "GPT":
+        super().to(device, dtype)
+        if dtype is not None and self.config.pos == "rope":
+            # the rotary tables computed again in the new dtype rather than cast from float32,
+            # so a float64 model gets float64's precision
+            cfg, where = self.config, self.rope_cos.device
+            cos, sin = rope_tables(cfg.head_size, cfg.block_size, cfg.rope_base, dtype=np.dtype(dtype))
+            self.rope_cos.data, self.rope_sin.data = to_device(cos, where), to_device(sin, where)
+        return self
 
     # ---- forward -----------------------------------------------------------
     def hidden_states(self, idx: Any, caches: list[KVCache] | None = None) -> Tensor:
@@ -189,7 +220,8 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:]                                                 # (B, 1, C)
         x = self.ln_f(x)
-        logits = F.linear(x, self.wte.weight)                             # (B, T, V), tied head
+        head = self.wte.weight if self.config.tie_embeddings else self.lm_head.weight
+        logits = F.linear(x, head)                                        # (B, T, V)
         if targets is None:
             return logits
         targets = self._check_ids(targets, allow_ignore=True)
@@ -225,11 +257,13 @@ class GPT(nn.Module):
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token, forward + backward: 6 per weight of every
-        matmul (the tied head included, position embeddings not), plus the
-        attention scores and weighted sum: 12 * n_layer * n_embd * T (PaLM, appendix B)."""
-        T = seq_len or self.config.block_size
+        matmul (the head included, position embeddings not), plus the attention
+        scores and weighted sum of every query head: 12 * n_layer * n_head * head_size * T
+        (PaLM, appendix B, where n_head * head_size = n_embd)."""
+        cfg = self.config
+        T = seq_len or cfg.block_size
         n_matmul = self.num_parameters(exclude_embeddings=True)
-        return 6 * n_matmul + 12 * self.config.n_layer * self.config.n_embd * T
+        return 6 * n_matmul + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * T
 
     # ---- generation --------------------------------------------------------
     def new_caches(self, batch: int) -> list[KVCache]:
@@ -286,17 +320,20 @@ class GPT(nn.Module):
     # ---- folders on disk ----------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, **overrides: Any) -> "GPT":
-        """A GPT with the weights of a Hugging Face GPT-2 folder or one of our own
-        (a checkpoint or an instruction fine-tune; their checksums are verified).
-        `overrides` may change training-only settings such as dropout."""
+        """A GPT with the weights of a Hugging Face folder (GPT-2, Llama, Qwen2, Qwen3:
+        config.json + model.safetensors or its shards) or one of our own (a checkpoint
+        or an instruction fine-tune; their checksums are verified). `overrides` may
+        change training-only settings such as dropout, or shorten block_size."""
         config, state = read_pretrained(path, **overrides)
         model = cls(config)
         model.load_state_dict(state)   # copies into the model's own float32 arrays
         return model
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Write a Hugging Face GPT-2 folder that from_pretrained (and transformers) open."""
-        write_hf_gpt2(self.config, self.state_dict(), path)
+        """Write a Hugging Face folder of the model's family (GPT-2, Llama, Qwen2 or Qwen3)
+        that from_pretrained and transformers open; an architecture that no Hugging Face
+        model has is a ValueError naming the options."""
+        write_hf(self.config, self.state_dict(), path)
 
 
 def to_numpy(x: Any) -> np.ndarray:

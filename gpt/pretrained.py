@@ -1,7 +1,8 @@
-"""Model folders in and out: Hugging Face GPT-2 folders, and our own.
+"""Model folders in and out: Hugging Face folders (GPT-2, Llama, Qwen2, Qwen3), and our own.
 
-    read_pretrained(folder)              (GPTConfig, weights) of either kind of folder
-    write_hf_gpt2(config, state, folder) a Hugging Face GPT-2 folder (config.json + model.safetensors)
+    read_pretrained(folder)           (GPTConfig, weights) of any of them
+    write_hf(config, state, folder)   a Hugging Face folder of the model's family (config.json + model.safetensors)
+    hf_model_type(raw)                which Hugging Face family a config.json is (None: one of ours)
 
 Our folders (a training checkpoint, an instruction fine-tune) hold
 `config.json` = {"model": GPTConfig fields, ..., "checksums": {file: digest}}
@@ -12,72 +13,74 @@ folder was written, are verified before any weight is used.
 HF stores GPT-2's projections as `Conv1D` modules, whose weight is (in, out);
 our `Linear` keeps PyTorch's (out, in), so those four matrices per block are
 transposed on the way in and out. Everything else maps name for name.
+Llama, Qwen2 and Qwen3 folders are gpt/hf_llama.py's.
 This module turns files into a config and arrays; `GPT.from_pretrained` and
 `GPT.save_pretrained` put them into (and take them out of) a model.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tinytensor import load, save
-from tinytensor.serialize import verify_digests, write_atomically
+from tinytensor.serialize import verify_digests
 
 from .config import GPTConfig
+from .files import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, read_json_object, write_json
+from .hf_llama import ARCHITECTURES, read_hf_llama, write_hf_llama
 
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.safetensors"
-TOKENIZER_FILE = "tokenizer.json"
+__all__ = ["CONFIG_FILE", "HF_MODEL_TYPES", "MODEL_FILE", "TOKENIZER_FILE", "hf_family", "hf_model_type",
+           "read_config", "read_json_object", "read_pretrained", "write_hf", "write_json"]
 
+HF_MODEL_TYPES = ("gpt2", *ARCHITECTURES)
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # buffers of HF's attention module (the causal mask), not weights
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """obj as indented JSON, written atomically."""
-    write_atomically(path, json.dumps(obj, indent=2).encode())
-
-
-def read_json_object(path: Path) -> dict:
-    """A JSON file holding an object; ValueError names the file when it does not."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}): the file is corrupt") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} is not a JSON object: the file is corrupt")
-    return raw
+# what each family fixes; an option at another value has no counterpart in it
+GPT2_ARCH = dict(pos="learned", mlp="gelu", norm="layernorm", bias=True, n_kv_head=None, head_dim=None,
+                 qk_norm=False, qkv_bias=False, tie_embeddings=True)
+LLAMA_ARCH = dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False)
 
 
 def read_config(folder: str | Path) -> dict:
     """The folder's config.json, parsed; errors name the file."""
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: expected a Hugging Face GPT-2 folder "
-                                "(config.json + model.safetensors) or one of our checkpoint folders")
+        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: expected a Hugging Face folder (GPT-2, Llama, "
+                                "Qwen2, Qwen3: config.json + model.safetensors) or one of our checkpoint folders")
     return read_json_object(path)
 
 
-def is_hf_gpt2(raw: dict) -> bool:
-    return raw.get("model_type") == "gpt2" or "n_positions" in raw
+def hf_model_type(raw: dict) -> str | None:
+    """"gpt2", "llama", "qwen2" or "qwen3" for a Hugging Face config.json, None for one of ours;
+    ValueError for a Hugging Face model type that is none of these."""
+    kind = raw.get("model_type")
+    if kind == "gpt2" or (kind is None and "n_positions" in raw):
+        return "gpt2"
+    if kind is not None and kind not in HF_MODEL_TYPES:
+        raise ValueError(f"model_type {kind!r} is not supported: Hugging Face folders of {', '.join(HF_MODEL_TYPES)} are")
+    return kind
 
 
 def read_pretrained(folder: str | Path, **overrides: Any) -> tuple[GPTConfig, dict[str, Any]]:
-    """(config, weights by our parameter names) from a Hugging Face GPT-2 folder or
-    one of ours. `overrides` may change training-only settings such as dropout."""
+    """(config, weights by our parameter names) from a Hugging Face folder (GPT-2, Llama,
+    Qwen2, Qwen3) or one of ours. `overrides` may change training-only settings such as dropout."""
     folder = Path(folder)
     raw = read_config(folder)
-    if is_hf_gpt2(raw):
+    kind = hf_model_type(raw)
+    if kind == "gpt2":
         config, state = _read_hf_gpt2(folder, raw)
+    elif kind is not None:
+        config, state = read_hf_llama(folder, raw)
     elif isinstance(raw.get("model"), dict) or {"vocab_size", "n_embd", "n_layer"} <= raw.keys():
         config, state = _read_ours(folder, raw)
     else:
-        raise ValueError(f"{folder / CONFIG_FILE} is neither a Hugging Face GPT-2 config (n_positions, n_embd, ...) "
-                         "nor one of ours (a 'model' object): give a GPT-2 folder or a checkpoint folder")
+        raise ValueError(f"{folder / CONFIG_FILE} is neither a Hugging Face config (a model_type of "
+                         f"{', '.join(HF_MODEL_TYPES)}) nor one of ours (a 'model' object): "
+                         "give a Hugging Face folder or a checkpoint folder")
     if overrides:
         config = GPTConfig.from_dict({**config.to_dict(), **overrides})
     return config, state
@@ -102,9 +105,10 @@ def _read_hf_gpt2(folder: Path, hf: dict) -> tuple[GPTConfig, dict[str, Any]]:
     missing = [k for k in ("n_embd", "n_layer", "n_head", "n_positions", "vocab_size") if k not in hf]
     if missing:
         raise ValueError(f"{folder / CONFIG_FILE} lacks the GPT-2 fields {missing}")
+    inner = hf.get("n_inner")
     config = GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
                        n_head=hf["n_head"], n_embd=hf["n_embd"], norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-                       bias=True)
+                       bias=True, intermediate_size=None if inner in (None, 4 * hf["n_embd"]) else inner)
     weights_path = folder / MODEL_FILE
     if not weights_path.is_file():
         raise FileNotFoundError(f"{folder} has no {MODEL_FILE} (only safetensors weights are read, never pickles)")
@@ -127,20 +131,47 @@ def _read_hf_gpt2(folder: Path, hf: dict) -> tuple[GPTConfig, dict[str, Any]]:
     return config, state
 
 
-def write_hf_gpt2(config: GPTConfig, state: dict[str, Any], path: str | Path) -> None:
-    """Write a model's config and state dict as a Hugging Face GPT-2 folder (the layout read_pretrained reads)."""
-    cfg = config
-    if (cfg.pos, cfg.mlp, cfg.norm, cfg.bias) != ("learned", "gelu", "layernorm", True):
-        raise ValueError("only the plain GPT-2 architecture has a Hugging Face GPT-2 layout "
-                         f"(this model has pos={cfg.pos}, mlp={cfg.mlp}, norm={cfg.norm}, bias={cfg.bias})")
+def hf_family(config: GPTConfig) -> str:
+    """The Hugging Face model_type that computes what a model of this config computes;
+    ValueError naming the options that no Hugging Face model has."""
+    # n_kv_head = n_head and head_dim = n_embd / n_head are the defaults, spelled out
+    implied = dict(n_kv_head=None if config.kv_heads == config.n_head else config.n_kv_head,
+                   head_dim=None if config.head_size * config.n_head == config.n_embd else config.head_dim)
+    values = {**config.to_dict(), **implied}
+
+    def differ(arch: dict) -> list[str]:
+        return [f"{k}={values[k]!r}" for k, v in arch.items() if values[k] != v]
+
+    gpt2, llama = differ(GPT2_ARCH), differ(LLAMA_ARCH)
+    if not gpt2:
+        return "gpt2"
+    if not llama:
+        if config.qk_norm and config.qkv_bias:
+            raise ValueError("no Hugging Face model has both qk_norm (Qwen3) and qkv_bias (Qwen2): "
+                             "this model cannot be exported")
+        return "qwen3" if config.qk_norm else "qwen2" if config.qkv_bias else "llama"
+    nearest, fixed = (gpt2, GPT2_ARCH) if len(gpt2) < len(llama) else (llama, LLAMA_ARCH)
+    family = "GPT-2" if fixed is GPT2_ARCH else "Llama/Qwen"
+    raise ValueError(f"no Hugging Face model has this architecture: the nearest, {family}, needs "
+                     f"{', '.join(f'{k}={v!r}' for k, v in fixed.items())}, and this model has {', '.join(nearest)}")
+
+
+def write_hf(config: GPTConfig, state: dict[str, Any], path: str | Path) -> None:
+    """Write a model's config and state dict as a Hugging Face folder of its family
+    (GPT-2, Llama, Qwen2 or Qwen3), the layout read_pretrained reads."""
+    kind = hf_family(config)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
+    if kind != "gpt2":
+        write_hf_llama(config, state, folder, kind)
+        return
     # save() copies to the CPU in C order, so the transposed views are written as (in, out) arrays
     tensors = {"transformer." + name: arr.T if name.endswith(CONV1D) else arr for name, arr in state.items()}
     save(tensors, folder / MODEL_FILE)
     hf_config = {
-        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.vocab_size,
-        "n_positions": cfg.block_size, "n_ctx": cfg.block_size, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
-        "n_head": cfg.n_head, "layer_norm_epsilon": cfg.norm_eps, "activation_function": "gelu_new",
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": config.vocab_size,
+        "n_positions": config.block_size, "n_ctx": config.block_size, "n_embd": config.n_embd,
+        "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": config.mlp_hidden,
+        "layer_norm_epsilon": config.norm_eps, "activation_function": "gelu_new",
     }
     write_json(folder / CONFIG_FILE, hf_config)

@@ -8,6 +8,10 @@ rotated by the angle t * theta_i, theta_i = base^(-2i/D):
     y2 = x2 cos + x1 sin
 
 A rotation is orthogonal, so the backward is the rotation by the opposite angle.
+
+This is the layout of Hugging Face's Llama, Qwen2 and Qwen3 (`rotate_half`), and
+their checkpoints store the q and k projections' rows for it, so those rows
+load and export unpermuted (gpt/hf_llama.py).
 """
 from __future__ import annotations
 

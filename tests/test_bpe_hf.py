@@ -155,14 +155,15 @@ def test_unsupported_features_are_errors_that_name_them(tmp_path, change, named)
         Tokenizer.from_hf(path)
 
 
-def test_load_reads_both_formats_and_save_refuses_an_hf_tokenizer(tmp_path):
+def test_load_reads_both_formats_and_save_keeps_an_hf_tokenizer_in_its_format(tmp_path):
     path = write_json(tmp_path / "tokenizer.json", ["a b"], added={"<|eot|>": 257})
     tok = Tokenizer.load(path)
     assert tok.encode("ab<|eot|>", allowed_special="all") == [256, 257]
-    with pytest.raises(ValueError, match="save_hf"):
-        tok.save(tmp_path / "tok.bpe")
+    tok.save(tmp_path / "saved.json")               # what a checkpoint does with whatever tokenizer it has
+    assert json.loads((tmp_path / "saved.json").read_text())["model"]["type"] == "BPE"
     tok.save_hf(tmp_path / "again.json")
-    assert Tokenizer.load(tmp_path / "again.json").encode("ab<|eot|>", allowed_special="all") == [256, 257]
+    for copy in ("saved.json", "again.json"):
+        assert Tokenizer.load(tmp_path / copy).encode("ab<|eot|>", allowed_special="all") == [256, 257]
 
 
 # ---------------------------------------------------------------- against `tokenizers`

@@ -198,3 +198,19 @@ def test_profile_prints_the_table_and_trains_nothing(corpus, tmp_path, capsys):
     said = capsys.readouterr().out
     assert "profile of 2 steps" in said and "Linear" in said and "AdamW.step" in said
     assert latest_checkpoint(tmp_path / "out") is None
+
+
+def test_pretraining_with_a_hugging_face_tokenizer_json_checkpoints_and_resumes(corpus, tmp_path):
+    from bpe import Tokenizer
+
+    tok = Tokenizer.train([p.read_text() for p in sorted(corpus.iterdir())], vocab_size=270,
+                          special_tokens=["<|endoftext|>"], progress=False)
+    tok.save_hf(tmp_path / "tokenizer.json")
+    hf = Tokenizer.from_hf(tmp_path / "tokenizer.json")
+    out = tmp_path / "out"
+    flags = ["--tokenizer", str(tmp_path / "tokenizer.json"), "--checkpoint-interval", "2"]
+    train_run(corpus, out, "--max-iters", "2", *flags)
+    train_run(corpus, out, "--max-iters", "3", "--resume", *flags)
+    saved = Checkpoint.read(latest_checkpoint(out)).tokenizer()
+    text = "the cat sat on the mat"
+    assert saved.encode(text) == hf.encode(text) and latest_checkpoint(out).name == "step_000003"

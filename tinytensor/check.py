@@ -146,10 +146,14 @@ FUSED = [
     OpCheck("ScaledDotProductAttentionFunction (mask, dropout)",
             _seeded(lambda q, k, v: F.scaled_dot_product_attention(
                 q, k, v, causal=False, attn_mask=_mask(q.shape[-2:-1] + k.shape[-2:-1], q), dropout_p=0.3)),
-            [[(1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 3)]]),
+            [[(1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 3)], [(1, 6, 3, 2), (1, 3, 4, 2), (1, 3, 4, 2)]]),
     # 64 query rows go through causal attention in 2 blocks, skipping scores above the diagonal
     OpCheck("ScaledDotProductAttentionFunction (blocked causal)", F.scaled_dot_product_attention,
             [[(1, 1, 64, 2), (1, 1, 64, 2), (1, 1, 64, 2)]]),
+    # grouped-query attention: 4 query heads over 2 key/value heads, then over 1 (multi-query);
+    # the mask and dropout check above has 6 query heads over 3 as its second set
+    OpCheck("ScaledDotProductAttentionFunction (grouped queries)", F.scaled_dot_product_attention,
+            [[(1, 4, 3, 2), (1, 2, 3, 2), (1, 2, 3, 3)], [(2, 4, 2, 3), (2, 1, 4, 3), (2, 1, 4, 2)]]),
     OpCheck("EmbeddingFunction", lambda w: F.embedding(_ids(w.shape[0], (2, 5), w), w), [[(4, 3)], [(1, 2)]]),
     OpCheck("LinearFunction", F.linear, [[(2, 3, 4), (5, 4), (5,)], [(4,), (2, 4)], [(1, 1), (1, 1), (1,)]]),
     OpCheck("DropoutFunction", _seeded(lambda x: F.dropout(x, 0.4)), [[(3, 5)], [(1,)]]),

@@ -19,7 +19,9 @@ to a chain of primitives:
   - scaled_dot_product_attention saves the attention probabilities of each
     block of query rows (plus a boolean dropout mask); its backward allocates
     one (B, H, rows, keys) array per block for the score gradient, and never
-    a second full (B, H, Tq, Tk) array, thanks to the rowsum identity;
+    a second full (B, H, Tq, Tk) array, thanks to the rowsum identity; with
+    grouped queries (fewer key/value heads than query heads) the shared heads
+    are broadcast, never repeated;
   - embedding scatter-adds rows by sorting the ids (repeated ids accumulate);
   - linear flattens the leading axes so each gradient is a single matmul.
 
@@ -29,7 +31,8 @@ calls it (`nn.LayerNorm`). The same math composed from primitives, short and
 slow, is in `reference.py`; docs/ derives every backward here step by step.
 
 Shapes in comments: B batch, H heads, T (Tq, Tk) sequence lengths, D head
-size, C channels, V vocabulary size, N = product of the leading axes.
+size, C channels, V vocabulary size, N = product of the leading axes; in
+grouped-query attention Hkv key/value heads, each read by G = H / Hkv query heads.
 Forwards work in place on buffers they own (`xp.exp(p, out=p)`) and keep the
 input dtype: constants are Python floats, which never promote float32 to
 float64. Device-agnostic: `xp` is NumPy or CuPy, whichever holds the data.
@@ -539,19 +542,31 @@ def _causal_chunks(tq: int, tk: int, causal: bool) -> list[tuple[int, int, int]]
 
 
 class ScaledDotProductAttentionFunction(Function):
+    """Attention with grouped queries: q has H = Hkv * G heads, k and v have Hkv, and
+    query head h reads key/value head h // G (G = 1 is plain multi-head attention).
+
+    q is viewed as (B, Hkv, G, Tq, D) against k and v viewed as (B, Hkv, 1, Tk, D):
+    every matmul broadcasts a key/value head over its G query heads, so no
+    repeated copy of k or v is ever made or saved."""
+
     def forward(self, q, k, v, mask, causal, dropout_p, scale):
         xp = get_array_module(q)
-        tq, tk = q.shape[-2], k.shape[-2]
-        lead = q.shape[:-2]
-        out = xp.zeros(lead + (tq, v.shape[-1]), dtype=q.dtype)   # (B, H, Tq, Dv); rows seeing no key stay 0
-        keep = _keep_mask(lead + (tq, tk), dropout_p, device_of(q)) if dropout_p > 0 else None  # (B, H, Tq, Tk)
-        if mask is not None:
-            mask = xp.broadcast_to(mask, lead + (tq, tk))  # a view, sliced per block below
-        qs = q * scale
+        tq, tk, dv = q.shape[-2], k.shape[-2], v.shape[-1]
+        groups = q.shape[-3] // k.shape[-3] if q.ndim > 2 else 1
+        lead = k.shape[:-2] + (groups,)                  # (B, Hkv, G)
+        # splitting an axis in two is a view: none of these reshapes copies
+        qg = q.reshape(lead + (tq, q.shape[-1]))         # (B, Hkv, G, Tq, D)
+        kg = k.reshape(lead[:-1] + (1,) + k.shape[-2:])  # (B, Hkv, 1, Tk, D)
+        vg = v.reshape(lead[:-1] + (1,) + v.shape[-2:])  # (B, Hkv, 1, Tk, Dv)
+        out = xp.zeros(lead + (tq, dv), dtype=q.dtype)   # (B, Hkv, G, Tq, Dv); rows seeing no key stay 0
+        keep = _keep_mask(lead + (tq, tk), dropout_p, device_of(q)) if dropout_p > 0 else None  # (B, Hkv, G, Tq, Tk)
+        if mask is not None:                             # a view, sliced per block below
+            mask = xp.broadcast_to(mask, q.shape[:-1] + (tk,)).reshape(lead + (tq, tk))
+        qs = qg * scale
         blocks = []
         for i0, i1, kend in _causal_chunks(tq, tk, causal):
             # S = (q * scale) @ k^T on this block of query rows
-            s = xp.matmul(qs[..., i0:i1, :], k[..., :kend, :].swapaxes(-1, -2))  # (B, H, r, kend)
+            s = xp.matmul(qs[..., i0:i1, :], kg[..., :kend, :].swapaxes(-1, -2))  # (B, Hkv, G, r, kend)
             if causal and tk - tq + i0 + 1 < kend:       # else every row sees all kend keys (one new token)
                 # row i0 + r sees keys j <= Tk - Tq + i0 + r
                 future = xp.triu(xp.ones((i1 - i0, kend), dtype=bool), k=tk - tq + i0 + 1)  # (r, kend)
@@ -563,25 +578,26 @@ class ScaledDotProductAttentionFunction(Function):
                 else:
                     s += m                               # additive mask
             # P = softmax(S) along the keys, shifted by the row max (in S's buffer)
-            rmax = s.max(axis=-1, keepdims=True)         # (B, H, r, 1)
+            rmax = s.max(axis=-1, keepdims=True)         # (B, Hkv, G, r, 1)
             rmax[rmax == -xp.inf] = 0                    # a row with every key masked: keep it -inf
             s -= rmax
             p = xp.exp(s, out=s)
-            total = _sum_last(p)                         # (B, H, r, 1)
+            total = _sum_last(p)                         # (B, Hkv, G, r, 1)
             total[total == 0] = 1                        # ... so its probabilities (and output) are 0
             p *= 1.0 / total
             # Pd = P * keep / (1 - p_drop), inverted dropout on the probabilities
-            kb = None if keep is None else keep[..., i0:i1, :kend]  # (B, H, r, kend) bool
+            kb = None if keep is None else keep[..., i0:i1, :kend]  # (B, Hkv, G, r, kend) bool
             pd = p if kb is None else _dropped(p, kb, dropout_p)
             # out = Pd @ v
-            xp.matmul(pd, v[..., :kend, :], out=out[..., i0:i1, :])  # (B, H, r, Dv)
+            xp.matmul(pd, vg[..., :kend, :], out=out[..., i0:i1, :])  # (B, Hkv, G, r, Dv)
             blocks.append((i0, i1, kend, p, kb))
         # saved: P of each block (together at most one (B, H, Tq, Tk) array, about
         # half of it when causal), the boolean dropout mask, and references to the
         # inputs and to the output (O is needed for rowsum below)
-        self.blocks, self.q, self.k, self.v, self.out = blocks, q, k, v, out
+        self.blocks, self.q, self.k, self.v, self.out = blocks, qg, kg, vg, out
         self.dropout_p, self.scale = dropout_p, scale
-        return out
+        self.shapes = q.shape, k.shape, v.shape
+        return out.reshape(q.shape[:-1] + (dv,))         # (B, H, Tq, Dv)
 
     def backward(self, g):
         # out = Pd @ v, Pd = P * keep / (1 - p_drop), P = softmax(S), S = scale * q @ k^T;
@@ -592,25 +608,30 @@ class ScaledDotProductAttentionFunction(Function):
         #                               rowsum(dout * out) (sum_j dP_ij P_ij = dout_i . sum_j Pd_ij v_j),
         #                               one (B, H, Tq, 1) array computed before the loop
         #   S = scale * q @ k^T     ->  dq = scale * dS @ k,  dk = scale * dS^T @ q
+        # Grouped queries: key/value head j is used by the G query heads of its group, in
+        # S_g = scale * q_g @ k_j^T and out_g = Pd_g @ v_j for g = 1..G. A weight used G times
+        # gets the sum of its G gradients: dk_j = scale * sum_g dS_g^T @ q_g, dv_j = sum_g Pd_g^T @ dout_g
+        # (the sum over the group axis of the broadcast matmul's result); dq needs no sum.
         # Block by block of query rows: block [i0, i1) touches keys [0, kend) only (P is 0
         # beyond, so are its gradients), and its dv and dk contributions add into those rows.
         xp = get_array_module(g)
         need_q, need_k, need_v = self.needs_grad
         q, k, v = self.q, self.k, self.v
+        g = g.reshape(self.out.shape)                    # (B, Hkv, G, Tq, Dv), a view
         inv_keep = _keep_scale(self.dropout_p)
-        dq = xp.zeros_like(q) if need_q else None        # (B, H, Tq, D)
-        dk = xp.zeros_like(k) if need_k else None        # (B, H, Tk, D)
-        dv = xp.zeros(v.shape, dtype=g.dtype) if need_v else None  # (B, H, Tk, Dv)
-        rowsum = _sum_last(g, self.out) if need_q or need_k else None  # (B, H, Tq, 1) rowsum(dout * out)
+        dq = xp.zeros_like(q) if need_q else None        # (B, Hkv, G, Tq, D)
+        dk = xp.zeros_like(k) if need_k else None        # (B, Hkv, 1, Tk, D)
+        dv = xp.zeros(v.shape, dtype=g.dtype) if need_v else None  # (B, Hkv, 1, Tk, Dv)
+        rowsum = _sum_last(g, self.out) if need_q or need_k else None  # (B, Hkv, G, Tq, 1) rowsum(dout * out)
         for i0, i1, kend, p, keep in self.blocks:
-            dout = g[..., i0:i1, :]                      # (B, H, r, Dv)
+            dout = g[..., i0:i1, :]                      # (B, Hkv, G, r, Dv)
             # out = Pd @ v
             if need_v:
-                pd = p if keep is None else _dropped(p, keep, self.dropout_p)  # (B, H, r, kend)
-                dv[..., :kend, :] += xp.matmul(pd.swapaxes(-1, -2), dout)  # (B, H, kend, Dv) dv = Pd^T @ dout
+                pd = p if keep is None else _dropped(p, keep, self.dropout_p)  # (B, Hkv, G, r, kend)
+                dv[..., :kend, :] += _group_sum(xp.matmul(pd.swapaxes(-1, -2), dout))  # dv = sum_g Pd^T @ dout
             if not (need_q or need_k):
                 continue
-            dpd = xp.matmul(dout, v[..., :kend, :].swapaxes(-1, -2))  # (B, H, r, kend) dPd = dout @ v^T
+            dpd = xp.matmul(dout, v[..., :kend, :].swapaxes(-1, -2))  # (B, Hkv, G, r, kend) dPd = dout @ v^T
             # Pd = P * keep / (1 - p_drop)
             dp = dpd                                     # dP = dPd without dropout
             if keep is not None:
@@ -621,24 +642,33 @@ class ScaledDotProductAttentionFunction(Function):
             ds *= p
             # S = scale * q @ k^T (the scale is applied once, after the loop)
             if need_q:
-                xp.matmul(ds, k[..., :kend, :], out=dq[..., i0:i1, :])  # (B, H, r, D)
+                xp.matmul(ds, k[..., :kend, :], out=dq[..., i0:i1, :])  # (B, Hkv, G, r, D)
             if need_k:
-                dk[..., :kend, :] += xp.matmul(ds.swapaxes(-1, -2), q[..., i0:i1, :])  # (B, H, kend, D)
+                dk[..., :kend, :] += _group_sum(xp.matmul(ds.swapaxes(-1, -2), q[..., i0:i1, :]))  # sum_g dS^T @ q
         if need_q:
             dq *= self.scale
         if need_k:
             dk *= self.scale
-        return dq, dk, dv
+        q_shape, k_shape, v_shape = self.shapes
+        return (None if dq is None else dq.reshape(q_shape), None if dk is None else dk.reshape(k_shape),
+                None if dv is None else dv.reshape(v_shape))
+
+
+def _group_sum(x: Any) -> Any:
+    """x (B, Hkv, G, rows, cols) summed over its G query heads, keepdims; x itself when G = 1."""
+    return x if x.shape[-3] == 1 else x.sum(axis=-3, keepdims=True)
 
 
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, attn_mask: Any = None,
                                  dropout_p: float = 0.0, scale: float | None = None) -> Tensor:
     """softmax(q @ k^T * scale + mask) @ v as one node, on (B, H, T, D) (any leading axes).
 
-    q is (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv). With causal=True and
+    q is (..., H, Tq, D), k (..., Hkv, Tk, D), v (..., Hkv, Tk, Dv). With
+    Hkv < H (grouped-query attention), H must be a multiple of Hkv and query
+    head h attends with key/value head h // (H / Hkv). With causal=True and
     Tq < Tk (a query block against a longer key cache), query i sits at
     absolute position Tk - Tq + i: the causal mask is aligned bottom-right, as
-    in PyTorch and flash-attn. attn_mask broadcasts to (..., Tq, Tk): boolean
+    in PyTorch and flash-attn. attn_mask broadcasts to (..., H, Tq, Tk): boolean
     (True = keep) or additive float (no gradient flows into it). A query row
     whose keys are all masked gets zero output and zero gradient. Dropout
     (inverted) acts on the probabilities whenever dropout_p > 0. scale
@@ -649,11 +679,12 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
         raise ValueError(f"scaled_dot_product_attention: q, k, v need the same number (>= 2) of axes, "
                          f"got shapes {q.shape}, {k.shape}, {v.shape}")
-    if q.shape[:-2] != k.shape[:-2] or k.shape[:-2] != v.shape[:-2] or q.shape[-1] != k.shape[-1] \
-            or k.shape[-2] != v.shape[-2]:
+    if q.shape[:-3] != k.shape[:-3] or k.shape[:-2] != v.shape[:-2] or q.shape[-1] != k.shape[-1] \
+            or k.shape[-2] != v.shape[-2] or (q.ndim > 2 and q.shape[-3] % k.shape[-3]):
         raise ValueError(
             f"scaled_dot_product_attention: shapes q {q.shape}, k {k.shape}, v {v.shape} do not fit: "
-            "need q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) with the same leading axes"
+            "need q (..., H, Tq, D), k (..., Hkv, Tk, D), v (..., Hkv, Tk, Dv) with the same leading axes "
+            "and H a multiple of Hkv"
         )
     if not 0.0 <= dropout_p <= 1.0:
         raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")

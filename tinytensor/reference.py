@@ -97,9 +97,16 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
                                  dropout_p: float = 0.0, scale: float | None = None, keep: Any = None) -> Tensor:
     """softmax(q k^T * scale + mask) @ v, the causal mask aligned bottom-right;
     `keep` is the dropout mask on the probabilities (None: no dropout). A row
-    with every key masked gives NaN here (0 / 0); the fused op gives 0."""
+    with every key masked gives NaN here (0 / 0); the fused op gives 0.
+
+    Grouped queries (k and v with Hkv heads, q with H = Hkv * G): each key/value
+    head is repeated for the G query heads that read it, by an integer-array
+    index, whose backward scatter-adds: the G gradients of a shared head are summed."""
     tq, tk = q.shape[-2], k.shape[-2]
     xp = get_array_module(q.data)
+    if q.ndim > 2 and k.shape[-3] != q.shape[-3]:
+        heads = xp.arange(q.shape[-3]) // (q.shape[-3] // k.shape[-3])  # query head h reads kv head h // G
+        k, v = k[..., heads, :, :], v[..., heads, :, :]               # (..., H, Tk, D)
     s = (q @ k.swapaxes(-1, -2)) * (1 / math.sqrt(q.shape[-1]) if scale is None else scale)  # (..., Tq, Tk)
     if causal:
         s = s.masked_fill(xp.triu(xp.ones((tq, tk), dtype=bool), k=tk - tq + 1), -math.inf)

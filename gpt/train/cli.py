@@ -3,6 +3,7 @@
     python -m gpt sample --checkpoint DIR --prompt "..."     continue a text
     python -m gpt classify --checkpoint DIR "some text"      label and probability (a classify fine-tune)
     python -m gpt chat --checkpoint DIR                      answer instructions typed at the prompt (an instruct fine-tune)
+    python -m gpt export --checkpoint DIR --out HF_DIR       a Hugging Face folder (GPT-2, Llama, Qwen2 or Qwen3)
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import codecs
 import sys
 
 from gpt import GPTClassifier
+from gpt.lora import merge_lora
 
 from .data import EOT
 from .finetune import classify_texts
-from .inference import load_finetuned, load_for_inference
+from .inference import export_folder, load_finetuned, load_for_inference
 from .instruct import PromptTemplate, generate_response
 
 
@@ -65,13 +67,23 @@ def chat(args: argparse.Namespace) -> None:
                                 args.temperature, args.seed), flush=True)
 
 
+def export(args: argparse.Namespace) -> None:
+    model, tok = load_for_inference(args.checkpoint)
+    if isinstance(model, GPTClassifier):
+        sys.exit(f"error: {args.checkpoint} holds a classifier; only a language model is exported")
+    kind = export_folder(merge_lora(model), tok, args.out)   # LoRA adapters, if any, folded into the weights
+    print(f"wrote a Hugging Face {kind} folder to {args.out}: transformers' AutoModelForCausalLM and "
+          "GPT.from_pretrained open it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m gpt", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sample", help="generate text from a checkpoint, printed as it comes")
     s.add_argument("--checkpoint", required=True,
                    help="a checkpoint folder (config.json, model.safetensors, tokenizer.json) "
-                        "or a Hugging Face GPT-2 folder (with vocab.json and merges.txt)")
+                        "or a Hugging Face folder: GPT-2 (with vocab.json and merges.txt, or tokenizer.json), "
+                        "Llama, Qwen2 or Qwen3 (with tokenizer.json)")
     s.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
     s.add_argument("--max-new-tokens", type=int, default=200)
     s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
@@ -97,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--seed", type=int, default=None)
     ch.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ch.set_defaults(func=chat)
+
+    e = sub.add_parser("export", help="write a model as a Hugging Face folder (config.json, model.safetensors, "
+                                      "tokenizer.json)")
+    e.add_argument("--checkpoint", required=True, help="a training output folder, a checkpoint, an instruction "
+                                                       "fine-tune (LoRA adapters are merged) or a Hugging Face folder")
+    e.add_argument("--out", required=True, help="the folder to write; it must not hold a model already")
+    e.set_defaults(func=export)
     return ap
 
 
@@ -104,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -54,8 +54,8 @@ class PretrainConfig:
     block_size: int | None = setting(None, "overrides the preset", group="model", check=at_least(1),
                                      default_text="the preset's")
     dropout: float = setting(0.0, "dropout probability", group="model", check=probability)
-    bias: bool = setting(True, "biases in the linear layers and norms (GPT-2 has them; nanoGPT's default not)",
-                         group="model")
+    bias: bool | None = setting(None, "biases in the linear layers and norms (GPT-2 has them; nanoGPT's default "
+                                "and Llama not)", group="model", default_text="the preset's")
     # optimisation
     batch_size: int = setting(32, "sequences per micro-batch, over all processes", group="optimisation",
                               check=at_least(1))

@@ -101,8 +101,9 @@ def _add_flag(parser: Any, f: Field, hint: Any) -> None:
     shown = meta["default_text"] or f.default
     kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": meta["help"]}
     if kind is bool:
-        kw["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
-        if f.default:
+        # --x and --no-x, unless the default is False (then --x alone); None: a default decided later
+        kw["action"] = argparse.BooleanOptionalAction if f.default is not False else "store_true"
+        if f.default is not False:
             kw["help"] += f" (default: {shown})"
     else:
         if typing.get_origin(kind) is tuple:

@@ -3,6 +3,7 @@
     load_for_inference(folder)    any folder we or Hugging Face write: (model, tokenizer)
     load_base(folder)             the same, a language model in training mode (a fine-tune's start)
     load_finetuned(folder)        a fine-tuned model: (model, tokenizer, its config.json)
+    export_folder(model, tok, out)  the two as a Hugging Face folder
 """
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import tinytensor as tt
 from bpe import Tokenizer
 from gpt import GPT, GPTClassifier, GPTConfig
 from gpt.lora import apply_lora
-from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, is_hf_gpt2, read_config
+from gpt.hf_llama import INDEX_FILE
+from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, hf_family, hf_model_type, read_config, write_json
 from tinytensor import nn
 from tinytensor.serialize import verify_digests
 
 from .checkpoint import resolve_checkpoint
 
-HF_FILES = (CONFIG_FILE, MODEL_FILE, "vocab.json", "merges.txt")
+GPT2_VOCAB = ("vocab.json", "merges.txt")
+HF_NAMES = {"gpt2": "GPT-2", "llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3"}
 LORA_FILE = "lora.safetensors"
 
 
@@ -28,30 +31,69 @@ def load_for_inference(folder: str | os.PathLike, device: str = "cpu",
                        say: Callable[[str], None] = print) -> tuple[nn.Module, Tokenizer]:
     """(model in eval mode, tokenizer) from one of our checkpoint folders, the output
     folder of a training run (its latest good checkpoint), a fine-tuned model
-    (a GPTClassifier for a classifier), or a Hugging Face GPT-2 folder (config.json,
-    model.safetensors, vocab.json, merges.txt). Checksums are verified; every
-    missing file is named up front."""
+    (a GPTClassifier for a classifier), or a Hugging Face folder: GPT-2 (config.json,
+    model.safetensors, vocab.json and merges.txt, or a tokenizer.json), Llama, Qwen2
+    or Qwen3 (config.json, model.safetensors or its shards, tokenizer.json).
+    Checksums are verified; every missing file is named up front."""
     path = resolve_checkpoint(folder, say)
     raw = read_config(path)
     if raw.get("task") in ("classify", "instruct"):
         model, tok, _ = load_finetuned(path, device)
         return model, tok
-    hf = is_hf_gpt2(raw)
-    needed = HF_FILES if hf else (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE)
-    missing = [name for name in needed if not (path / name).is_file()]
+    kind = hf_model_type(raw)
+    missing = _missing_files(path, kind)
     if missing:
-        kind = "a Hugging Face GPT-2 folder" if hf else "a checkpoint folder"
-        raise FileNotFoundError(f"{path} looks like {kind} but lacks {', '.join(missing)} "
-                                f"(it needs {', '.join(needed)})")
+        what = f"a Hugging Face {HF_NAMES[kind]} folder" if kind else "a checkpoint folder"
+        raise FileNotFoundError(f"{path} looks like {what} but lacks {', '.join(missing)}")
     model = GPT.from_pretrained(path)          # verifies the weights' checksum in our folders
-    if hf:
-        tok = Tokenizer.from_gpt2(path / "vocab.json", path / "merges.txt")
-    else:
+    if kind is None:
         verify_digests(path, {k: v for k, v in raw.get("checksums", {}).items() if k == TOKENIZER_FILE}, CONFIG_FILE)
         tok = Tokenizer.load(path / TOKENIZER_FILE)
+    elif all((path / name).is_file() for name in GPT2_VOCAB):
+        tok = Tokenizer.from_gpt2(*(path / name for name in GPT2_VOCAB))
+    else:
+        tok = read_hf_tokenizer(path / TOKENIZER_FILE)
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the model only {model.config.vocab_size}")
     return model.to(device).eval(), tok
+
+
+def _missing_files(path: Path, kind: str | None) -> list[str]:
+    """The files a folder of this kind (a Hugging Face model_type, or None for ours) lacks."""
+    if kind is None:
+        return [name for name in (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE) if not (path / name).is_file()]
+    missing = [] if (path / MODEL_FILE).is_file() or (path / INDEX_FILE).is_file() else [MODEL_FILE]
+    if (path / TOKENIZER_FILE).is_file():
+        return missing
+    if kind != "gpt2":
+        return missing + [TOKENIZER_FILE]
+    vocab = [name for name in GPT2_VOCAB if not (path / name).is_file()]
+    return missing + vocab[:-1] + [f"{vocab[-1]} (or a {TOKENIZER_FILE})"] if vocab else missing
+
+
+def read_hf_tokenizer(path: Path) -> Tokenizer:
+    """A Hugging Face tokenizer.json, through bpe's Tokenizer.from_hf."""
+    from_hf = getattr(Tokenizer, "from_hf", None)
+    if from_hf is None:
+        raise ValueError(f"reading {path} needs Tokenizer.from_hf, which this version of bpe lacks")
+    return from_hf(path)
+
+
+def export_folder(model: GPT, tok: Tokenizer, out: str | os.PathLike) -> str:
+    """Write model and tokenizer as a Hugging Face folder; returns its model_type. The tokenizer
+    goes to tokenizer.json (bpe's Tokenizer.save_hf), which `tokenizers` reads, with a
+    tokenizer_config.json that makes transformers take it as it is."""
+    out = Path(out)
+    kind = hf_family(model.config)             # before anything is written: a ValueError naming the options
+    save_hf = getattr(tok, "save_hf", None)
+    if save_hf is None:
+        raise ValueError("writing a Hugging Face tokenizer.json needs Tokenizer.save_hf, which this version of bpe lacks")
+    if (out / CONFIG_FILE).exists():
+        raise FileExistsError(f"{out} already holds a model ({CONFIG_FILE}): choose another --out, or remove it")
+    model.save_pretrained(out)
+    save_hf(out / TOKENIZER_FILE)
+    write_json(out / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"})
+    return kind
 
 
 def load_base(init_from: str | os.PathLike, device: str = "cpu") -> tuple[GPT, Tokenizer]:
