@@ -22,7 +22,7 @@ Everything a run writes lands in --out:
     data/             the tokenized corpus, unless --cache-dir says elsewhere
 
 --task classify | instruct fine-tunes a pretrained model (one of our runs or
-checkpoints, or a Hugging Face GPT-2 folder) through the same loop; its flags are
+checkpoints, or a Hugging Face GPT-2 / Llama / Qwen folder) through the same loop; its flags are
 listed by `python train.py --task classify --help` (see gpt/train/finetune.py).
 Every flag is a field of a dataclass in gpt/train/config.py.
 """

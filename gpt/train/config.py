@@ -129,8 +129,8 @@ class FinetuneConfig:
     """Settings both fine-tuning tasks share. The defaults are the book's (chapters 6-7)
     for a pretrained GPT-2; a small model trained here wants a larger lr."""
     init_from: str | None = setting(None, "the pretrained model: a train.py --out folder, one of its checkpoints, or "
-                                    "a Hugging Face GPT-2 folder (config.json, model.safetensors, vocab.json, "
-                                    "merges.txt)", required=True)
+                                    "a Hugging Face GPT-2, Llama, Qwen2 or Qwen3 folder (config.json, safetensors "
+                                    "weights, and tokenizer.json, or vocab.json + merges.txt for GPT-2)", required=True)
     data: str | None = setting(None, "the training examples", required=True)
     out: str = setting("out/finetune", "where the fine-tuned model goes")
     overwrite: bool = setting(False, "replace a fine-tuned model already in --out")

@@ -5,7 +5,7 @@
     load_finetuned(folder)      (model, tokenizer, config) of either
 
 `cfg.init_from` is one of our checkpoint folders (or a training run's --out
-folder) or a Hugging Face GPT-2 folder. Each run writes into `cfg.out`:
+folder) or a Hugging Face GPT-2 / Llama / Qwen folder. Each run writes into `cfg.out`:
 
     model.safetensors   all weights (classifier names: gpt.* and head.*; instruct: a plain GPT,
                         so `python -m gpt sample` reads it too), or, with LoRA and no merge:
