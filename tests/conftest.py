@@ -31,11 +31,12 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 def as_numpy(x) -> np.ndarray:
-    """Any array, NumPy or CuPy (or a Tensor, a list, a number), as a NumPy array for assertions:
-    np.testing refuses CuPy arrays, as NumPy code on a GPU's arrays must."""
+    """A NumPy copy of any array, NumPy or CuPy (or of a Tensor's data, a list, a number), for
+    assertions: np.testing refuses CuPy arrays, as NumPy code on a GPU's arrays must. A copy, so
+    a value kept for later stays as it was when an in-place update changes the array."""
     if isinstance(x, tt.Tensor):
-        return x.numpy()
-    return to_device(x, "cpu") if get_array_module(x) is not np else np.asarray(x)
+        x = x.data
+    return np.array(x) if get_array_module(x) is np else to_device(x, "cpu")
 
 # hypothesis strategies the gradient checks share
 seeds = st.integers(0, 2**31 - 1)
