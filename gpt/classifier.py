@@ -35,7 +35,7 @@ class GPTClassifier(nn.Module):
         """Class logits (B, n_classes) for right-padded ids (B, T) with true lengths (B,)."""
         x = self.gpt.hidden_states(idx)                      # (B, T, C)
         B, T = x.shape[:2]
-        lengths = np.asarray(lengths, dtype=np.int64)
+        lengths = np.asarray(to_device(lengths, "cpu"), dtype=np.int64)   # checked on the host, then moved
         if lengths.shape != (B,) or lengths.min() < 1 or lengths.max() > T:
             raise ValueError(f"lengths must be {B} numbers between 1 and {T} (one per row of ids), got {lengths}")
         xp = get_array_module(x.data)

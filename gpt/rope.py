@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinytensor import Tensor
-from tinytensor.backend import get_array_module
+from tinytensor.backend import get_array_module, to_device
 from tinytensor.tensor import Function
 
 
@@ -49,5 +49,7 @@ class Rotary(Function):
 
 
 def apply_rotary(x: Tensor, cos, sin) -> Tensor:
-    """Rotate q or k (B, H, T, D) by the tables' rows for its T positions, cos and sin (T, D/2)."""
-    return Rotary.apply(x, cos=cos.astype(x.dtype, copy=False), sin=sin.astype(x.dtype, copy=False))
+    """Rotate q or k (B, H, T, D) by the tables' rows for its T positions, cos and sin (T, D/2),
+    which are moved to x's device if they are elsewhere (rope_tables makes them on the host)."""
+    cos, sin = (to_device(a, x.device).astype(x.dtype, copy=False) for a in (cos, sin))
+    return Rotary.apply(x, cos=cos, sin=sin)

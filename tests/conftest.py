@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tinytensor as tt
+from tinytensor.backend import get_array_module, to_device
 
 # "ci" (the default) keeps the suite to a few minutes on 2 cores; "thorough"
 # runs many more examples: HYPOTHESIS_PROFILE=thorough pytest
@@ -18,10 +19,24 @@ settings.register_profile(
     "ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 settings.register_profile("thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# "smoke": a few examples each, for the cuda pass of .ci/run under the strict CuPy stand-in, which looks for
+# host/device mixing (a code path, not a value: the cpu pass covers the values)
+settings.register_profile(
+    "smoke", max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # tests that run on every device take the `device` fixture; "cuda" skips without a GPU
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def as_numpy(x) -> np.ndarray:
+    """A NumPy copy of any array, NumPy or CuPy (or of a Tensor's data, a list, a number), for
+    assertions: np.testing refuses CuPy arrays, as NumPy code on a GPU's arrays must. A copy, so
+    a value kept for later stays as it was when an in-place update changes the array."""
+    if isinstance(x, tt.Tensor):
+        x = x.data
+    return np.array(x) if get_array_module(x) is np else to_device(x, "cpu")
 
 # hypothesis strategies the gradient checks share
 seeds = st.integers(0, 2**31 - 1)
@@ -46,7 +61,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(params=DEVICES)
+# module-scoped, so that hypothesis tests (@given) may take it too
+@pytest.fixture(params=DEVICES, scope="module")
 def device(request) -> str:
     return request.param
 

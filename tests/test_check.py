@@ -35,9 +35,10 @@ def test_every_function_class_has_a_check():
     assert classes - checked == set()
 
 
-def test_every_check_passes_and_the_table_names_each_op():
+def test_every_check_passes_and_the_table_names_each_op(device):
     lines = []
-    assert check.report(check.CHECKS, out=lines.append)
+    assert check.report(check.CHECKS, device, out=lines.append)
+    assert lines[0].startswith(f"finite-difference check of {len(check.CHECKS)} ops on {device}, float64")
     assert len(lines) == len(check.CHECKS) + 3
     for c, line in zip(check.CHECKS, lines[2:]):
         assert line.startswith(c.name) and line.endswith("  ok")
@@ -62,9 +63,17 @@ def test_checks_leave_the_seeded_generator_alone():
 
 
 def cli(*args, cwd=ROOT):
-    env = {**os.environ, "PYTHONPATH": f"{cwd}{os.pathsep}{ROOT}"}  # this checkout's tinytensor, and cwd's modules
+    # this checkout's tinytensor, cwd's modules, and what the caller had (a CuPy stand-in, say)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "tinytensor", "check", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+def test_cli_checks_every_op_on_each_device(device):
+    done = cli("--device", device)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"on {device}, float64" in done.stdout
+    assert f"{len(check.CHECKS)} of {len(check.CHECKS)} passed" in done.stdout
 
 
 def test_cli_exit_codes_and_an_op_of_your_own(tmp_path):

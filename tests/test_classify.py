@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import write_model_folder
+from conftest import as_numpy, write_model_folder
 
 import train
 
@@ -86,18 +86,21 @@ def test_pad_batch_right_pads_and_truncates():
 
 # ---- model -------------------------------------------------------------------------
 @pytest.mark.parametrize("pos", ["learned", "rope"])
-def test_last_real_token_is_read_with_right_padding(pos):
+def test_last_real_token_is_read_with_right_padding(pos, device):
     tt.manual_seed(0)
-    clf = GPTClassifier(GPT(GPTConfig(vocab_size=30, block_size=12, n_layer=2, n_head=2, n_embd=16, pos=pos)), 3).eval()
+    gpt = GPT(GPTConfig(vocab_size=30, block_size=12, n_layer=2, n_head=2, n_embd=16, pos=pos)).to(device)
+    clf = GPTClassifier(gpt, 3).eval()
+    assert clf.head.weight.device == device
     seqs = [[3, 4, 5, 6, 7, 8], [9, 10], [11, 12, 13, 14]]
     ids, lengths, _ = pad_batch(seqs, pad_id=29, max_length=12)
     batched = clf(ids, lengths).numpy()
     for row, seq in enumerate(seqs):
         alone = clf(np.array([seq]), np.array([len(seq)])).numpy()[0]
         np.testing.assert_allclose(batched[row], alone, rtol=1e-5, atol=1e-6)
-    # the padding value must not matter
+    # the padding value must not matter, nor where the lengths live
     other, _, _ = pad_batch(seqs, pad_id=1, max_length=12)
     np.testing.assert_allclose(clf(other, lengths).numpy(), batched, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(clf(ids, tt.tensor(lengths, device=device).data).numpy(), batched)
 
 
 def test_trainable_choices():
@@ -114,10 +117,11 @@ def test_trainable_choices():
         clf.set_trainable("some")
 
 
-def test_overfits_16_examples():
+def test_overfits_16_examples(device):
     tok = Tokenizer.train(HAM + SPAM, vocab_size=300, special_tokens=["<|endoftext|>"], progress=False)
     tt.manual_seed(0)
-    clf = GPTClassifier(GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=48, n_layer=1, n_head=2, n_embd=16)), 2)
+    gpt = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=48, n_layer=1, n_head=2, n_embd=16)).to(device)
+    clf = GPTClassifier(gpt, 2)
     ids, lengths, _ = pad_batch(tok.encode_batch(HAM + SPAM), pad_id=0, max_length=48)
     labels = np.array([0] * 8 + [1] * 8)
     opt = optim.AdamW(clf.parameters(), lr=3e-3, weight_decay=0.0)
@@ -131,11 +135,11 @@ def test_overfits_16_examples():
 
 
 # ---- the training run, checkpoints, CLI ------------------------------------------------
-def test_finetune_writes_a_checkpoint_the_cli_reads(tmp_path, capsys):
+def test_finetune_writes_a_checkpoint_the_cli_reads(tmp_path, capsys, device):
     write_base(tmp_path / "base", HAM + SPAM)
     data = write_tsv(tmp_path / "d.tsv", [("ham", t) for t in HAM] + [("spam", t) for t in SPAM])
     cfg = ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "clf"), epochs=15,
-                         lr=3e-3, trainable="all", eval_interval=10, batch_size=4)
+                         lr=3e-3, trainable="all", eval_interval=10, batch_size=4, device=device)
     final = finetune_classifier(cfg, log=lambda s: None)
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"} <= set(final)
     assert final["train_acc"] == 1.0
@@ -144,10 +148,11 @@ def test_finetune_writes_a_checkpoint_the_cli_reads(tmp_path, capsys):
     config = json.loads((tmp_path / "clf" / "config.json").read_text())
     assert config["task"] == "classify" and config["labels"] == ["ham", "spam"] and config["n_classes"] == 2
 
-    model, tok, _ = load_finetuned(tmp_path / "clf")
+    model, tok, _ = load_finetuned(tmp_path / "clf", device=device)
+    assert model.head.weight.device == device
     [(label, prob)] = classify_texts(model, tok, ["ham", "spam"], [SPAM[0]])
     assert label == "spam" and 0.5 < prob <= 1.0
-    main(["classify", "--checkpoint", str(tmp_path / "clf"), SPAM[0], HAM[0]])
+    main(["classify", "--checkpoint", str(tmp_path / "clf"), SPAM[0], HAM[0], "--device", device])
     lines = capsys.readouterr().out.strip().split("\n")
     assert [line.split("\t")[0] for line in lines] == ["spam", "ham"]
 
@@ -167,25 +172,26 @@ def test_warmup_applies_without_a_decay(tmp_path):
     assert moved[0] > 0.5 and moved[10**6] < 1e-4
 
 
-def test_lora_classifier_saves_adapters_and_head_only(tmp_path):
+def test_lora_classifier_saves_adapters_and_head_only(tmp_path, device):
     write_base(tmp_path / "base", HAM + SPAM, n_layer=2)
     data = write_tsv(tmp_path / "d.tsv", [("ham", t) for t in HAM] + [("spam", t) for t in SPAM])
     cfg = ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "lora"), epochs=2,
-                         lr=1e-2, lora_rank=2, lora_alpha=4.0, eval_interval=0, batch_size=4)
+                         lr=1e-2, lora_rank=2, lora_alpha=4.0, eval_interval=0, batch_size=4, device=device)
     finetune_classifier(cfg, log=lambda s: None)
     assert not (tmp_path / "lora" / "model.safetensors").exists()
     saved = tt.load(tmp_path / "lora" / "lora.safetensors")
     assert {k for k in saved if not k.startswith("head.")} == {k for k in saved if ".lora_" in k}
     assert {"head.weight", "head.bias"} <= set(saved)
     base = tt.load(tmp_path / "base" / "model.safetensors")
-    model, tok, _ = load_finetuned(tmp_path / "lora")
+    model, tok, _ = load_finetuned(tmp_path / "lora", device=device)
     assert any(isinstance(m, LoRALinear) for m in model.modules())
+    assert all(p.device == device for p in model.parameters())
     for name, value in base.items():   # frozen: the base weights are exactly the base checkpoint's
-        np.testing.assert_array_equal(model.gpt.state_dict()[name], value)
+        np.testing.assert_array_equal(as_numpy(model.gpt.state_dict()[name]), value)
 
     finetune_classifier(replace(cfg, merge_lora=True, out=str(tmp_path / "merged")), log=lambda s: None)
-    merged, _, _ = load_finetuned(tmp_path / "merged")
-    adapted = load_finetuned(tmp_path / "lora")[0]
+    merged, _, _ = load_finetuned(tmp_path / "merged", device=device)
+    adapted = load_finetuned(tmp_path / "lora", device=device)[0]
     ids, lengths, _ = pad_batch(tok.encode_batch(HAM[:3]), 0, 48)
     np.testing.assert_allclose(merged(ids, lengths).numpy(), adapted(ids, lengths).numpy(), rtol=1e-5, atol=1e-5)
 
@@ -218,16 +224,17 @@ def test_spam_collection_parses(shared_data):
     assert np.bincount(ids).tolist() == [4827, 747]
 
 
-def test_train_py_task_classify(tmp_path, capsys):
+def test_train_py_task_classify(tmp_path, capsys, device):
     write_base(tmp_path / "base", HAM + SPAM)
     data = write_tsv(tmp_path / "d.tsv", [("ham", t) for t in HAM] + [("spam", t) for t in SPAM])
     argv = ["--task", "classify", "--init-from", str(tmp_path / "base"), "--data", str(data),
             "--out", str(tmp_path / "clf"), "--epochs", "15", "--lr", "3e-3", "--batch-size", "4",
-            "--trainable", "all", "--eval-interval", "0", "--labels", "spam,ham"]
+            "--trainable", "all", "--eval-interval", "0", "--device", device, "--labels", "spam,ham"]
     train.main(argv)
     assert "test accuracy" in capsys.readouterr().out
     config = json.loads((tmp_path / "clf" / "config.json").read_text())
     assert config["labels"] == ["spam", "ham"] and config["finetune"]["trainable"] == "all"
+    assert config["finetune"]["device"] == device
     assert json.loads((tmp_path / "clf" / "metrics.json").read_text())["final"]["train_acc"] == 1.0
     with pytest.raises(SystemExit, match="already holds a model: pass --overwrite"):
         train.main(argv)

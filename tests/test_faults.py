@@ -104,7 +104,7 @@ def test_a_torn_metrics_line_is_skipped_on_resume(corpus, tmp_path, capsys):
         train_run(corpus, out, "--max-iters", "4", "--resume")
 
 
-def test_an_exploding_loss_stops_the_run_like_nan(corpus, tmp_path, monkeypatch):
+def test_an_exploding_loss_stops_the_run_like_nan(corpus, tmp_path, monkeypatch, device):
     import train
 
     class Exploding(train.GPT):
@@ -114,7 +114,7 @@ def test_an_exploding_loss_stops_the_run_like_nan(corpus, tmp_path, monkeypatch)
 
     monkeypatch.setattr(train, "GPT", Exploding)
     with pytest.raises(SystemExit, match=r"the loss became [\d.]+e\+0\d at step 1.*no checkpoint"):
-        train_run(corpus, tmp_path / "out", "--max-iters", "3", "--eval-interval", "100")
+        train_run(corpus, tmp_path / "out", "--max-iters", "3", "--eval-interval", "100", "--device", device)
     assert perplexity(800.0) == math.inf and perplexity(1.0) == pytest.approx(math.e)
     assert issubclass(Diverged, RuntimeError)
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import rand, seeds
+from conftest import as_numpy, rand, seeds
 
 import tinytensor as tt
 from tinytensor import functional as F
@@ -33,33 +33,34 @@ def assert_same(fused, composed, inputs, seed=0, rtol=1e-7, atol=1e-9):
     """fused(*inputs) equals composed(*inputs), and so do the gradients of sum(y * w)."""
     a, b = leaves(*inputs), leaves(*inputs)
     ya, yb = fused(*a), composed(*b)
+    assert ya.device == yb.device == inputs[0].device
     np.testing.assert_allclose(ya.numpy(), yb.numpy(), rtol=rtol, atol=atol)
     w = np.random.default_rng(seed).standard_normal(ya.shape)
     ya.backward(w)
     yb.backward(w)
     for ta, tb in zip(a, b):
         if ta is not None:
-            np.testing.assert_allclose(ta.grad, tb.grad, rtol=rtol, atol=atol)
+            np.testing.assert_allclose(as_numpy(ta.grad), as_numpy(tb.grad), rtol=rtol, atol=atol)
 
 
 # ---- softmax, log_softmax ------------------------------------------------------------
 @pytest.mark.parametrize("fn", [F.softmax, F.log_softmax])
 @given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3), data=st.data(), seed=seeds)
-def test_softmax_gradcheck(fn, shape, data, seed):
+def test_softmax_gradcheck(fn, shape, data, seed, device):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
-    assert tt.gradcheck(lambda x: fn(x, axis=axis), [rand(shape, seed, -3, 3)])
+    assert tt.gradcheck(lambda x: fn(x, axis=axis), [rand(shape, seed, -3, 3, device=device)])
 
 
 @pytest.mark.parametrize("fn, ref", [(F.softmax, R.softmax), (F.log_softmax, R.log_softmax)])
 @given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3), data=st.data(), seed=seeds)
-def test_softmax_matches_primitives(fn, ref, shape, data, seed):
+def test_softmax_matches_primitives(fn, ref, shape, data, seed, device):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
-    assert_same(lambda x: fn(x, axis), lambda x: ref(x, axis), [rand(shape, seed, -5, 5)], seed)
+    assert_same(lambda x: fn(x, axis), lambda x: ref(x, axis), [rand(shape, seed, -5, 5, device=device)], seed)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softmax_is_finite_on_extreme_logits(dtype):
-    x = tt.tensor([[1000.0, 0.0, -1000.0], [-np.inf, -np.inf, 3.0]], requires_grad=True, dtype=dtype)
+def test_softmax_is_finite_on_extreme_logits(dtype, device):
+    x = tt.tensor([[1000.0, 0.0, -1000.0], [-np.inf, -np.inf, 3.0]], requires_grad=True, dtype=dtype, device=device)
     for fn in (F.softmax, F.log_softmax):
         x.grad = None
         y = fn(x)
@@ -71,7 +72,7 @@ def test_softmax_is_finite_on_extreme_logits(dtype):
             np.testing.assert_array_equal(y.numpy()[0], [0.0, -1000.0, -2000.0])
             np.testing.assert_array_equal(y.numpy()[1], [-np.inf, -np.inf, 0.0])
         y.backward(np.ones(y.shape))
-        assert np.isfinite(x.grad).all()
+        assert np.isfinite(as_numpy(x.grad)).all()
 
 
 # ---- cross-entropy ----------------------------------------------------------------
@@ -87,21 +88,22 @@ def ce_case(draw):
 
 
 @given(case=ce_case())
-def test_cross_entropy_gradcheck(case):
+def test_cross_entropy_gradcheck(case, device):
     shape, targets, seed, reduction = case
     fn = lambda lg: F.cross_entropy(lg, targets, reduction=reduction)  # noqa: E731
-    assert tt.gradcheck(fn, [rand(shape, seed, -4, 4)])
+    assert tt.gradcheck(fn, [rand(shape, seed, -4, 4, device=device)])
 
 
 @given(case=ce_case())
-def test_cross_entropy_matches_primitives(case):
+def test_cross_entropy_matches_primitives(case, device):
     shape, targets, seed, reduction = case
-    assert_same(lambda lg: F.cross_entropy(lg, tt.tensor(targets), reduction=reduction),
-                lambda lg: R.cross_entropy(lg, targets, reduction=reduction), [rand(shape, seed, -4, 4)], seed)
+    assert_same(lambda lg: F.cross_entropy(lg, tt.tensor(targets, device=device), reduction=reduction),
+                lambda lg: R.cross_entropy(lg, targets, reduction=reduction), [rand(shape, seed, -4, 4, device=device)],
+                seed)
 
 
-def test_cross_entropy_custom_ignore_index_and_all_ignored():
-    logits = rand((2, 3, 5), 0)
+def test_cross_entropy_custom_ignore_index_and_all_ignored(device):
+    logits = rand((2, 3, 5), 0, device=device)
     targets = np.array([[1, 7, 4], [7, 0, 2]])
     assert_same(lambda lg: F.cross_entropy(lg, targets, ignore_index=7),
                 lambda lg: R.cross_entropy(lg, targets, ignore_index=7), [logits])
@@ -109,19 +111,19 @@ def test_cross_entropy_custom_ignore_index_and_all_ignored():
     loss = F.cross_entropy(logits, np.full((2, 3), -100))
     assert loss.item() == 0.0
     loss.backward()
-    assert not logits.grad.any()
+    assert not as_numpy(logits.grad).any()
 
 
-def test_cross_entropy_extreme_logits_stay_finite():
-    logits = tt.tensor([[1000.0, 0.0, -1000.0], [0.0, 1000.0, -1000.0]], requires_grad=True)
+def test_cross_entropy_extreme_logits_stay_finite(device):
+    logits = tt.tensor([[1000.0, 0.0, -1000.0], [0.0, 1000.0, -1000.0]], requires_grad=True, device=device)
     loss = F.cross_entropy(logits, [0, 0])
     np.testing.assert_allclose(loss.item(), 500.0)
     loss.backward()
-    np.testing.assert_allclose(logits.grad, [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-6)  # (softmax - onehot) / 2
+    np.testing.assert_allclose(as_numpy(logits.grad), [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-6)  # (softmax - onehot) / 2
 
 
-def test_cross_entropy_errors():
-    logits = rand((4, 5), 0)
+def test_cross_entropy_errors(device):
+    logits = rand((4, 5), 0, device=device)
     with pytest.raises(IndexError, match=r"target 5 .* 5 classes"):
         F.cross_entropy(logits, [0, 1, 5, 2])
     with pytest.raises(IndexError, match=r"target -3"):
@@ -140,11 +142,11 @@ norm_shapes = st.tuples(st.lists(st.integers(1, 4), max_size=2), st.integers(1, 
 
 @given(shape=norm_shapes, seed=seeds, affine=st.sampled_from([(True, True), (True, False), (False, True),
                                                                (False, False)]))
-def test_layer_norm_gradcheck_and_matches_primitives(shape, seed, affine):
+def test_layer_norm_gradcheck_and_matches_primitives(shape, seed, affine, device):
     lead, c = shape
-    x = rand(tuple(lead) + (c,), seed)
-    w = rand((c,), seed + 1) if affine[0] else None
-    b = rand((c,), seed + 2) if affine[1] else None
+    x = rand(tuple(lead) + (c,), seed, device=device)
+    w = rand((c,), seed + 1, device=device) if affine[0] else None
+    b = rand((c,), seed + 2, device=device) if affine[1] else None
     inputs = [t for t in (x, w, b) if t is not None]
 
     def pack(fn):
@@ -158,10 +160,10 @@ def test_layer_norm_gradcheck_and_matches_primitives(shape, seed, affine):
 
 
 @given(shape=norm_shapes, seed=seeds, weighted=st.booleans())
-def test_rms_norm_gradcheck_and_matches_primitives(shape, seed, weighted):
+def test_rms_norm_gradcheck_and_matches_primitives(shape, seed, weighted, device):
     lead, c = shape
-    x = rand(tuple(lead) + (c,), seed)
-    inputs = [x, rand((c,), seed + 1)] if weighted else [x]
+    x = rand(tuple(lead) + (c,), seed, device=device)
+    inputs = [x, rand((c,), seed + 1, device=device)] if weighted else [x]
     fused = (lambda x, w: F.rms_norm(x, w)) if weighted else (lambda x: F.rms_norm(x, None))
     composed = (lambda x, w: R.rms_norm(x, w)) if weighted else (lambda x: R.rms_norm(x, None))
     assert tt.gradcheck(fused, inputs)
@@ -184,36 +186,36 @@ activation_shapes = st.lists(st.integers(1, 5), max_size=3)
 @pytest.mark.parametrize("fn", [lambda x: F.gelu(x), lambda x: F.gelu(x, approximate="none"), F.silu,
                                 F.tanh], ids=["gelu_tanh", "gelu_erf", "silu", "tanh"])
 @given(shape=activation_shapes, seed=seeds)
-def test_activation_gradcheck(fn, shape, seed):
-    assert tt.gradcheck(fn, [rand(shape, seed, -5, 5)])
+def test_activation_gradcheck(fn, shape, seed, device):
+    assert tt.gradcheck(fn, [rand(shape, seed, -5, 5, device=device)])
 
 
 @given(shape=activation_shapes, seed=seeds)
-def test_activations_match_primitives(shape, seed):
-    x = rand(shape, seed, -6, 6)
+def test_activations_match_primitives(shape, seed, device):
+    x = rand(shape, seed, -6, 6, device=device)
     assert_same(F.gelu, R.gelu, [x], seed)
     assert_same(F.silu, R.silu, [x], seed)
 
 
-def test_gelu_exact_against_erf_and_extremes():
+def test_gelu_exact_against_erf_and_extremes(device):
     x = np.linspace(-8, 8, 101)
-    y = F.gelu(tt.tensor(x, dtype=np.float64), approximate="none").numpy()
+    y = F.gelu(tt.tensor(x, dtype=np.float64, device=device), approximate="none").numpy()
     np.testing.assert_allclose(y, [v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x], rtol=1e-12, atol=1e-15)
-    big = tt.tensor([-1000.0, -50.0, 0.0, 50.0, 1000.0], requires_grad=True)
+    big = tt.tensor([-1000.0, -50.0, 0.0, 50.0, 1000.0], requires_grad=True, device=device)
     for fn in (F.gelu, F.silu, lambda t: F.gelu(t, approximate="none")):
         big.grad = None
         y = fn(big)
         y.sum().backward()
         np.testing.assert_allclose(y.numpy(), [0, 0, 0, 50, 1000], atol=1e-6)
-        np.testing.assert_allclose(big.grad, [0, 0, 0.5, 1, 1], atol=1e-6)
+        np.testing.assert_allclose(as_numpy(big.grad), [0, 0, 0.5, 1, 1], atol=1e-6)
     with pytest.raises(ValueError, match="approximate"):
         F.gelu(big, approximate="fast")
 
 
-def test_relu_wrapper():
-    x = tt.tensor([-1.0, 2.0], requires_grad=True)
+def test_relu_wrapper(device):
+    x = tt.tensor([-1.0, 2.0], requires_grad=True, device=device)
     F.relu(x).sum().backward()
-    np.testing.assert_array_equal(x.grad, [0, 1])
+    np.testing.assert_array_equal(as_numpy(x.grad), [0, 1])
 
 
 # ---- attention ------------------------------------------------------------------
@@ -264,7 +266,7 @@ BLOCKINGS = {"one-block": (1, 1), "blocks-of-2": (64, 2), "3-blocks": (3, 1)}
 
 @pytest.mark.parametrize("blocking", BLOCKINGS)
 @given(case=attention_case())
-def test_attention_gradcheck(blocking, case):
+def test_attention_gradcheck(blocking, case, device):
     shape, causal, mask, dropout_p, scale, seed = case
 
     def fn(q, k, v):
@@ -273,12 +275,12 @@ def test_attention_gradcheck(blocking, case):
                                               scale=scale)
 
     with attention_blocks(*BLOCKINGS[blocking]):
-        assert tt.gradcheck(fn, qkv(shape, seed), max_elements=40)
+        assert tt.gradcheck(fn, qkv(shape, seed, device=device), max_elements=40)
 
 
 @pytest.mark.parametrize("blocking", BLOCKINGS)
 @given(case=attention_case())
-def test_attention_matches_primitives(blocking, case):
+def test_attention_matches_primitives(blocking, case, device):
     shape, causal, mask, dropout_p, scale, seed = case
     b, h, tq, tk, d, dv = shape
     keep = keep_mask((b, h, tq, tk), dropout_p, seed) if dropout_p else None
@@ -289,76 +291,77 @@ def test_attention_matches_primitives(blocking, case):
 
     with attention_blocks(*BLOCKINGS[blocking]):
         assert_same(fused, lambda q, k, v: R.scaled_dot_product_attention(q, k, v, causal, mask, dropout_p, scale, keep),
-                    qkv(shape, seed), seed, rtol=1e-6, atol=1e-9)
+                    qkv(shape, seed, device=device), seed, rtol=1e-6, atol=1e-9)
 
 
 @given(shape=st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 9), st.integers(0, 8),
                        st.integers(1, 3)), seed=seeds, data=st.data())
-def test_attention_is_causal(shape, seed, data):
+def test_attention_is_causal(shape, seed, data, device):
     b, h, tq, extra, d = shape
     tk = tq + extra
-    q, k, v = qkv((b, h, tq, tk, d, d), seed)
+    q, k, v = qkv((b, h, tq, tk, d, d), seed, device=device)
     out = F.scaled_dot_product_attention(q, k, v).numpy()
     j = data.draw(st.integers(0, tk - 1))  # change keys and values from absolute position j on
     k2, v2 = k.numpy().copy(), v.numpy().copy()
     k2[..., j:, :] += 1.0
     v2[..., j:, :] -= 3.0
-    out2 = F.scaled_dot_product_attention(q, tt.tensor(k2), tt.tensor(v2)).numpy()
+    out2 = F.scaled_dot_product_attention(q, tt.tensor(k2, device=device), tt.tensor(v2, device=device)).numpy()
     earlier = max(0, j - (tk - tq))  # query i sits at position tk - tq + i and sees keys <= that
     np.testing.assert_array_equal(out[..., :earlier, :], out2[..., :earlier, :])
     assert not np.allclose(out[..., earlier:, :], out2[..., earlier:, :])
 
 
-def test_attention_query_block_is_bottom_right_aligned():
-    q, k, v = qkv((2, 3, 10, 10, 4, 4), 0)
+def test_attention_query_block_is_bottom_right_aligned(device):
+    q, k, v = qkv((2, 3, 10, 10, 4, 4), 0, device=device)
     full = F.scaled_dot_product_attention(q, k, v).numpy()
     last = F.scaled_dot_product_attention(q[:, :, 6:], k, v).numpy()
     np.testing.assert_allclose(last, full[:, :, 6:], rtol=1e-12)
 
 
 @pytest.mark.parametrize("blocking", BLOCKINGS)
-def test_attention_fully_masked_rows_are_zero(blocking):
-    q, k, v = qkv((1, 2, 5, 3, 4, 4), 0)  # causal with Tq > Tk: the first two queries see no key
+def test_attention_fully_masked_rows_are_zero(blocking, device):
+    q, k, v = qkv((1, 2, 5, 3, 4, 4), 0, device=device)  # causal with Tq > Tk: the first two queries see no key
     with attention_blocks(*BLOCKINGS[blocking]):
         out = F.scaled_dot_product_attention(q, k, v)
         out.backward(np.ones(out.shape))
-    assert np.isfinite(out.numpy()).all() and np.isfinite(q.grad).all()
-    assert not out.numpy()[:, :, :2].any() and not q.grad[:, :, :2].any()
+    q_grad = as_numpy(q.grad)
+    assert np.isfinite(out.numpy()).all() and np.isfinite(q_grad).all()
+    assert not out.numpy()[:, :, :2].any() and not q_grad[:, :, :2].any()
     # the others match plain attention of the last three queries over the three keys
     np.testing.assert_allclose(out.numpy()[:, :, 2:], R.scaled_dot_product_attention(q[:, :, 2:], k, v).numpy(), rtol=1e-12)
 
 
-def test_attention_shape_errors():
-    q, k, v = qkv((1, 2, 4, 5, 3, 3), 0)
+def test_attention_shape_errors(device):
+    q, k, v = qkv((1, 2, 4, 5, 3, 3), 0, device=device)
     with pytest.raises(ValueError, match=r"\(1, 2, 4, 3\).*\(1, 2, 6, 3\)"):
-        F.scaled_dot_product_attention(q, tt.tensor(np.zeros((1, 2, 6, 3))), v)
+        F.scaled_dot_product_attention(q, tt.tensor(np.zeros((1, 2, 6, 3)), device=device), v)
     with pytest.raises(ValueError, match=r"attn_mask of shape \(3, 5\).*\(1, 2, 4, 5\)"):
         F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((3, 5), dtype=bool))
 
 
 # ---- embedding -------------------------------------------------------------------
 @given(v=st.integers(1, 10), c=st.integers(1, 5), ids_shape=st.lists(st.integers(1, 6), max_size=2), seed=seeds)
-def test_embedding_gradcheck_and_matches_primitives(v, c, ids_shape, seed):
+def test_embedding_gradcheck_and_matches_primitives(v, c, ids_shape, seed, device):
     ids = np.random.default_rng(seed).integers(0, v, size=ids_shape)
-    w = rand((v, c), seed)
+    w = rand((v, c), seed, device=device)
     assert tt.gradcheck(lambda w: F.embedding(ids, w), [w])
-    assert_same(lambda w: F.embedding(tt.tensor(ids), w), lambda w: R.embedding(ids, w), [w], seed)
+    assert_same(lambda w: F.embedding(tt.tensor(ids, device=device), w), lambda w: R.embedding(ids, w), [w], seed)
 
 
-def test_embedding_repeated_ids_accumulate():
+def test_embedding_repeated_ids_accumulate(device):
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 50, size=(8, 64))  # many repeats
-    w = tt.tensor(rng.standard_normal((50, 16)), requires_grad=True, dtype=np.float32)
+    w = tt.tensor(rng.standard_normal((50, 16)), requires_grad=True, dtype=np.float32, device=device)
     g = rng.standard_normal((8, 64, 16)).astype(np.float32)
     F.embedding(ids, w).backward(g)
     expected = np.zeros((50, 16), dtype=np.float32)
     np.add.at(expected, ids.reshape(-1), g.reshape(-1, 16))
     assert w.grad.dtype == np.float32
-    np.testing.assert_allclose(w.grad, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(as_numpy(w.grad), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_embedding_errors():
-    w = rand((10, 3), 0)
+def test_embedding_errors(device):
+    w = rand((10, 3), 0, device=device)
     with pytest.raises(IndexError, match=r"id 10 .* vocabulary of 10"):
         F.embedding([1, 10], w)
     with pytest.raises(IndexError, match=r"id -1 .* vocabulary of 10"):
@@ -370,9 +373,9 @@ def test_embedding_errors():
 # ---- linear -----------------------------------------------------------------------
 @given(lead=st.lists(st.integers(1, 4), max_size=2), n_in=st.integers(1, 5), n_out=st.integers(1, 5),
        bias=st.booleans(), seed=seeds)
-def test_linear_gradcheck_and_matches_primitives(lead, n_in, n_out, bias, seed):
-    x, w = rand(tuple(lead) + (n_in,), seed), rand((n_out, n_in), seed + 1)
-    inputs = [x, w, rand((n_out,), seed + 2)] if bias else [x, w]
+def test_linear_gradcheck_and_matches_primitives(lead, n_in, n_out, bias, seed, device):
+    x, w = rand(tuple(lead) + (n_in,), seed, device=device), rand((n_out, n_in), seed + 1, device=device)
+    inputs = [x, w, rand((n_out,), seed + 2, device=device)] if bias else [x, w]
     assert tt.gradcheck(F.linear, inputs)
     assert_same(F.linear, R.linear, inputs, seed)
 
@@ -386,18 +389,18 @@ def test_linear_shape_errors():
 
 # ---- dropout ----------------------------------------------------------------------
 @given(shape=activation_shapes, seed=seeds, p=st.sampled_from([0.1, 0.5, 0.9]))
-def test_dropout_gradcheck_and_matches_primitives(shape, seed, p):
+def test_dropout_gradcheck_and_matches_primitives(shape, seed, p, device):
     def fused(x):
         tt.manual_seed(seed)
         return F.dropout(x, p)
 
     keep = keep_mask(tuple(shape), p, seed)
-    assert tt.gradcheck(fused, [rand(shape, seed)])
-    assert_same(fused, lambda x: R.dropout(x, p, keep), [rand(shape, seed)], seed)
+    assert tt.gradcheck(fused, [rand(shape, seed, device=device)])
+    assert_same(fused, lambda x: R.dropout(x, p, keep), [rand(shape, seed, device=device)], seed)
 
 
-def test_dropout_identity_and_statistics():
-    x = rand((200, 500), 0, 0.5, 1.5, dtype=np.float32)
+def test_dropout_identity_and_statistics(device):
+    x = rand((200, 500), 0, 0.5, 1.5, dtype=np.float32, device=device)
     assert F.dropout(x, 0.0) is x and F.dropout(x, 0.5, training=False) is x
     tt.manual_seed(1)
     y = F.dropout(x, 0.25)
@@ -407,8 +410,9 @@ def test_dropout_identity_and_statistics():
     g = np.random.default_rng(0).uniform(1, 2, size=x.shape).astype(np.float32)
     y.backward(g)
     dropped = y.numpy() == 0
-    assert not x.grad[dropped].any()  # the saved mask, not a new draw
-    np.testing.assert_allclose(x.grad[~dropped], g[~dropped] / 0.75, rtol=1e-6)
+    x_grad = as_numpy(x.grad)
+    assert not x_grad[dropped].any()  # the saved mask, not a new draw
+    np.testing.assert_allclose(x_grad[~dropped], g[~dropped] / 0.75, rtol=1e-6)
     tt.manual_seed(1)
     np.testing.assert_array_equal(F.dropout(x, 0.25).numpy(), y.numpy())  # seeded
     assert not F.dropout(x, 1.0).numpy().any()
@@ -443,18 +447,18 @@ def all_ops(device, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dtype_is_kept(dtype):
-    ops, inputs = all_ops("cpu", dtype)
+def test_dtype_is_kept(dtype, device):
+    ops, inputs = all_ops(device, dtype)
     for name, op in ops.items():
         y = op()
-        assert y.dtype == dtype, name
+        assert y.dtype == dtype and y.device == device, name
         y.backward(np.ones(y.shape))
     for t in inputs:
         assert t.grad is None or t.grad.dtype == dtype
 
 
-def test_no_grad_gives_the_same_values():
-    ops, _ = all_ops("cpu", np.float64)
+def test_no_grad_gives_the_same_values(device):
+    ops, _ = all_ops(device, np.float64)
     for name, op in ops.items():
         tt.manual_seed(0)
         y = op()
@@ -478,7 +482,7 @@ def test_ops_on_each_device(device):
         a.backward(np.ones(a.shape))
         b.backward(tt.tensor(np.ones(b.shape), device=device))
     for ta, tb in zip(cpu_inputs, dev_inputs):
-        np.testing.assert_allclose(tt.tensor(tb.grad).numpy() if tb.grad is not None else 0,
+        np.testing.assert_allclose(as_numpy(tb.grad) if tb.grad is not None else 0,
                                    ta.grad if ta.grad is not None else 0, rtol=1e-9, atol=1e-12)
 
 

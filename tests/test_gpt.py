@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import as_numpy
 
 import tinytensor as tt
 from gpt import GPT, GPTConfig, sample_next
@@ -42,8 +43,8 @@ OPTIONS = [
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
-def test_whole_model_gradcheck(options):
-    model = tiny_model(**options)
+def test_whole_model_gradcheck(options, device):
+    model = tiny_model(**options).to(device)
     x, y = ids((2, 6), seed=1), ids((2, 6), seed=2)
     # every parameter tensor, on a sample of its coordinates (all of the small ones)
     for i, (name, p) in enumerate(model.named_parameters()):
@@ -63,21 +64,21 @@ def test_rotary_gradcheck_and_inverse():
 
 
 @pytest.mark.parametrize("options", [{}, dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False)])
-def test_causality(options):
-    model = tiny_model(**options)
+def test_causality(options, device):
+    model = tiny_model(**options).to(device)
     x = ids((1, 6), seed=3)
-    base = model(x).data
+    base = model(x).numpy()
     for t in range(6):
         changed = x.copy()
         changed[0, t] = (changed[0, t] + 1) % 11
-        out = model(changed).data
+        out = model(changed).numpy()
         np.testing.assert_array_equal(out[0, :t], base[0, :t])
         assert not np.allclose(out[0, t], base[0, t])
 
 
 @pytest.mark.parametrize("options", [{}, dict(pos="rope", mlp="swiglu", norm="rmsnorm")])
-def test_kv_cache_generation_equals_full_recompute(options):
-    model = tiny_model(dtype=np.float32, **{**options, "block_size": 16})
+def test_kv_cache_generation_equals_full_recompute(options, device):
+    model = tiny_model(dtype=np.float32, **{**options, "block_size": 16}).to(device)
     prompt = ids((2, 3), seed=4)
     cached = model.generate(prompt, 12, temperature=0)
     full = model.generate(prompt, 12, temperature=0, use_cache=False)
@@ -86,20 +87,20 @@ def test_kv_cache_generation_equals_full_recompute(options):
     caches = model.new_caches(2)
     with tt.no_grad():
         model(cached[:, :8], caches=caches)
-        step = model(cached[:, 8:9], caches=caches).data[:, -1]
-        np.testing.assert_allclose(step, model(cached[:, :9]).data[:, -1], atol=1e-5)
+        step = as_numpy(model(cached[:, 8:9], caches=caches).data[:, -1])
+        np.testing.assert_allclose(step, as_numpy(model(cached[:, :9]).data[:, -1]), atol=1e-5)
 
 
-def test_generation_past_block_size_crops_the_context():
-    model = tiny_model(dtype=np.float32)
+def test_generation_past_block_size_crops_the_context(device):
+    model = tiny_model(dtype=np.float32).to(device)
     prompt = ids((1, 4), seed=5)
     out = model.generate(prompt, 10, temperature=0)
     assert out.shape == (1, 14)
     np.testing.assert_array_equal(out, model.generate(prompt, 10, temperature=0, use_cache=False))
 
 
-def test_generate_stops_at_eos():
-    model = tiny_model(dtype=np.float32)
+def test_generate_stops_at_eos(device):
+    model = tiny_model(dtype=np.float32).to(device)
     prompt = ids((1, 2), seed=6)
     greedy = model.generate(prompt, 5, temperature=0)
     eos = int(greedy[0, 2])
@@ -107,8 +108,8 @@ def test_generate_stops_at_eos():
     assert out.shape == (1, 3) and out[0, -1] == eos
 
 
-def test_top_k_one_is_greedy_and_seed_reproduces():
-    model = tiny_model(dtype=np.float32, block_size=16)
+def test_top_k_one_is_greedy_and_seed_reproduces(device):
+    model = tiny_model(dtype=np.float32, block_size=16).to(device)
     prompt = ids((2, 3), seed=7)
     np.testing.assert_array_equal(model.generate(prompt, 8, top_k=1, seed=1), model.generate(prompt, 8, temperature=0))
     a = model.generate(prompt, 8, temperature=1.0, seed=123)
@@ -132,12 +133,12 @@ def test_sampling_follows_the_distribution():
     np.testing.assert_allclose(np.bincount(draws, minlength=3) / 4000, probs, atol=0.03)
 
 
-def test_hf_layout_round_trip(tmp_path):
-    model = tiny_model(dtype=np.float32)
+def test_hf_layout_round_trip(tmp_path, device):
+    model = tiny_model(dtype=np.float32).to(device)
     model.save_pretrained(tmp_path)
-    loaded = GPT.from_pretrained(tmp_path)
+    loaded = GPT.from_pretrained(tmp_path).to(device)
     x = ids((2, 5), seed=8)
-    np.testing.assert_array_equal(loaded(x).data, model(x).data)
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
 
 
 def test_loads_hf_keys_without_prefix_with_buffers_and_lm_head(tmp_path):
@@ -232,9 +233,9 @@ def test_gpt2_init_scales_residual_projections():
     np.testing.assert_array_equal(model.h[0].attn.c_attn.bias.data, 0.0)
 
 
-def test_two_layer_model_overfits_a_sequence():
+def test_two_layer_model_overfits_a_sequence(device):
     tt.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=32, block_size=64, n_layer=2, n_head=2, n_embd=32))
+    model = GPT(GPTConfig(vocab_size=32, block_size=64, n_layer=2, n_head=2, n_embd=32)).to(device)
     seq = np.random.default_rng(0).integers(0, 32, 65)
     x, y = seq[None, :-1], seq[None, 1:]
     opt = optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)

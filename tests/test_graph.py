@@ -6,17 +6,18 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import as_numpy
 
 import tinytensor as tt
 from tinytensor import functional as F
 from tinytensor import graph
 
 
-def tiny_mlp():
+def tiny_mlp(device="cpu"):
     rng = np.random.default_rng(0)
-    x = tt.tensor(rng.standard_normal((4, 3)), dtype=np.float64)
-    w = tt.tensor(rng.standard_normal((5, 3)), requires_grad=True, dtype=np.float64)
-    b = tt.tensor(rng.standard_normal(5), requires_grad=True, dtype=np.float64)
+    x = tt.tensor(rng.standard_normal((4, 3)), dtype=np.float64, device=device)
+    w = tt.tensor(rng.standard_normal((5, 3)), requires_grad=True, dtype=np.float64, device=device)
+    b = tt.tensor(rng.standard_normal(5), requires_grad=True, dtype=np.float64, device=device)
     loss = (F.gelu(F.linear(x, w, b)) ** 2).mean()
     return loss, x, w, b
 
@@ -25,8 +26,8 @@ def boxes(text):
     return dict(re.findall(r'^  (t\d+) \[label="([^"]*)"', text, flags=re.M))
 
 
-def test_dot_text_has_a_box_per_tensor_and_an_edge_per_input(tmp_path):
-    loss, x, w, b = tiny_mlp()
+def test_dot_text_has_a_box_per_tensor_and_an_edge_per_input(tmp_path, device):
+    loss, x, w, b = tiny_mlp(device)
     path = tt.draw_graph(loss, tmp_path / "g.dot", names={"x": x, "w": w, "b": b})
     text = path.read_text()
     labels = boxes(text)
@@ -39,15 +40,15 @@ def test_dot_text_has_a_box_per_tensor_and_an_edge_per_input(tmp_path):
     assert "saved w (5, 3) = input 1" in linear
 
 
-def test_gradient_norms_match_backward_and_nothing_is_written_to_grad(tmp_path):
-    loss, x, w, b = tiny_mlp()
+def test_gradient_norms_match_backward_and_nothing_is_written_to_grad(tmp_path, device):
+    loss, x, w, b = tiny_mlp(device)
     labels = boxes(tt.draw_graph(loss, tmp_path / "g.dot", names={"w": w, "b": b}).read_text())
     assert w.grad is None and b.grad is None
     loss.backward()
     by_name = {lbl.split("\\n")[0]: lbl for lbl in labels.values()}
     for name, t in (("w", w), ("b", b)):
         shown = float(re.search(r"\|grad\| = ([\d.e+-]+)", by_name[name]).group(1))
-        np.testing.assert_allclose(shown, np.linalg.norm(t.grad), rtol=1e-3)
+        np.testing.assert_allclose(shown, np.linalg.norm(as_numpy(t.grad)), rtol=1e-3)
     assert by_name["Mean"].endswith("|grad| = 1")              # dL/dL
     assert "|grad|" not in by_name["constant"]                 # x: nothing flows into a constant
 

@@ -111,6 +111,7 @@ def test_custom_ignore_index():
 
 # ---- training --------------------------------------------------------------------------
 def test_overfits_8_examples():
+    # cpu only: 150 steps take seconds; the cuda pass trains on instructions in the run below
     tok = tokenizer()
     tt.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=96, n_layer=2, n_head=2, n_embd=32))
@@ -124,13 +125,13 @@ def test_overfits_8_examples():
     assert loss.item() < 0.1
 
 
-def test_finetune_run_writes_responses_and_chat_answers(tmp_path, monkeypatch, capsys):
+def test_finetune_run_writes_responses_and_chat_answers(tmp_path, monkeypatch, capsys, device):
     tok = tokenizer()
     write_base(tmp_path / "base", tok)
     data = tmp_path / "d.json"
     data.write_text(json.dumps(ENTRIES * 3))
     cfg = InstructConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "inst"), epochs=10,
-                         lr=1e-2, batch_size=8, eval_interval=5, mask_prompt=True, max_new_tokens=8)
+                         lr=1e-2, batch_size=8, eval_interval=5, mask_prompt=True, max_new_tokens=8, device=device)
     final = finetune_instruct(cfg, log=lambda s: None)
     assert final["val_loss"] < final["val_loss_before"]
     responses = [json.loads(line) for line in (tmp_path / "inst" / "responses.jsonl").read_text().splitlines()]
@@ -140,22 +141,23 @@ def test_finetune_run_writes_responses_and_chat_answers(tmp_path, monkeypatch, c
     assert "val_loss" in json.loads((tmp_path / "inst" / "metrics.json").read_text())["final"]
 
     monkeypatch.setattr("sys.stdin", io.StringIO("Say hi.\n\nName a color.\n"))
-    main(["chat", "--checkpoint", str(tmp_path / "inst"), "--max-new-tokens", "8"])
+    main(["chat", "--checkpoint", str(tmp_path / "inst"), "--max-new-tokens", "8", "--device", device])
     assert len(capsys.readouterr().out.strip().split("\n")) == 2   # one answer per instruction, blank line skipped
 
 
-def test_lora_instruct_checkpoint_is_small_and_reloads(tmp_path):
+def test_lora_instruct_checkpoint_is_small_and_reloads(tmp_path, device):
     tok = tokenizer()
     write_base(tmp_path / "base", tok, n_layer=2)
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(e) + "\n" for e in ENTRIES * 2))
     cfg = InstructConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "lora"), epochs=2,
-                         lr=1e-2, lora_rank=2, eval_interval=0, n_responses=1, max_new_tokens=4)
+                         lr=1e-2, lora_rank=2, eval_interval=0, n_responses=1, max_new_tokens=4, device=device)
     finetune_instruct(cfg, log=lambda s: None)
     adapters = (tmp_path / "lora" / "lora.safetensors").stat().st_size
     assert adapters < (tmp_path / "base" / "model.safetensors").stat().st_size / 4
-    model, _, config = load_finetuned(tmp_path / "lora")
+    model, _, config = load_finetuned(tmp_path / "lora", device=device)
     assert config["lora"]["rank"] == 2 and not config["lora"]["merged"]
+    assert all(p.device == device for p in model.parameters())
     ids = np.array([encode_example(tok, ALPACA, ENTRIES[0])[0]])
     assert model(ids).shape == (1, ids.shape[1], tok.vocab_size)
 
@@ -175,7 +177,7 @@ def test_starts_from_a_hugging_face_folder(tmp_path, shared_data):
     assert tok.vocab_size == 50257 and model.config.block_size == 128
 
 
-def test_train_py_task_instruct_with_template_and_merged_lora(tmp_path, capsys):
+def test_train_py_task_instruct_with_template_and_merged_lora(tmp_path, capsys, device):
     tok = tokenizer()
     write_base(tmp_path / "base", tok, n_layer=2)
     data = tmp_path / "d.json"
@@ -185,7 +187,7 @@ def test_train_py_task_instruct_with_template_and_merged_lora(tmp_path, capsys):
     train.main(["--task", "instruct", "--init-from", str(tmp_path / "base"), "--data", str(data),
                 "--out", str(tmp_path / "inst"), "--epochs", "2", "--lr", "1e-2", "--eval-interval", "0",
                 "--mask-prompt", "--prompt-template", str(tmp_path / "t.json"), "--lora-rank", "2",
-                "--merge-lora", "--n-responses", "1", "--max-new-tokens", "4"])
+                "--merge-lora", "--n-responses", "1", "--max-new-tokens", "4", "--device", device])
     assert "val loss" in capsys.readouterr().out
     config = json.loads((tmp_path / "inst" / "config.json").read_text())
     assert config["prompt_template"] == template and config["lora"]["merged"] and config["finetune"]["mask_prompt"]

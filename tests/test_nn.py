@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import as_numpy
+
 import tinytensor as tt
 from tinytensor import functional as F
 from tinytensor import nn, optim
@@ -74,8 +76,8 @@ def test_assigning_before_init_is_a_clear_error():
         Forgetful()
 
 
-def test_containers_index_slice_and_chain():
-    layers = [nn.Linear(2, 2) for _ in range(3)]
+def test_containers_index_slice_and_chain(device):
+    layers = [nn.Linear(2, 2, device=device) for _ in range(3)]
     ml = nn.ModuleList(layers)
     assert len(ml) == 3 and ml[-1] is layers[2] and list(ml) == layers
     assert isinstance(ml[1:], nn.ModuleList) and list(ml[1:]) == layers[1:]
@@ -85,12 +87,13 @@ def test_containers_index_slice_and_chain():
         ml.append(np.zeros(2))
 
     seq = nn.Sequential(*layers)
-    x = tt.randn(5, 2)
+    x = tt.randn(5, 2, device=device)
     expected = layers[2](layers[1](layers[0](x)))
-    np.testing.assert_array_equal(seq(x).data, expected.data)
+    assert seq(x).device == device
+    np.testing.assert_array_equal(seq(x).numpy(), expected.numpy())
     head = seq[:2]
     assert isinstance(head, nn.Sequential)
-    np.testing.assert_array_equal(head(x).data, layers[1](layers[0](x)).data)
+    np.testing.assert_array_equal(head(x).numpy(), layers[1](layers[0](x)).numpy())
 
 
 # ---- init ---------------------------------------------------------------------------
@@ -136,9 +139,9 @@ def test_train_and_eval_reach_every_descendant():
     assert all(m.training for m in model.modules())
 
 
-def test_dropout_is_identity_in_eval_and_drops_in_training():
+def test_dropout_is_identity_in_eval_and_drops_in_training(device):
     drop = nn.Dropout(0.5)
-    x = tt.ones(1000)
+    x = tt.ones(1000, device=device)
     y = drop(x).numpy()
     assert 300 < (y == 0).sum() < 700 and set(np.unique(y)) == {0.0, 2.0}
     np.testing.assert_array_equal(drop.eval()(x).numpy(), x.numpy())
@@ -146,8 +149,8 @@ def test_dropout_is_identity_in_eval_and_drops_in_training():
         nn.Dropout(1.5)
 
 
-def test_zero_grad_sets_grads_to_none():
-    model = TinyModel()
+def test_zero_grad_sets_grads_to_none(device):
+    model = TinyModel().to(device)
     F.cross_entropy(model(np.array([[1, 2, 3]])), np.array([[2, 3, 4]])).backward()
     assert all(p.grad is not None for p in model.parameters())
     model.zero_grad()
@@ -155,26 +158,27 @@ def test_zero_grad_sets_grads_to_none():
 
 
 # ---- state dicts ------------------------------------------------------------------------
-def test_state_dict_round_trip_gives_identical_outputs():
+def test_state_dict_round_trip_gives_identical_outputs(device):
     tt.manual_seed(0)
-    a = TinyModel().eval()
+    a = TinyModel().to(device).eval()
     tt.manual_seed(1)
-    b = TinyModel().eval()
+    b = TinyModel().to(device).eval()
     ids = np.array([[0, 3, 6, 1]])
-    assert not np.allclose(a(ids).data, b(ids).data)
+    assert not np.allclose(a(ids).numpy(), b(ids).numpy())
     weights_before = [id(p) for p in b.parameters()]
     state = a.state_dict()
     assert list(state) == [n for n, _ in a.named_parameters()]
+    assert all(tt.get_array_module(v) is tt.get_array_module(a.wte.weight.data) for v in state.values())
     b.load_state_dict(state)
     assert [id(p) for p in b.parameters()] == weights_before  # copied in place
-    np.testing.assert_array_equal(a(ids).data, b(ids).data)
+    np.testing.assert_array_equal(a(ids).numpy(), b(ids).numpy())
     # a state dict is a snapshot, not a view of the live weights
     a.wte.weight.data += 1
-    assert not np.array_equal(state["wte.weight"], a.wte.weight.data)
+    assert not np.array_equal(as_numpy(state["wte.weight"]), a.wte.weight.numpy())
 
 
-def test_load_state_dict_names_every_problem_at_once_and_changes_nothing():
-    model = TinyModel()
+def test_load_state_dict_names_every_problem_at_once_and_changes_nothing(device):
+    model = TinyModel().to(device)
     before = model.state_dict()
     state = dict(before)
     del state["ln_f.weight"], state["blocks.1.attn.bias"]
@@ -188,11 +192,11 @@ def test_load_state_dict_names_every_problem_at_once_and_changes_nothing():
         assert key in msg
     assert "missing" in msg and "unexpected" in msg and "(4, 5)" in msg and "(4, 4)" in msg
     for name, arr in model.state_dict().items():
-        np.testing.assert_array_equal(arr, before[name])
+        np.testing.assert_array_equal(as_numpy(arr), as_numpy(before[name]))
 
 
-def test_load_state_dict_non_strict_reports_what_it_skipped():
-    model = nn.Linear(2, 3)
+def test_load_state_dict_non_strict_reports_what_it_skipped(device):
+    model = nn.Linear(2, 3, device=device)
     result = model.load_state_dict({"weight": np.ones((3, 2)), "extra": np.ones(1)}, strict=False)
     assert result.missing == ["bias"] and result.unexpected == ["extra"]
     np.testing.assert_array_equal(model.weight.numpy(), np.ones((3, 2)))
@@ -209,7 +213,7 @@ def test_load_state_dict_casts_dtype_and_moves_device(device):
     np.testing.assert_array_equal(model.bias.numpy(), np.full(3, 0.5))
 
 
-def test_buffers_persistent_or_not():
+def test_buffers_persistent_or_not(device):
     class WithBuffers(nn.Module):
         def __init__(self):
             super().__init__()
@@ -217,16 +221,18 @@ def test_buffers_persistent_or_not():
             self.register_buffer("scale", np.full(2, 3.0, np.float32))
             self.register_buffer("mask", np.tril(np.ones((2, 2), bool)), persistent=False)
 
-    m = WithBuffers()
+    m = WithBuffers().to(device)
+    assert m.scale.device == m.mask.device == device
     assert sorted(m.state_dict()) == ["lin.bias", "lin.weight", "scale"]
     assert [n for n, _ in m.named_buffers()] == ["scale", "mask"]
     assert m.scale.requires_grad is False
-    m.scale = np.zeros(2, np.float32)  # re-assigning keeps it a buffer
-    assert isinstance(m.scale, tt.Tensor) and "scale" in m.state_dict()
+    m.scale = np.zeros(2, np.float32)  # re-assigning keeps it a buffer, on the buffer's device
+    assert isinstance(m.scale, tt.Tensor) and "scale" in m.state_dict() and m.scale.device == device
     state = m.state_dict()
     state["scale"] = np.full(2, 7.0)
     m.load_state_dict(state)
     np.testing.assert_array_equal(m.scale.numpy(), [7.0, 7.0])
+    assert m.scale.device == device
     m.to(dtype=np.float64)
     assert m.scale.dtype == np.float64 and m.mask.dtype == bool  # only floats are cast
     m.mask = None  # None unregisters, as for parameters

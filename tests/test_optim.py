@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import as_numpy
+
 import tinytensor as tt
 from tinytensor import nn, optim, serialize
 
@@ -56,12 +58,12 @@ def test_adamw_matches_hand_formula_with_decay_and_no_decay_group(device):
             value, m, v = adamw(value, m, v, g, t, decay)
             expect[name] = (value, m, v, decay)
             np.testing.assert_allclose(p.numpy(), value, rtol=1e-12, atol=1e-14)
-        np.testing.assert_array_equal(w.grad, grad_w_before)  # the step leaves grads alone
+        np.testing.assert_array_equal(as_numpy(w.grad), as_numpy(grad_w_before))  # the step leaves grads alone
     assert opt.state[id(w)]["step"] == 2
 
 
-def test_adamw_updates_state_in_place_and_skips_params_without_grad():
-    w, b = params()
+def test_adamw_updates_state_in_place_and_skips_params_without_grad(device):
+    w, b = params(device)
     opt = optim.AdamW([w, b], lr=0.1)
     set_grads(w, b, 0)
     b.grad = None
@@ -76,8 +78,8 @@ def test_adamw_updates_state_in_place_and_skips_params_without_grad():
     assert opt.state[id(b)]["step"] == 1 and state["step"] == 2
 
 
-def test_lr_is_settable_per_group():
-    w, b = params()
+def test_lr_is_settable_per_group(device):
+    w, b = params(device)
     opt = optim.AdamW([{"params": [w]}, {"params": [b]}], lr=0.1, weight_decay=0.0)
     opt.param_groups[0]["lr"] = 0.0
     set_grads(w, b, 0)
@@ -124,8 +126,8 @@ def test_bad_options_are_clear_errors():
         optim.SGD([tt.zeros(2)], lr=0.1)
 
 
-def test_zero_grad_and_weight_decay_groups():
-    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Embedding(5, 4))
+def test_zero_grad_and_weight_decay_groups(device):
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Embedding(5, 4)).to(device)
     decay, no_decay = optim.param_groups_for_weight_decay(model, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
@@ -188,8 +190,8 @@ def test_cosine_schedule_stays_in_range_and_never_rises_after_warmup(step, warmu
     lambda ps: optim.AdamW([{"params": ps[:1]}, {"params": ps[1:], "weight_decay": 0.0}], lr=0.05),
     lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
 ], ids=["adamw", "sgd"])
-def test_optimizer_state_round_trips_through_safetensors_and_json(tmp_path, make):
-    w, b = params()
+def test_optimizer_state_round_trips_through_safetensors_and_json(tmp_path, make, device):
+    w, b = params(device)
     opt = make([w, b])
     for t in range(2):
         set_grads(w, b, t)
@@ -201,19 +203,19 @@ def test_optimizer_state_round_trips_through_safetensors_and_json(tmp_path, make
 
     w2, b2 = nn.Parameter(w.data.copy()), nn.Parameter(b.data.copy())
     opt2 = make([w2, b2])
-    opt2.load_state_dict({"arrays": serialize.load(tmp_path / "opt.safetensors"),
+    opt2.load_state_dict({"arrays": serialize.load(tmp_path / "opt.safetensors", device=device),
                           **json.loads((tmp_path / "opt.json").read_text())})
     assert opt2.param_groups[0]["lr"] == 0.02
     for p, q in ((w, w2), (b, b2)):
-        p.grad = q.grad = np.full(p.shape, 0.3)
+        p.grad, q.grad = (tt.get_array_module(p.data).full(p.shape, 0.3) for _ in range(2))
     opt.step()
     opt2.step()
     np.testing.assert_array_equal(w.numpy(), w2.numpy())
     np.testing.assert_array_equal(b.numpy(), b2.numpy())
 
 
-def test_optimizer_state_dict_is_a_snapshot_and_names_its_parts():
-    w, b = params()
+def test_optimizer_state_dict_is_a_snapshot_and_names_its_parts(device):
+    w, b = params(device)
     opt = optim.AdamW([w, b])
     set_grads(w, b, 0)
     opt.step()
@@ -222,13 +224,14 @@ def test_optimizer_state_dict_is_a_snapshot_and_names_its_parts():
     assert state["scalars"] == {"0.step": 1, "1.step": 1}
     assert state["param_groups"] == [{"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01,
                                       "params": [0, 1]}]
-    saved = state["arrays"]["0.exp_avg"].copy()
+    saved = as_numpy(state["arrays"]["0.exp_avg"])
     opt.step()
-    np.testing.assert_array_equal(state["arrays"]["0.exp_avg"], saved)
+    np.testing.assert_array_equal(as_numpy(state["arrays"]["0.exp_avg"]), saved)
+    assert not np.array_equal(as_numpy(opt.state[id(w)]["exp_avg"]), saved)
 
 
-def test_optimizer_load_state_dict_mismatches_are_named():
-    w, b = params()
+def test_optimizer_load_state_dict_mismatches_are_named(device):
+    w, b = params(device)
     opt = optim.AdamW([w, b])
     set_grads(w, b, 0)
     opt.step()
@@ -252,7 +255,7 @@ def test_optimizer_load_state_dict_mismatches_are_named():
         optim.AdamW([{"params": [w]}, {"params": [b]}]).load_state_dict(good)
     with pytest.raises(ValueError, match="not an optimizer state dict"):
         opt.load_state_dict({"0.exp_avg": np.zeros(3)})
-    np.testing.assert_array_equal(opt.state[id(w)]["exp_avg"], good["arrays"]["0.exp_avg"])  # untouched
+    np.testing.assert_array_equal(as_numpy(opt.state[id(w)]["exp_avg"]), as_numpy(good["arrays"]["0.exp_avg"]))  # untouched
 
 
 def test_optimizer_state_follows_parameter_device(device):
@@ -274,28 +277,28 @@ def test_optimizer_state_follows_parameter_device(device):
 
 
 # ---- flat storage -----------------------------------------------------------------------
-def _toy_model(dtype):
+def _toy_model(dtype, device="cpu"):
     tt.manual_seed(3)
     model = nn.Sequential(nn.Linear(5, 7), nn.LayerNorm(7), nn.Linear(7, 3), nn.Linear(3, 2))
-    model.to(dtype=dtype)
+    model.to(device, dtype=dtype)
     model[3].weight.requires_grad_(False)        # frozen, as LoRA leaves the base weights
     return model
 
 
 def _loss(model, rng, dtype):
-    x = tt.tensor(rng.standard_normal((4, 5)), dtype=dtype)
+    x = tt.tensor(rng.standard_normal((4, 5)), dtype=dtype, device=model[0].weight.device)
     return (model(x) ** 2).mean()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["adamw", "sgd"])
-def test_flat_step_is_bit_identical_to_one_parameter_at_a_time(dtype, kind):
+def test_flat_step_is_bit_identical_to_one_parameter_at_a_time(dtype, kind, device):
     def make(params_groups):
         if kind == "adamw":
             return optim.AdamW(params_groups, lr=0.05, betas=(0.8, 0.95), weight_decay=0.3)
         return optim.SGD(params_groups, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)
 
-    flat_model, ref_model = _toy_model(dtype), _toy_model(dtype)
+    flat_model, ref_model = _toy_model(dtype, device), _toy_model(dtype, device)
     flat = make(optim.param_groups_for_weight_decay(flat_model, 0.3))
     # the reference: one optimizer per parameter, so every update touches one parameter alone
     refs = [make([{**group, "params": [p]}]) for group in optim.param_groups_for_weight_decay(ref_model, 0.3)
@@ -313,35 +316,36 @@ def test_flat_step_is_bit_identical_to_one_parameter_at_a_time(dtype, kind):
             for opt in opts:
                 opt.step()
         for (name, p), q in zip(flat_model.named_parameters(), ref_model.parameters()):
-            np.testing.assert_array_equal(p.data, q.data, err_msg=f"{name} after step {step}")
+            np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=f"{name} after step {step}")
     assert flat_model[3].weight._grad_buffer is None and flat_model[3].weight.grad is None
     state, ref_state = flat.state_dict(), [r.state_dict() for r in refs]
     for i, r in enumerate(ref_state):
         for name, value in r["arrays"].items():
-            np.testing.assert_array_equal(state["arrays"][f"{i}.{name.split('.')[1]}"], value)
+            np.testing.assert_array_equal(as_numpy(state["arrays"][f"{i}.{name.split('.')[1]}"]), as_numpy(value))
 
 
-def test_parameters_grads_and_state_are_views_of_flat_buffers():
-    model = _toy_model(np.float32)
+def test_parameters_grads_and_state_are_views_of_flat_buffers(device):
+    model = _toy_model(np.float32, device)
     opt = optim.AdamW(optim.param_groups_for_weight_decay(model, 0.1), lr=0.1)
     params = [p for group in opt.param_groups for p in group["params"]]
     _loss(model, np.random.default_rng(0), np.float32).backward()
     flat = opt.flat_grad
-    assert flat.ndim == 1 and flat.size == sum(p.size for p in params)
+    xp = tt.get_array_module(flat)
+    assert flat.ndim == 1 and flat.size == sum(p.size for p in params) and xp is tt.get_array_module(params[0].data)
     offset = 0
     for p in params:
-        np.testing.assert_array_equal(flat[offset:offset + p.size], p.grad.reshape(-1))
-        assert np.shares_memory(p.grad, flat)
+        np.testing.assert_array_equal(as_numpy(flat[offset:offset + p.size]), as_numpy(p.grad).reshape(-1))
+        assert xp.shares_memory(p.grad, flat)
         offset += p.size
     opt.step()
-    m = opt.state[id(params[0])]["exp_avg"]
-    assert all(np.shares_memory(opt.state[id(p)]["exp_avg"], m.base) for p in params)
-    assert all(np.shares_memory(p.data, params[0].data.base) for p in params)
+    for name in ("exp_avg", "exp_avg_sq"):     # each state array, like the values, is one flat array
+        assert all(xp.shares_memory(opt.state[id(p)][name], opt._flat.state[name]) for p in params)
+    assert all(xp.shares_memory(p.data, opt._flat.data) for p in params)
 
 
-def test_flat_grad_can_be_reduced_in_place_before_the_step():
+def test_flat_grad_can_be_reduced_in_place_before_the_step(device):
     # what data-parallel training does: sum every rank's flat_grad in place, then step
-    a, b = _toy_model(np.float64), _toy_model(np.float64)
+    a, b = _toy_model(np.float64, device), _toy_model(np.float64, device)
     opt_a = optim.AdamW(optim.param_groups_for_weight_decay(a, 0.1), lr=0.1)
     opt_b = optim.AdamW(optim.param_groups_for_weight_decay(b, 0.1), lr=0.1)
     _loss(a, np.random.default_rng(0), np.float64).backward()
@@ -354,30 +358,30 @@ def test_flat_grad_can_be_reduced_in_place_before_the_step():
     opt_a.step()
     opt_b.step()
     for p, q in zip(a.parameters(), b.parameters()):
-        np.testing.assert_array_equal(p.data, q.data)
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
 
 
-def test_zero_grad_to_zeros_keeps_every_slot_defined():
-    model = _toy_model(np.float32)
+def test_zero_grad_to_zeros_keeps_every_slot_defined(device):
+    model = _toy_model(np.float32, device)
     opt = optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     _loss(model, np.random.default_rng(0), np.float32).backward()
     opt.zero_grad(set_to_none=False)
-    assert not opt.flat_grad.any()
-    assert all(p.grad is not None and not p.grad.any() for p in model.parameters() if p.requires_grad)
+    assert not as_numpy(opt.flat_grad).any()
+    assert all(p.grad is not None and not as_numpy(p.grad).any() for p in model.parameters() if p.requires_grad)
     _loss(model, np.random.default_rng(1), np.float32).backward()  # accumulates into the zeros
-    fresh = _toy_model(np.float32)
+    fresh = _toy_model(np.float32, device)
     _loss(fresh, np.random.default_rng(1), np.float32).backward()
     for p, q in zip(model.parameters(), fresh.parameters()):
         if p.requires_grad:
-            np.testing.assert_array_equal(p.grad, q.grad)
+            np.testing.assert_array_equal(as_numpy(p.grad), as_numpy(q.grad))
     opt.zero_grad()
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_a_parameter_whose_array_was_replaced_is_moved_back_in():
-    model = _toy_model(np.float32)
+def test_a_parameter_whose_array_was_replaced_is_moved_back_in(device):
+    model = _toy_model(np.float32, device)
     opt = optim.AdamW(optim.param_groups_for_weight_decay(model, 0.1), lr=0.1)
-    ref = _toy_model(np.float64)
+    ref = _toy_model(np.float64, device)
     ref_opt = optim.AdamW(optim.param_groups_for_weight_decay(ref, 0.1), lr=0.1)
     model.to(dtype=np.float64)                   # after the optimizer was made: new arrays
     assert model[0].weight._grad_buffer is None
@@ -385,18 +389,33 @@ def test_a_parameter_whose_array_was_replaced_is_moved_back_in():
         _loss(m, np.random.default_rng(0), np.float64).backward()
         o.step()
     for p, q in zip(model.parameters(), ref.parameters()):
-        np.testing.assert_array_equal(p.data, q.data)
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
     assert model[0].weight.dtype == np.float64 and opt.flat_grad.dtype == np.float64
 
 
-def test_mixed_dtypes_fall_back_to_one_parameter_at_a_time():
-    w = nn.Parameter(np.ones(3), dtype=np.float32)
-    v = nn.Parameter(np.ones(2), dtype=np.float64)
+def test_mixed_dtypes_fall_back_to_one_parameter_at_a_time(device):
+    w = nn.Parameter(np.ones(3), dtype=np.float32, device=device)
+    v = nn.Parameter(np.ones(2), dtype=np.float64, device=device)
     opt = optim.AdamW([w, v], lr=0.1)
     assert opt.flat_grad is None
-    w.grad, v.grad = np.ones(3, np.float32), np.ones(2)
+    xp = tt.get_array_module(w.data)
+    w.grad, v.grad = xp.ones(3, np.float32), xp.ones(2)
     opt.step()
-    assert w.data[0] < 1 and v.data[0] < 1 and w.dtype == np.float32
+    assert w.numpy()[0] < 1 and v.numpy()[0] < 1 and w.dtype == np.float32
+
+
+def test_mixed_devices_fall_back_to_one_parameter_at_a_time(device):
+    w = nn.Parameter(np.ones(3), device=device)
+    v = nn.Parameter(np.ones(2))
+    opt = optim.SGD([w, v], lr=0.5)
+    assert opt.flat_grad is None or device == "cpu"
+    w.grad, v.grad = tt.get_array_module(w.data).full(3, 2.0, np.float32), np.full(2, 2.0, np.float32)
+    opt.step()
+    assert w.device == device and v.device == "cpu"
+    np.testing.assert_array_equal(w.numpy(), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(v.numpy(), [0.0, 0.0])
+    assert optim.clip_grad_norm_([w, v], max_norm=1.0) == pytest.approx(np.sqrt(5 * 4.0))
+    np.testing.assert_allclose(np.concatenate([as_numpy(w.grad), v.grad]), np.full(5, 1 / np.sqrt(5)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("make, match", [

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from conftest import as_numpy
 
 import tinytensor as tt
 from gpt import GPT, GPTConfig
@@ -15,9 +16,9 @@ from tinytensor import optim
 engine = importlib.import_module("tinytensor.tensor")
 
 
-def train(steps: int, profiled: bool) -> tuple[list[float], dict[str, np.ndarray]]:
+def train(steps: int, profiled: bool, device: str) -> tuple[list[float], dict[str, np.ndarray]]:
     tt.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.1))
+    model = GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.1)).to(device)
     opt = optim.AdamW(optim.param_groups_for_weight_decay(model, 0.1), lr=1e-2)
     rng = np.random.default_rng(0)
     losses = []
@@ -29,7 +30,7 @@ def train(steps: int, profiled: bool) -> tuple[list[float], dict[str, np.ndarray
             loss.backward()
             opt.step()
         losses.append(loss.item())
-    return losses, {n: p.grad.copy() for n, p in model.named_parameters()}
+    return losses, {n: as_numpy(p.grad) for n, p in model.named_parameters()}
 
 
 class _nothing:
@@ -40,9 +41,9 @@ class _nothing:
         return None
 
 
-def test_profiling_changes_no_loss_and_no_gradient():
-    plain_losses, plain_grads = train(3, profiled=False)
-    losses, grads = train(3, profiled=True)
+def test_profiling_changes_no_loss_and_no_gradient(device):
+    plain_losses, plain_grads = train(3, profiled=False, device=device)
+    losses, grads = train(3, profiled=True, device=device)
     assert losses == plain_losses
     for name, g in plain_grads.items():
         np.testing.assert_array_equal(grads[name], g, err_msg=name)
@@ -67,8 +68,8 @@ def test_rows_count_calls_time_and_new_bytes():
     assert prof.wall_s >= sum(totals) * 0.99
 
 
-def test_the_table_names_every_op_and_the_optimizer_step():
-    p = tt.tensor(np.ones(3), requires_grad=True)
+def test_the_table_names_every_op_and_the_optimizer_step(device):
+    p = tt.tensor(np.ones(3), requires_grad=True, device=device)
     opt = optim.SGD([p], lr=0.1)
     with tt.profile() as prof:
         (p.exp() * 2).sum().backward()

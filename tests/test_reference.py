@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import seeds
+from conftest import as_numpy, seeds
 
 import tinytensor as tt
 from gpt.lora import lora_linear
@@ -22,8 +22,8 @@ def arr(shape, seed, low=-2.0, high=2.0):
     return np.random.default_rng(seed).uniform(low, high, size=shape)
 
 
-def t(a):
-    return tt.tensor(a, requires_grad=True, dtype=np.float64)
+def t(a, device="cpu"):
+    return tt.tensor(a, requires_grad=True, dtype=np.float64, device=device)
 
 
 def np_softmax(x, axis=-1):
@@ -88,24 +88,25 @@ def test_attention_against_numpy():
 
 
 @given(seed=seeds, t_len=st.integers(1, 6), half=st.integers(1, 3))
-def test_rotary_matches_its_reference(seed, t_len, half):
+def test_rotary_matches_its_reference(seed, t_len, half, device):
     cos, sin = rope_tables(2 * half, t_len, dtype=np.float64)
     x = arr((2, 1, t_len, 2 * half), seed)
-    a, b = t(x), t(x)
+    a, b = t(x, device), t(x, device)
     ya, yb = apply_rotary(a, cos, sin), R.rotary(b, cos, sin)
     np.testing.assert_allclose(ya.numpy(), yb.numpy(), rtol=1e-12, atol=1e-15)
     g = arr(ya.shape, seed + 1)
     ya.backward(g)
     yb.backward(g)
-    np.testing.assert_allclose(a.grad, b.grad, rtol=1e-12, atol=1e-15)
+    assert ya.device == yb.device == device
+    np.testing.assert_allclose(as_numpy(a.grad), as_numpy(b.grad), rtol=1e-12, atol=1e-15)
 
 
 @given(seed=seeds, rank=st.integers(1, 3), with_bias=st.booleans())
-def test_lora_linear_matches_its_reference(seed, rank, with_bias):
+def test_lora_linear_matches_its_reference(seed, rank, with_bias, device):
     x, a, b_up, w = arr((2, 3, 4), seed), arr((rank, 4), seed + 1), arr((5, rank), seed + 2), arr((5, 4), seed + 3)
     bias = arr(5, seed + 4) if with_bias else None
-    fused = [t(v) if v is not None else None for v in (x, a, b_up, w, bias)]
-    composed = [t(v) if v is not None else None for v in (x, a, b_up, w, bias)]
+    fused = [t(v, device) if v is not None else None for v in (x, a, b_up, w, bias)]
+    composed = [t(v, device) if v is not None else None for v in (x, a, b_up, w, bias)]
     ya, yb = lora_linear(*fused, scale=0.5), R.lora_linear(*composed, scale=0.5)
     np.testing.assert_allclose(ya.numpy(), yb.numpy(), rtol=1e-12)
     g = arr(ya.shape, seed + 5)
@@ -113,4 +114,4 @@ def test_lora_linear_matches_its_reference(seed, rank, with_bias):
     yb.backward(g)
     for fa, fb in zip(fused, composed):
         if fa is not None:
-            np.testing.assert_allclose(fa.grad, fb.grad, rtol=1e-11, atol=1e-13)
+            np.testing.assert_allclose(as_numpy(fa.grad), as_numpy(fb.grad), rtol=1e-11, atol=1e-13)

@@ -27,9 +27,10 @@ def arrays_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_a_few_steps_reduce_the_loss(corpus, tmp_path):
+def test_a_few_steps_reduce_the_loss(corpus, tmp_path, device):
     out = tmp_path / "out"
-    train_run(corpus, out, "--max-iters", "30", "--lr", "1e-2", "--eval-interval", "30", "--eval-iters", "4")
+    train_run(corpus, out, "--max-iters", "30", "--lr", "1e-2", "--eval-interval", "30", "--eval-iters", "4",
+              "--device", device)
     evals = [m for m in metrics(out) if "val_loss" in m]
     assert [m["step"] for m in evals] == [0, 30]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0
@@ -38,16 +39,17 @@ def test_a_few_steps_reduce_the_loss(corpus, tmp_path):
     # the resolved config, preset values included, is written beside the run
     run_cfg = json.loads((out / "run.json").read_text())
     assert run_cfg["train"]["n_layer"] == 1 and run_cfg["train"]["lr_decay_iters"] == 30
+    assert run_cfg["train"]["device"] == device
     assert run_cfg["model"]["vocab_size"] == 257 and run_cfg["model"]["n_embd"] == 16
 
 
-def test_resume_is_bit_identical(corpus, tmp_path):
+def test_resume_is_bit_identical(corpus, tmp_path, device):
     flags = ["--lr-decay-iters", "6", "--dropout", "0.1", "--grad-accum", "2", "--eval-interval", "2",
-             "--checkpoint-interval", "2"]
+             "--checkpoint-interval", "2", "--device", device]
     train_run(corpus, tmp_path / "straight", "--max-iters", "6", *flags)
     train_run(corpus, tmp_path / "stopped", "--max-iters", "3", *flags)
     assert latest_checkpoint(tmp_path / "stopped").name == "step_000003"
-    train_run(corpus, tmp_path / "stopped", "--max-iters", "6", "--resume")
+    train_run(corpus, tmp_path / "stopped", "--max-iters", "6", "--resume", "--device", device)
 
     a = Checkpoint.read(latest_checkpoint(tmp_path / "straight"))
     b = Checkpoint.read(latest_checkpoint(tmp_path / "stopped"))
@@ -64,6 +66,17 @@ def test_resume_is_bit_identical(corpus, tmp_path):
     assert [r for r in stopped if not ("val_loss" in r and r["step"] == 3)] == straight
 
 
+def test_a_checkpoint_written_on_the_cpu_resumes_on_each_device(corpus, tmp_path, device):
+    out = tmp_path / "out"
+    train_run(corpus, out, "--max-iters", "2", "--checkpoint-interval", "2")
+    train_run(corpus, out, "--max-iters", "4", "--resume", "--device", device)
+    ckpt = Checkpoint.read(latest_checkpoint(out))
+    assert ckpt.step == 4 and json.loads((out / "run.json").read_text())["train"]["device"] == device
+    assert all(np.isfinite(w).all() for w in ckpt.model_state().values())
+    assert sorted(ckpt.optimizer_state()["arrays"]) == sorted(
+        Checkpoint.read(list_checkpoints(out)[0]).optimizer_state()["arrays"])
+
+
 def test_resume_with_different_settings_names_the_differences(corpus, tmp_path):
     out = tmp_path / "out"
     train_run(corpus, out, "--max-iters", "2")
@@ -76,7 +89,7 @@ def test_resume_with_different_settings_names_the_differences(corpus, tmp_path):
         train_run(corpus, tmp_path / "empty", "--resume")
 
 
-def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch, device):
     class NaNAtStep4(train.GPT):
         calls = 0
 
@@ -91,7 +104,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(corpus, tmp_path, 
     monkeypatch.setattr(train, "GPT", NaNAtStep4)
     out = tmp_path / "out"
     with pytest.raises(SystemExit, match=r"loss became nan at step 4.*last good checkpoint is .*step_000002"):
-        train_run(corpus, out, "--max-iters", "10", "--checkpoint-interval", "2", "--eval-interval", "100")
+        train_run(corpus, out, "--max-iters", "10", "--checkpoint-interval", "2", "--eval-interval", "100",
+                  "--device", device)
     assert [p.name for p in list_checkpoints(out)] == ["step_000002"]
     weights = Checkpoint.read(latest_checkpoint(out)).model_state()
     assert all(np.isfinite(w).all() for w in weights.values())
@@ -130,8 +144,8 @@ def test_a_partial_checkpoint_is_never_the_latest(corpus, tmp_path, monkeypatch)
     assert latest_checkpoint(out).name == "step_000006" and not tmp.exists()
 
 
-def test_ctrl_c_checkpoints_at_the_step_boundary(corpus, tmp_path, monkeypatch):
-    flags = ["--lr-decay-iters", "6", "--eval-interval", "100", "--checkpoint-interval", "100"]
+def test_ctrl_c_checkpoints_at_the_step_boundary(corpus, tmp_path, monkeypatch, device):
+    flags = ["--lr-decay-iters", "6", "--eval-interval", "100", "--checkpoint-interval", "100", "--device", device]
     real_clip = train.optim.clip_grad_norm_
     calls = {"n": 0}
 
@@ -147,7 +161,7 @@ def test_ctrl_c_checkpoints_at_the_step_boundary(corpus, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert latest_checkpoint(out).name == "step_000003"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
-    train_run(corpus, out, "--max-iters", "6", "--resume")
+    train_run(corpus, out, "--max-iters", "6", "--resume", "--device", device)
     train_run(corpus, tmp_path / "straight", "--max-iters", "6", *flags)
     a = Checkpoint.read(latest_checkpoint(out)).model_state()
     b = Checkpoint.read(latest_checkpoint(tmp_path / "straight")).model_state()
@@ -174,11 +188,11 @@ def test_bad_settings_are_clear_errors(corpus, tmp_path):
         train_run(corpus, tmp_path / "out", "--block-size", "4096", "--n-embd", "16")
 
 
-def test_end_to_end_train_then_sample(corpus, tmp_path):
+def test_end_to_end_train_then_sample(corpus, tmp_path, device):
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, str(ROOT / "train.py"), *TINY_RUN, "--data", str(corpus), "--out", str(out),
-           "--max-iters", "5", "--eval-interval", "5"]
+           "--max-iters", "5", "--eval-interval", "5", "--device", device]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "unigram baseline" in done.stdout
@@ -187,14 +201,14 @@ def test_end_to_end_train_then_sample(corpus, tmp_path):
         next(line for line in done.stderr.splitlines() if line.startswith("train: 5/5 steps"))]
     assert "\r" not in done.stderr
     sample = subprocess.run([sys.executable, "-m", "gpt", "sample", "--checkpoint", str(out), "--prompt", "the cat",
-                             "--max-new-tokens", "10", "--seed", "0"],
+                             "--max-new-tokens", "10", "--seed", "0", "--device", device],
                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("the cat") and len(sample.stdout) > len("the cat")
 
 
-def test_profile_prints_the_table_and_trains_nothing(corpus, tmp_path, capsys):
-    train_run(corpus, tmp_path / "out", "--profile", "2")
+def test_profile_prints_the_table_and_trains_nothing(corpus, tmp_path, capsys, device):
+    train_run(corpus, tmp_path / "out", "--profile", "2", "--device", device)
     said = capsys.readouterr().out
     assert "profile of 2 steps" in said and "Linear" in said and "AdamW.step" in said
     assert latest_checkpoint(tmp_path / "out") is None

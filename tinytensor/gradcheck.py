@@ -153,7 +153,7 @@ def _as_float64(x: Any) -> Tensor:
             return x
         xp = get_array_module(x.data)
         return Tensor._wrap(xp.array(x.data, dtype=xp.float64), x.requires_grad)
-    arr = np.asarray(x)
+    arr = get_array_module(x).asarray(x)                 # a CuPy array stays on the GPU
     if arr.dtype.kind != "f":
         return Tensor._wrap(arr, False)
     return Tensor._wrap(arr.astype(np.float64), True)

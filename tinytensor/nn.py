@@ -70,7 +70,8 @@ class Module:
             registry = "_modules"
         elif name in self.__dict__.get("_buffers", ()) and value is not None:
             registry = "_buffers"  # re-assigning a buffer keeps it a buffer
-            value = value if isinstance(value, Tensor) else Tensor(value)
+            if not isinstance(value, Tensor):  # bare values go where the buffer lives (a Tensor keeps its device)
+                value = Tensor(value, device=self.__dict__["_buffers"][name].device)
         else:
             registry = None
         # a name is registered in at most one place, so rebinding (e.g. bias = None) unregisters

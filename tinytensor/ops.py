@@ -407,7 +407,8 @@ class Split(Function):
 class Concatenate(Function):
     def forward(self, *arrays, axis):
         self.axis = axis
-        self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]
+        # a list, not a NumPy array: CuPy's split takes no host array among its arguments
+        self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1].tolist()
         return get_array_module(arrays[0]).concatenate(arrays, axis=axis)
 
     def backward(self, g):

@@ -466,13 +466,30 @@ def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> float:
         raise ValueError(f"max_norm must be positive, got {max_norm}")
     params = [params] if isinstance(params, Tensor) else params
     grads = [p.grad for p in params if p.grad is not None]
-    # summed as Python floats (float64) so many float32 parts lose no precision
-    total = math.sqrt(sum(float(get_array_module(g).vdot(g.ravel(), g.ravel())) for g in grads))
+    total = math.sqrt(sum(_sum_of_squares(gs) for gs in _by_array_module(grads)))
     scale = max_norm / (total + 1e-6)
     if scale < 1.0:
         for g in grads:
             g *= scale
     return total
+
+
+def _by_array_module(arrays: list[Any]) -> list[list[Any]]:
+    """The arrays grouped by the module that made them (NumPy, CuPy), order kept within a group."""
+    groups: dict[str, list[Any]] = {}
+    for a in arrays:
+        groups.setdefault(get_array_module(a).__name__, []).append(a)
+    return list(groups.values())
+
+
+def _sum_of_squares(arrays: list[Any]) -> float:
+    """sum over the arrays of sum(a * a), for arrays on one device. Each array's part
+    stays on the device and the parts are added there in float64 (so many float32
+    parts lose no precision): one transfer to the host for all of them, not a
+    synchronising float() per parameter."""
+    xp = get_array_module(arrays[0])
+    parts = xp.stack([xp.vdot(a.ravel(), a.ravel()) for a in arrays])    # (n,)
+    return float(parts.astype(xp.float64).sum())
 
 
 def cosine_schedule(step: int, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:

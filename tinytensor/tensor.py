@@ -528,7 +528,13 @@ def _topological_order(root: Function) -> list[Function]:
 
 
 # ---- creation ----------------------------------------------------------------
-def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: str = "cpu") -> Tensor:
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: str | None = None) -> Tensor:
+    """A new leaf tensor from an array, a list, a number or another tensor's data.
+
+    device=None keeps the data where it already is, as torch.tensor does: a CuPy
+    array (or a tensor on "cuda") stays on "cuda"; NumPy arrays, lists and numbers
+    go to "cpu". Pass "cpu" or "cuda" to copy the data there.
+    """
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
 
 

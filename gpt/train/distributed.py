@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from tinytensor import Tensor
-from tinytensor.backend import get_array_module
+from tinytensor.backend import get_array_module, to_device
 from tinytensor.random import set_rng_state
 
 from .loop import Comm, SingleProcess
@@ -76,26 +76,35 @@ class MPIComm:
             if p.grad is None:
                 p.grad = get_array_module(p.data).zeros_like(p.data)
         grads = [p.grad for p in live]
-        flat = _shared_flat_buffer(grads)
-        if flat is not None:                         # the optimizer keeps them in one array: sum it in place
+        flat = _shared_flat_buffer(grads)            # the optimizer keeps them in one array: sum it in place
+        packed = flat is None
+        if packed:                                   # else: one copy in, one Allreduce, one copy out
+            flat = self._packed(grads)
+        if get_array_module(flat) is np:             # host memory: MPI adds it up in place
             self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
-            return
-        flat = self._packed(grads)                   # else: one copy in, one Allreduce, one copy out
-        self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
-        start = 0
-        for g in grads:
-            part = flat[start:start + g.size].reshape(g.shape)
-            g[...] = part if get_array_module(g) is np else get_array_module(g).asarray(part)
-            start += g.size
+        else:                                        # GPU memory: one copy to the host and one back
+            host = to_device(flat, "cpu")
+            self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+            flat[...] = get_array_module(flat).asarray(host)
+        if packed:
+            start = 0
+            for g in grads:
+                g[...] = flat[start:start + g.size].reshape(g.shape)
+                start += g.size
 
-    def _packed(self, grads: list[Any]) -> np.ndarray:
-        """The gradients copied into one host buffer, allocated once (GPU arrays come to the host)."""
+    def _packed(self, grads: list[Any]) -> Any:
+        """The gradients side by side in one 1-D array on their device (all on one device,
+        the model's). On the host the buffer is allocated once and reused; on a GPU it
+        is one concatenation, so the host sees a single transfer, not one per gradient."""
+        xp = get_array_module(grads[0])
+        if xp is not np:
+            return xp.concatenate([g.ravel() for g in grads])
         size, dtype = sum(g.size for g in grads), np.dtype(grads[0].dtype)
         if self._flat is None or self._flat.size != size or self._flat.dtype != dtype:
             self._flat = np.empty(size, dtype=dtype)
         start = 0
         for g in grads:
-            self._flat[start:start + g.size] = g.ravel() if get_array_module(g) is np else g.ravel().get()
+            self._flat[start:start + g.size] = g.ravel()
             start += g.size
         return self._flat
 
@@ -123,7 +132,9 @@ class MPIComm:
 def _shared_flat_buffer(grads: list[Any]) -> Any | None:
     """The one contiguous array all `grads` are consecutive views of, if there is one."""
     base = grads[0].base
-    if base is None or base.ndim != 1 or not base.flags.c_contiguous or get_array_module(base) is not np:
+    if base is None or get_array_module(base) is not get_array_module(grads[0]):
+        return None
+    if base.ndim != 1 or not base.flags.c_contiguous:
         return None
     if base.size != sum(g.size for g in grads) or any(g.base is not base for g in grads):
         return None
