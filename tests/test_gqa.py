@@ -34,14 +34,15 @@ def gqa_case(draw, max_t=12):
     return (b, h, kv_heads, tq, tk, d, dv), causal, mask, dropout_p, seed
 
 
-def gqa_inputs(shape, seed):
+def gqa_inputs(shape, seed, device="cpu"):
     b, h, kv_heads, tq, tk, d, dv = shape
-    return rand((b, h, tq, d), seed), rand((b, kv_heads, tk, d), seed + 1), rand((b, kv_heads, tk, dv), seed + 2)
+    return (rand((b, h, tq, d), seed, device=device), rand((b, kv_heads, tk, d), seed + 1, device=device),
+            rand((b, kv_heads, tk, dv), seed + 2, device=device))
 
 
 @pytest.mark.parametrize("blocking", BLOCKINGS)
 @given(case=gqa_case())
-def test_gqa_gradcheck(blocking, case):
+def test_gqa_gradcheck(blocking, case, device):
     shape, causal, mask, dropout_p, seed = case
 
     def fn(q, k, v):
@@ -49,12 +50,12 @@ def test_gqa_gradcheck(blocking, case):
         return F.scaled_dot_product_attention(q, k, v, causal=causal, attn_mask=mask, dropout_p=dropout_p)
 
     with attention_blocks(*BLOCKINGS[blocking]):
-        assert tt.gradcheck(fn, gqa_inputs(shape, seed), max_elements=40)
+        assert tt.gradcheck(fn, gqa_inputs(shape, seed, device), max_elements=40)
 
 
 @pytest.mark.parametrize("blocking", BLOCKINGS)
 @given(case=gqa_case())
-def test_gqa_matches_the_reference(blocking, case):
+def test_gqa_matches_the_reference(blocking, case, device):
     shape, causal, mask, dropout_p, seed = case
     b, h, _, tq, tk, _, _ = shape
     keep = keep_mask((b, h, tq, tk), dropout_p, seed) if dropout_p else None
@@ -65,7 +66,7 @@ def test_gqa_matches_the_reference(blocking, case):
 
     with attention_blocks(*BLOCKINGS[blocking]):
         assert_same(fused, lambda q, k, v: R.scaled_dot_product_attention(q, k, v, causal, mask, dropout_p, None, keep),
-                    gqa_inputs(shape, seed), seed, rtol=1e-6, atol=1e-9)
+                    gqa_inputs(shape, seed, device), seed, rtol=1e-6, atol=1e-9)
 
 
 @given(groups=st.integers(1, 4), kv_heads=st.integers(1, 3), t=st.integers(1, 40), seed=seeds)

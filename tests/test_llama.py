@@ -35,8 +35,8 @@ NEW_OPTIONS = {
 
 
 @pytest.mark.parametrize("options", NEW_OPTIONS.values(), ids=NEW_OPTIONS)
-def test_whole_model_gradcheck_float64(options):
-    model = tiny_model(**options)
+def test_whole_model_gradcheck_float64(options, device):
+    model = tiny_model(**options).to(device)
     x, y = ids((2, 6), seed=1), ids((2, 6), seed=2)
     names = [name for name, _ in model.named_parameters()]
     if options.get("tie_embeddings") is False:
@@ -60,8 +60,8 @@ def test_parameter_shapes_follow_the_options():
     assert shapes["lm_head.weight"] == (11, 12)
 
 
-def test_kv_cache_holds_the_kv_heads_and_generation_matches_recompute():
-    model = tiny_model(dtype=np.float32, **LLAMA, n_head=4, n_kv_head=2, block_size=16, qk_norm=True)
+def test_kv_cache_holds_the_kv_heads_and_generation_matches_recompute(device):
+    model = tiny_model(dtype=np.float32, **LLAMA, n_head=4, n_kv_head=2, block_size=16, qk_norm=True).to(device)
     caches = model.new_caches(2)
     with tt.no_grad():
         model(ids((2, 5), seed=3), caches=caches)
@@ -244,11 +244,11 @@ def loaded_float64(folder) -> GPT:
     ("qwen2", dict(tie_word_embeddings=True)),
     ("qwen3", {}),
 ])
-def test_hf_folder_logits_loss_and_mapping_match_the_numpy_oracle(tmp_path, kind, fields):
+def test_hf_folder_logits_loss_and_mapping_match_the_numpy_oracle(tmp_path, kind, fields, device):
     hf = hf_config(kind, **fields)
     weights = hf_weights(hf)
     write_hf_folder(tmp_path, hf, weights)
-    model = loaded_float64(tmp_path)
+    model = loaded_float64(tmp_path).to(device)
     x, y = ids((2, 9), vocab=23, seed=5), ids((2, 9), vocab=23, seed=6)
     expected = numpy_forward({k: v.astype(np.float64) for k, v in weights.items()}, hf, x)
     logits, loss = model(x, targets=y)
