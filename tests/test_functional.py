@@ -3,6 +3,7 @@ composed from primitives (tinytensor.reference; forward and backward), and the e
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -208,6 +209,30 @@ def test_gelu_exact_against_erf_and_extremes():
         np.testing.assert_allclose(big.grad, [0, 0, 0.5, 1, 1], atol=1e-6)
     with pytest.raises(ValueError, match="approximate"):
         F.gelu(big, approximate="fast")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_tanh_far_tails_reach_their_limits_without_warnings(dtype):
+    # computed as x sigmoid(v): e^(-v) overflows to inf for very negative x, which must give
+    # s = 0 exactly (y = 0, dy/dx = 0), not nan and not an overflow warning
+    x = tt.tensor([-1e4, -300.0, -40.0, 40.0, 300.0, 1e4], requires_grad=True, dtype=dtype)  # v < -4000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = F.gelu(x)
+        y.sum().backward()
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y.numpy(), [0, 0, 0, 40, 300, 1e4])
+    np.testing.assert_array_equal(x.grad, [0, 0, 0, 1, 1, 1])
+
+
+def test_gelu_tanh_is_the_tanh_formula():
+    # the code's sigmoid form against GPT-2's tanh form, written out here, on a fine grid
+    x = np.linspace(-7, 7, 2001)
+    c, a = math.sqrt(2 / math.pi), 0.044715
+    expected = 0.5 * x * (1 + np.tanh(c * (x + a * x**3)))
+    np.testing.assert_allclose(F.gelu(tt.tensor(x, dtype=np.float64)).numpy(), expected, rtol=1e-13, atol=1e-15)
+    x32 = tt.tensor(x, dtype=np.float32)
+    np.testing.assert_allclose(F.gelu(x32).numpy(), expected, rtol=2e-6, atol=1e-7)
 
 
 def test_relu_wrapper():

@@ -20,6 +20,8 @@ to a chain of primitives:
     block of query rows (plus a boolean dropout mask); its backward allocates
     one (B, H, rows, keys) array per block for the score gradient, and never
     a second full (B, H, Tq, Tk) array, thanks to the rowsum identity;
+  - gelu (tanh form) is x sigmoid(2u), one exp instead of a tanh, and saves
+    sigmoid(2u) so that its backward needs no exponential at all;
   - embedding scatter-adds rows by sorting the ids (repeated ids accumulate);
   - linear flattens the leading axes so each gradient is a single matmul.
 
@@ -405,41 +407,39 @@ def _erf(x: Any) -> Any:
 
 class GeluTanhFunction(Function):
     def forward(self, x):
+        # 0.5 (1 + tanh u) = sigmoid(2u), so y = x sigmoid(v) with v = 2u: one exp,
+        # about half the cost of a tanh in NumPy's float32 (docs/activations.md)
         xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,) so that 0-d inputs are arrays too
-        u = x * x                                        # u = c (x + a x^3), computed as x (c + c a x^2)
-        u *= _SQRT_2_OVER_PI * _GELU_A
-        u += _SQRT_2_OVER_PI
-        u *= x
-        t = xp.tanh(u, out=u)                            # t = tanh(u)          (in u's buffer)
-        y = xp.add(t, 1.0, out=t)                        # y = 0.5 x (1 + t)    (in t's buffer)
-        y *= x
-        y *= 0.5
-        self.x = x                                       # only x: backward recomputes u and t
+        minus_v = x * x                                  # -v = -2c (x + a x^3), computed as x (-2c - 2c a x^2)
+        minus_v *= -2.0 * _SQRT_2_OVER_PI * _GELU_A
+        minus_v -= 2.0 * _SQRT_2_OVER_PI
+        minus_v *= x
+        with np.errstate(over="ignore"):                 # e^(-v) = inf (v < -88 in float32) gives s = 0, its limit
+            s = xp.exp(minus_v, out=minus_v)             # s = sigmoid(v) = 1 / (1 + e^(-v))   (in -v's buffer)
+        s += 1.0
+        xp.reciprocal(s, out=s)
+        y = x * s                                        # y = x s
+        # saved: x, s (one array more than x alone, so backward needs no exp) and
+        # the output, which the next op keeps alive anyway
+        self.x, self.s, self.y = x, s, y
         return y.reshape(shape)
 
     def backward(self, g):
-        # elementwise, so dx = dy/dx * g, with dy/dx from the chain rule through the forward's lines
+        # y = x s, s = sigmoid(v), v = 2c (x + a x^3), ds/dv = s (1 - s):
+        #   dy/dx = s + x s (1 - s) dv/dx = s + y (1 - s) dv/dx;  dx = dy/dx * g
         xp = get_array_module(g)
-        x, shape, g = self.x, g.shape, g.reshape(-1)    # (n,)
-        x_sq = x * x                                     # the forward again, to get t back:
-        u = x_sq * (_SQRT_2_OVER_PI * _GELU_A)           # u = c (x + a x^3)
-        u += _SQRT_2_OVER_PI
-        u *= x
-        t = xp.tanh(u, out=u)                            # t = tanh(u)          (in u's buffer)
-        # u = c (x + a x^3)
-        du_dx = xp.multiply(x_sq, 3.0 * _SQRT_2_OVER_PI * _GELU_A, out=x_sq)  # du/dx = c (1 + 3 a x^2)
-        du_dx += _SQRT_2_OVER_PI                                             # (in x_sq's buffer)
-        # t = tanh(u)
-        t_sq = t * t
-        dt_du = xp.subtract(1.0, t_sq, out=t_sq)         # dt/du = 1 - t^2       (in t^2's buffer)
-        # y = 0.5 x (1 + t)
-        half_x_dt_dx = xp.multiply(dt_du, du_dx, out=dt_du)  # dy/dx = 0.5 (1 + t) + 0.5 x dt/du du/dx
-        half_x_dt_dx *= x                                # (in dt/du's buffer)
-        half_x_dt_dx *= 0.5
-        dy_dx = xp.add(t, 1.0, out=t)                    # (in t's buffer)
-        dy_dx *= 0.5
-        dy_dx += half_x_dt_dx
+        x, s, y = self.x, self.s, self.y
+        shape, g = g.shape, g.reshape(-1)               # (n,)
+        # v = 2c (x + a x^3)
+        x_sq = x * x
+        dv_dx = xp.multiply(x_sq, 6.0 * _SQRT_2_OVER_PI * _GELU_A, out=x_sq)  # dv/dx = 2c (1 + 3 a x^2)
+        dv_dx += 2.0 * _SQRT_2_OVER_PI                                       # (in x^2's buffer)
+        # y = x s, s = sigmoid(v)
+        y_s = y * s
+        y_one_minus_s = xp.subtract(y, y_s, out=y_s)     # y (1 - s) = x ds/dv   (in y s's buffer)
+        dy_dx = xp.multiply(y_one_minus_s, dv_dx, out=y_one_minus_s)  # dy/dx = s + y (1 - s) dv/dx
+        dy_dx += s
         dx = xp.multiply(dy_dx, g, out=dy_dx)
         return dx.reshape(shape)
 
@@ -472,7 +472,7 @@ class GeluErfFunction(Function):
 
 def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
     """x * Phi(x); approximate="tanh" is GPT-2's 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
-    "none" the exact form through erf."""
+    computed as x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), the same function; "none" the exact form through erf."""
     x = _as_tensor(x)
     if approximate == "tanh":
         return GeluTanhFunction.apply(x)
