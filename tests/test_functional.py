@@ -121,6 +121,47 @@ def test_cross_entropy_extreme_logits_stay_finite():
     np.testing.assert_allclose(logits.grad, [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-6)  # (softmax - onehot) / 2
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("upstream", [1.0, 2.5])
+def test_cross_entropy_backward_scales_by_upstream_and_runs_again_on_a_retained_graph(reduction, upstream):
+    # the forward saves w (softmax - onehot); backward scales it by g, or, for g = 1,
+    # returns a view of it that nothing may write into: a second backward must give the same
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-4, 4, (6, 5))
+    targets = np.array([0, 4, -100, 2, 2, 1])
+    kept = targets != -100
+    p = np.exp(x - x.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    onehot = np.eye(5)[np.where(kept, targets, 0)] * kept[:, None]
+    per_row = rng.standard_normal(6) if reduction == "none" else np.ones(6)
+    g = upstream * per_row * kept / (kept.sum() if reduction == "mean" else 1)
+    expected = g[:, None] * (p - onehot)
+    logits = tt.tensor(x, requires_grad=True, dtype=np.float64)
+    loss = F.cross_entropy(logits * 1.0, targets, reduction=reduction)  # not a leaf: the leaf's grad is an add
+    scaled = loss * upstream if upstream != 1.0 else loss
+    grad = per_row if reduction == "none" else None
+    scaled.backward(grad, retain_graph=True)
+    np.testing.assert_allclose(logits.grad, expected, rtol=1e-12, atol=1e-15)
+    scaled.backward(grad)
+    np.testing.assert_allclose(logits.grad, 2 * expected, rtol=1e-12, atol=1e-15)
+
+
+def test_cross_entropy_gradient_is_not_overwritten_by_other_uses_of_the_logits():
+    # logits with two consumers: the engine sums their gradients, in place where it may;
+    # the saved gradient cross-entropy hands back must stay intact for a retained graph
+    rng = np.random.default_rng(1)
+    x, c = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    targets = np.array([2, 0, 1, 1])
+    p = np.exp(x) / np.exp(x).sum(1, keepdims=True)
+    expected = (p - np.eye(3)[targets]) / 4 + c
+    logits = tt.tensor(x, requires_grad=True, dtype=np.float64)
+    z = logits * 1.0
+    loss = F.cross_entropy(z, targets) + (z * tt.tensor(c)).sum()
+    for n in (1, 2):
+        loss.backward(retain_graph=True)
+        np.testing.assert_allclose(logits.grad, n * expected, rtol=1e-12)
+
+
 def test_cross_entropy_errors():
     logits = rand((4, 5), 0)
     with pytest.raises(IndexError, match=r"target 5 .* 5 classes"):

@@ -11,8 +11,8 @@ to a chain of primitives:
 
   - softmax / log_softmax / cross_entropy subtract the row max and go through
     log-sum-exp, so they stay finite for logits like [1000, 0, -1000];
-    cross_entropy saves nothing of size (N, V) but the logits it was given,
-    and its forward exponentiates one cache-sized row block at a time;
+    cross_entropy's forward exponentiates one cache-sized row block at a time
+    and makes its gradient there (softmax - onehot), saved instead of the logits;
   - layer_norm saves its input and two per-row statistics (mean, 1/std) and
     rebuilds the normalised x in backward; rms_norm saves the normalised x
     and 1/rms; both use the closed-form gradient;
@@ -115,24 +115,6 @@ def _sum_last(a: Any, b: Any = None) -> Any:
     return s[..., None]
 
 
-def _logsumexp_rows(x: Any) -> Any:
-    """lse_n = m_n + log sum_j e^(x_nj - m_n) with m_n = max_j x_nj, for x (N, V).
-    The e^(x - m) temporary is one (rows, V) block, never a second (N, V) array."""
-    xp = get_array_module(x)
-    n, v = x.shape
-    blocks = _row_blocks(n, v, xp)
-    lse = xp.empty(n, dtype=x.dtype)                     # (N,)
-    buf = xp.empty((min(blocks[0].stop, n), v), dtype=x.dtype) if n else None  # (rows, V)
-    for rows in blocks:
-        block = x[rows]                                  # (r, V)
-        m = block.max(axis=1, keepdims=True)             # (r, 1)
-        e = buf[:len(block)]
-        xp.subtract(block, m, out=e)
-        xp.exp(e, out=e)
-        lse[rows] = xp.log(e.sum(axis=1)) + m[:, 0]
-    return lse
-
-
 def _keep_scale(p: float) -> float:
     """Inverted dropout's factor for the kept values, 1 / (1 - p), so the mean is unchanged (p = 1 keeps nothing)."""
     return 1.0 / (1.0 - p) if p < 1 else 0.0
@@ -222,14 +204,33 @@ class CrossEntropyFunction(Function):
         xp = get_array_module(logits)
         x = logits.reshape(-1, logits.shape[-1])         # (N, V)
         t = targets.reshape(-1)                          # (N,)
-        n = x.shape[0]
-        lse = _logsumexp_rows(x)                         # (N,) log sum_j e^(x_nj)
+        n, v = x.shape
+        idx = xp.nonzero(valid)[0]                       # (n_valid,) rows whose target is not ignored
+        # The gradient is made here, while each block's softmax is in cache (backward would
+        # exponentiate all N V logits again): dx = w (softmax - onehot) per unit of upstream
+        # gradient, w_n = 1 / count ("mean") or 1 on a kept row, 0 on an ignored one.
+        # Saved instead of the logits; the peak memory is the same as when backward made it.
+        w = valid.astype(x.dtype)                        # (N,)
+        if reduction == "mean":
+            w *= 1.0 / max(count, 1)
+        dx = xp.empty_like(x) if self.needs_grad[0] else None  # (N, V)
+        blocks = _row_blocks(n, v, xp)
+        scratch = None if dx is not None else xp.empty((min(blocks[0].stop, n) if n else 0, v), dtype=x.dtype)
+        lse = xp.empty(n, dtype=x.dtype)                 # (N,) log sum_j e^(x_nj)
+        for rows in blocks:                              # each block's steps run in cache
+            block = x[rows]                              # (r, V)
+            m = block.max(axis=1, keepdims=True)         # (r, 1) shift by the max: e^(x - m) <= 1, no overflow
+            e = xp.subtract(block, m, out=dx[rows] if dx is not None else scratch[:len(block)])
+            sums = xp.exp(e, out=e).sum(axis=1)          # (r,) sum_j e^(x_j - m) >= 1
+            lse[rows] = xp.log(sums) + m[:, 0]           # lse = m + log sum_j e^(x_j - m)
+            if dx is not None:
+                e *= (w[rows] / sums)[:, None]           # w softmax = w e^(x - m) / sum_j e^(x_j - m)
+        if dx is not None:
+            dx[idx, t[idx]] -= w[idx]                    # w (softmax - onehot)
         # loss_n = lse_n - x[n, t_n] on rows whose target is not ignored, 0 elsewhere
-        idx = xp.nonzero(valid)[0]                       # (n_valid,)
         losses = xp.zeros(n, dtype=x.dtype)              # (N,)
         losses[idx] = lse[idx] - x[idx, t[idx]]
-        self.x, self.lse, self.idx, self.t, self.valid = x, lse, idx, t[idx], valid
-        self.count, self.reduction, self.in_shape = count, reduction, logits.shape
+        self.dx, self.reduction, self.in_shape = dx, reduction, logits.shape
         if reduction == "none":
             return losses.reshape(targets.shape)         # (B, T) or (N,)
         total = losses.sum()
@@ -238,20 +239,13 @@ class CrossEntropyFunction(Function):
         return total / max(count, 1)                     # all ignored: 0 (PyTorch gives nan)
 
     def backward(self, g):
-        # loss_n = lse(x_n) - x[n, t_n]: dx_n = g_n * (softmax(x_n) - onehot(t_n)), for each kept row
-        xp = get_array_module(g)
+        # loss_n = lse(x_n) - x[n, t_n]: dx_n = g_n (softmax(x_n) - onehot(t_n)) on each kept row,
+        # over the count for "mean": the forward's dx times the upstream gradient g
         if self.reduction == "none":
-            scale = g.reshape(-1) * self.valid           # (N,) per-row upstream gradient
-        else:
-            g = g / max(self.count, 1) if self.reduction == "mean" else g
-            scale = g * self.valid                       # (N,) mean over the kept rows only
-        dx = xp.empty_like(self.x)                       # (N, V)
-        for rows in _row_blocks(*dx.shape, xp):          # each block's three steps run in cache
-            z = xp.subtract(self.x[rows], self.lse[rows, None], out=dx[rows])  # x - lse   (in dx's rows)
-            p = xp.exp(z, out=z)                         # softmax = e^(x - lse)
-            p *= scale[rows, None]                       # scale * softmax; the onehot is taken off below
-        dx[self.idx, self.t] -= scale[self.idx]          # scale * (softmax - onehot)
-        return dx.reshape(self.in_shape)
+            return (self.dx * g.reshape(-1, 1)).reshape(self.in_shape)  # one g per row
+        if float(g) == 1.0:                              # loss.backward() itself: nothing to scale
+            return self.dx.reshape(self.in_shape)        # a view, which the engine never writes into
+        return (self.dx * g).reshape(self.in_shape)
 
 
 def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> Tensor:
