@@ -450,6 +450,52 @@ def test_linear_shape_errors():
         F.linear(rand((2, 3), 0), rand((4, 3), 0), rand((3,), 0))
 
 
+# ---- gradients written into the optimizer's slot ------------------------------------
+def tied_model_grads(with_optimizer, zero_to_none=True, backwards=1):
+    """d/dW of an embedding and a linear that share W (GPT-2's tied head), with the
+    optimizer's flat buffer (the backwards write into its slot) or without (new arrays)."""
+    rng = np.random.default_rng(3)
+    w = tt.tensor(rng.standard_normal((7, 4)), requires_grad=True, dtype=np.float32)
+    b = tt.tensor(rng.standard_normal(7), requires_grad=True, dtype=np.float32)
+    ids, h = rng.integers(0, 7, size=(3, 5)), tt.tensor(rng.standard_normal((3, 5, 4)), dtype=np.float32)
+    g_emb, g_out = rng.standard_normal((3, 5, 4)).astype(np.float32), rng.standard_normal((3, 5, 7)).astype(np.float32)
+    opt = tt.optim.SGD([w, b], lr=0.1) if with_optimizer else None
+    if opt is not None:
+        opt.zero_grad(set_to_none=zero_to_none)
+    for _ in range(backwards):
+        loss = (F.embedding(ids, w) * tt.tensor(g_emb)).sum() + (F.linear(h, w, b) * tt.tensor(g_out)).sum()
+        loss.backward()
+    return w, b, opt
+
+
+@pytest.mark.parametrize("zero_to_none", [True, False])
+@pytest.mark.parametrize("backwards", [1, 2])
+def test_linear_and_embedding_gradients_in_the_slot_are_bit_identical(zero_to_none, backwards):
+    w0, b0, _ = tied_model_grads(False, backwards=backwards)
+    w1, b1, opt = tied_model_grads(True, zero_to_none, backwards)
+    np.testing.assert_array_equal(w1.grad, w0.grad)
+    np.testing.assert_array_equal(b1.grad, b0.grad)
+    assert w1.grad is w1._grad_buffer and np.shares_memory(w1.grad, opt.flat_grad)
+    # and the sum is right: the linear's G^T X plus the embedding's scattered rows
+    rng = np.random.default_rng(3)
+    rng.standard_normal((7, 4)), rng.standard_normal(7)
+    ids, h = rng.integers(0, 7, size=(3, 5)), rng.standard_normal((3, 5, 4)).astype(np.float32)
+    g_emb, g_out = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 5, 7))
+    expected = g_out.reshape(-1, 7).T @ h.reshape(-1, 4)
+    np.add.at(expected, ids.reshape(-1), g_emb.reshape(-1, 4))
+    np.testing.assert_allclose(w1.grad, backwards * expected, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_of_a_weight_with_itself_counts_both_uses():
+    # y = W W^T: W is the input and the weight of one node, so neither use may take its slot alone
+    rng = np.random.default_rng(0)
+    w = tt.tensor(rng.standard_normal((3, 3)), requires_grad=True, dtype=np.float64)
+    tt.optim.SGD([w], lr=0.1)
+    g = rng.standard_normal((3, 3))
+    F.linear(w, w).backward(g)
+    np.testing.assert_allclose(w.grad, g @ w.data + g.T @ w.data, rtol=1e-12)
+
+
 # ---- dropout ----------------------------------------------------------------------
 @given(shape=activation_shapes, seed=seeds, p=st.sampled_from([0.1, 0.5, 0.9]))
 def test_dropout_gradcheck_and_matches_primitives(shape, seed, p):

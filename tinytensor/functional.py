@@ -23,7 +23,10 @@ to a chain of primitives:
   - gelu (tanh form) is x sigmoid(2u), one exp instead of a tanh, and saves
     sigmoid(2u) so that its backward needs no exponential at all;
   - embedding scatter-adds rows by sorting the ids (repeated ids accumulate);
-  - linear flattens the leading axes so each gradient is a single matmul.
+  - linear flattens the leading axes so each gradient is a single matmul;
+  - linear and embedding put a parameter's gradient straight into its .grad
+    (or its slot in an optimizer's flat buffer; see Function.grad_slot), so
+    no (out, in) or (V, C) array is made only to be copied or added there.
 
 Each fused op's `Function` class is named with a `Function` suffix
 (`LayerNormFunction`), so it never shares a name with the `nn` layer that
@@ -681,7 +684,13 @@ class EmbeddingFunction(Function):
         xp = get_array_module(g)
         ids = self.ids.reshape(-1)                       # (N,)
         g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
-        dw = xp.zeros(self.w_shape, dtype=g.dtype)       # (V, C)
+        # the rows are added straight into W's gradient when it is at hand (a weight
+        # tied to the LM head already has one), else into zeros (or its empty slot)
+        dw, holds_gradient = self.grad_slot(0)           # (V, C)
+        if dw is None:
+            dw = xp.zeros(self.w_shape, dtype=g.dtype)
+        elif not holds_gradient:
+            dw.fill(0)
         if xp is not np or ids.size == 0:
             xp.add.at(dw, ids, g2)                       # CuPy: atomic adds on the GPU
             return dw
@@ -690,7 +699,7 @@ class EmbeddingFunction(Function):
         order = np.argsort(ids, kind="stable")           # (N,)
         sorted_ids = ids[order]
         starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))  # (U,)
-        dw[sorted_ids[starts]] = np.add.reduceat(g2[order], starts, axis=0)  # (U, C)
+        dw[sorted_ids[starts]] += np.add.reduceat(g2[order], starts, axis=0)  # (U, C), each row once
         return dw
 
 
@@ -719,10 +728,14 @@ class LinearFunction(Function):
 
     def backward(self, g):
         # y = x W^T + b: dx = g W, dW = g^T x, db = sum_N g (leading axes flattened into N)
+        xp = get_array_module(g)
         g2 = g.reshape(-1, g.shape[-1])                  # (N, out)
         needs = self.needs_grad
         dx = (g2 @ self.w).reshape(self.in_shape) if needs[0] else None  # (..., in)
-        dw = g2.T @ self.x2 if needs[1] else None        # (out, in)
+        dw = None
+        if needs[1]:                                     # (out, in), straight into W's empty gradient slot if any
+            slot, holds_gradient = self.grad_slot(1)
+            dw = xp.matmul(g2.T, self.x2, out=None if holds_gradient else slot)
         if len(needs) == 2:
             return dx, dw
         return dx, dw, (g2.sum(axis=0) if needs[2] else None)  # (out,)
