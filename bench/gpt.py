@@ -7,7 +7,8 @@ anywhere but the matmuls. When torch is installed (a benchmark-only extra:
 `pip install torch`), the same model in PyTorch eager (bench/torch_gpt.py,
 same weights, explicit softmax attention, tanh GELU, AdamW) is timed too. The
 three take turns, a few steps each, so noise from a shared machine hits all alike.
-MFU is model FLOPs per second over the matmul rate NumPy reaches on a large
+Like train.py, the script first calls tt.tune_allocator(), so the step is
+timed as training runs it. MFU is model FLOPs per second over the matmul rate NumPy reaches on a large
 square product in the same run.
 
 Generation: KV-cache decoding with and without the cache on small models, and
@@ -200,6 +201,10 @@ def main() -> None:
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="after timing, profile N of our steps per config and print the table")
     args = ap.parse_args()
+    # as train.py does: freed activation memory stays in the process for the next step
+    # (without it, page faults took about a quarter of a nano step; tinytensor/backend.py)
+    tuned = tt.tune_allocator()
+    print(f"malloc keeps freed memory (tt.tune_allocator, as in train.py): {'yes' if tuned else 'no (not glibc)'}")
     with_torch = has("torch") and not args.no_torch
     if with_torch:
         sys.path.insert(1, str(Path(__file__).resolve().parent))

@@ -7,10 +7,12 @@ shapes of a small GPT.
     python bench/ops.py --reps 3         # fewer repetitions
 
 Every time is the median of --reps runs of forward + backward (after one
-warm-up run), both versions in the same process on the same inputs. Also
-printed: cross-entropy at GPT-2's V=50257 against the LM head's matmuls, and
-the peak memory that attention's backward allocates (CPU only, traced with
-tracemalloc, which NumPy reports its data allocations to; checked below).
+warm-up run), both versions in the same process on the same inputs, with
+malloc keeping freed memory as in training (tt.tune_allocator, which
+train.py calls). Also printed: cross-entropy at GPT-2's V=50257 against the
+LM head's matmuls, and the peak memory that attention's backward allocates
+(CPU only, traced with tracemalloc, which NumPy reports its data allocations
+to; checked below).
 """
 from __future__ import annotations
 
@@ -60,6 +62,11 @@ def fwd_bwd_time(fn, inputs, reps: int, device: str) -> float:
     return statistics.median(times)
 
 
+def node_backward(y) -> None:
+    """Run the backward of the node that made scalar y, with dL/dy = 1."""
+    y._ctx.backward(get_array_module(y.data).ones_like(y.data))
+
+
 def median_time(fn, reps: int, device: str) -> float:
     times = []
     for i in range(reps + 1):
@@ -78,6 +85,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--ce-rows", type=int, default=2048, help="rows N for the V=50257 cross-entropy check")
     args = ap.parse_args()
+    tt.tune_allocator()
     B, T, C, H, V = 8, 256, 384, 6, 8192
     D, N = C // H, B * T
     dev, reps = args.device, args.reps
@@ -126,7 +134,9 @@ def main() -> None:
     V2, N2 = 50257, args.ce_rows
     logits2 = rand(N2, V2, scale=2.0)
     targets2 = rng.integers(0, V2, size=N2)
-    t_ce = fwd_bwd_time(lambda a: F.cross_entropy(a, targets2), [logits2], reps, dev)
+    # the node's own forward + backward: in a model its gradient goes to the LM head's
+    # matmuls, not into a leaf's .grad (which would add a copy of all N x V values)
+    t_ce = median_time(lambda: node_backward(F.cross_entropy(logits2, targets2)), reps, dev)
     xp = get_array_module(logits2.data)
     hid, wte2, g2 = rand(N2, C).data, rand(V2, C, scale=0.02).data, logits2.data
 

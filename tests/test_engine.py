@@ -1,6 +1,8 @@
 """Finite-difference property tests for every primitive op, and engine properties."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -650,6 +652,28 @@ def test_allocator_tuning_can_be_turned_off(monkeypatch):
 
     monkeypatch.setenv("TINYTENSOR_TUNE_MALLOC", "0")
     assert tune_allocator() is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
+def test_tuned_allocator_keeps_a_freed_large_array_for_the_next():
+    # a 400 MB logits array, scaled down: freed, then allocated again, it must not be faulted in again
+    import resource
+
+    from tinytensor.backend import tune_allocator
+
+    if not tune_allocator():
+        pytest.skip("no glibc mallopt here")
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # NumPy 2 / 1
+    hugepages = multiarray._get_madvise_hugepage()
+    multiarray._set_madvise_hugepage(False)                  # count 4 KiB pages, one fault each
+    try:
+        np.ones(64 << 18, dtype=np.float32)                  # 64 MiB, freed at once
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        np.ones(64 << 18, dtype=np.float32)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    finally:
+        multiarray._set_madvise_hugepage(hugepages)
+    assert faults < 1000, f"{faults} page faults for 16384 pages that were freed just before"
 
 
 def test_gradcheck_names_an_unknown_mode_before_running_anything():

@@ -3,6 +3,7 @@ composed from primitives (tinytensor.reference; forward and backward), and the e
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -122,6 +123,47 @@ def test_cross_entropy_extreme_logits_stay_finite(device):
     np.testing.assert_allclose(as_numpy(logits.grad), [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-6)  # (softmax - onehot) / 2
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("upstream", [1.0, 2.5])
+def test_cross_entropy_backward_scales_by_upstream_and_runs_again_on_a_retained_graph(reduction, upstream, device):
+    # the forward saves w (softmax - onehot); backward scales it by g, or, for g = 1,
+    # returns a view of it that nothing may write into: a second backward must give the same
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-4, 4, (6, 5))
+    targets = np.array([0, 4, -100, 2, 2, 1])
+    kept = targets != -100
+    p = np.exp(x - x.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    onehot = np.eye(5)[np.where(kept, targets, 0)] * kept[:, None]
+    per_row = rng.standard_normal(6) if reduction == "none" else np.ones(6)
+    g = upstream * per_row * kept / (kept.sum() if reduction == "mean" else 1)
+    expected = g[:, None] * (p - onehot)
+    logits = tt.tensor(x, requires_grad=True, dtype=np.float64, device=device)
+    loss = F.cross_entropy(logits * 1.0, targets, reduction=reduction)  # not a leaf: the leaf's grad is an add
+    scaled = loss * upstream if upstream != 1.0 else loss
+    grad = tt.tensor(per_row, device=device).data if reduction == "none" else None
+    scaled.backward(grad, retain_graph=True)
+    np.testing.assert_allclose(as_numpy(logits.grad), expected, rtol=1e-12, atol=1e-15)
+    scaled.backward(grad)
+    np.testing.assert_allclose(as_numpy(logits.grad), 2 * expected, rtol=1e-12, atol=1e-15)
+
+
+def test_cross_entropy_gradient_is_not_overwritten_by_other_uses_of_the_logits(device):
+    # logits with two consumers: the engine sums their gradients, in place where it may;
+    # the saved gradient cross-entropy hands back must stay intact for a retained graph
+    rng = np.random.default_rng(1)
+    x, c = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    targets = np.array([2, 0, 1, 1])
+    p = np.exp(x) / np.exp(x).sum(1, keepdims=True)
+    expected = (p - np.eye(3)[targets]) / 4 + c
+    logits = tt.tensor(x, requires_grad=True, dtype=np.float64, device=device)
+    z = logits * 1.0
+    loss = F.cross_entropy(z, targets) + (z * tt.tensor(c, device=device)).sum()
+    for n in (1, 2):
+        loss.backward(retain_graph=True)
+        np.testing.assert_allclose(as_numpy(logits.grad), n * expected, rtol=1e-12)
+
+
 def test_cross_entropy_errors(device):
     logits = rand((4, 5), 0, device=device)
     with pytest.raises(IndexError, match=r"target 5 .* 5 classes"):
@@ -210,6 +252,30 @@ def test_gelu_exact_against_erf_and_extremes(device):
         np.testing.assert_allclose(as_numpy(big.grad), [0, 0, 0.5, 1, 1], atol=1e-6)
     with pytest.raises(ValueError, match="approximate"):
         F.gelu(big, approximate="fast")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_tanh_far_tails_reach_their_limits_without_warnings(dtype):
+    # computed as x sigmoid(v): e^(-v) overflows to inf for very negative x, which must give
+    # s = 0 exactly (y = 0, dy/dx = 0), not nan and not an overflow warning
+    x = tt.tensor([-1e4, -300.0, -40.0, 40.0, 300.0, 1e4], requires_grad=True, dtype=dtype)  # v < -4000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = F.gelu(x)
+        y.sum().backward()
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y.numpy(), [0, 0, 0, 40, 300, 1e4])
+    np.testing.assert_array_equal(x.grad, [0, 0, 0, 1, 1, 1])
+
+
+def test_gelu_tanh_is_the_tanh_formula():
+    # the code's sigmoid form against GPT-2's tanh form, written out here, on a fine grid
+    x = np.linspace(-7, 7, 2001)
+    c, a = math.sqrt(2 / math.pi), 0.044715
+    expected = 0.5 * x * (1 + np.tanh(c * (x + a * x**3)))
+    np.testing.assert_allclose(F.gelu(tt.tensor(x, dtype=np.float64)).numpy(), expected, rtol=1e-13, atol=1e-15)
+    x32 = tt.tensor(x, dtype=np.float32)
+    np.testing.assert_allclose(F.gelu(x32).numpy(), expected, rtol=2e-6, atol=1e-7)
 
 
 def test_relu_wrapper(device):
@@ -385,6 +451,57 @@ def test_linear_shape_errors():
         F.linear(rand((2, 3), 0), rand((4, 5), 0))
     with pytest.raises(ValueError, match=r"\(3,\).*\(4, 3\)"):
         F.linear(rand((2, 3), 0), rand((4, 3), 0), rand((3,), 0))
+
+
+# ---- gradients written into the optimizer's slot ------------------------------------
+def tied_model_grads(with_optimizer, zero_to_none=True, backwards=1, device="cpu"):
+    """d/dW of an embedding and a linear that share W (GPT-2's tied head), with the
+    optimizer's flat buffer (the backwards write into its slot) or without (new arrays)."""
+    rng = np.random.default_rng(3)
+    w = tt.tensor(rng.standard_normal((7, 4)), requires_grad=True, dtype=np.float32, device=device)
+    b = tt.tensor(rng.standard_normal(7), requires_grad=True, dtype=np.float32, device=device)
+    ids = rng.integers(0, 7, size=(3, 5))
+    h = tt.tensor(rng.standard_normal((3, 5, 4)), dtype=np.float32, device=device)
+    g_emb, g_out = rng.standard_normal((3, 5, 4)).astype(np.float32), rng.standard_normal((3, 5, 7)).astype(np.float32)
+    opt = tt.optim.SGD([w, b], lr=0.1) if with_optimizer else None
+    if opt is not None:
+        opt.zero_grad(set_to_none=zero_to_none)
+    for _ in range(backwards):
+        loss = ((F.embedding(ids, w) * tt.tensor(g_emb, device=device)).sum()
+                + (F.linear(h, w, b) * tt.tensor(g_out, device=device)).sum())
+        loss.backward()
+    return w, b, opt
+
+
+@pytest.mark.parametrize("zero_to_none", [True, False])
+@pytest.mark.parametrize("backwards", [1, 2])
+def test_linear_and_embedding_gradients_in_the_slot_are_bit_identical(zero_to_none, backwards, device):
+    w0, b0, _ = tied_model_grads(False, backwards=backwards, device=device)
+    w1, b1, opt = tied_model_grads(True, zero_to_none, backwards, device=device)
+    np.testing.assert_array_equal(as_numpy(w1.grad), as_numpy(w0.grad))
+    np.testing.assert_array_equal(as_numpy(b1.grad), as_numpy(b0.grad))
+    assert w1.grad is w1._grad_buffer
+    if device == "cpu":
+        assert np.shares_memory(w1.grad, opt.flat_grad)
+    # and the sum is right: the linear's G^T X plus the embedding's scattered rows
+    rng = np.random.default_rng(3)
+    rng.standard_normal((7, 4)), rng.standard_normal(7)
+    ids, h = rng.integers(0, 7, size=(3, 5)), rng.standard_normal((3, 5, 4)).astype(np.float32)
+    g_emb, g_out = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 5, 7))
+    expected = g_out.reshape(-1, 7).T @ h.reshape(-1, 4)
+    np.add.at(expected, ids.reshape(-1), g_emb.reshape(-1, 4))
+    np.testing.assert_allclose(as_numpy(w1.grad), backwards * expected, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_of_a_weight_with_itself_counts_both_uses(device):
+    # y = W W^T: W is the input and the weight of one node, so neither use may take its slot alone
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((3, 3))
+    w = tt.tensor(w0, requires_grad=True, dtype=np.float64, device=device)
+    tt.optim.SGD([w], lr=0.1)
+    g = rng.standard_normal((3, 3))
+    F.linear(w, w).backward(tt.tensor(g, device=device).data)
+    np.testing.assert_allclose(as_numpy(w.grad), g @ w0 + g.T @ w0, rtol=1e-12)
 
 
 # ---- dropout ----------------------------------------------------------------------

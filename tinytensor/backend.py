@@ -69,11 +69,14 @@ def tune_allocator() -> bool:
     A training step allocates and frees the same large activation buffers every
     time. By default glibc serves blocks over 128 KiB with mmap and unmaps them
     on free, so every step pays page faults to map and zero that memory again;
-    on a small GPT that was a quarter of the step. Raising the mmap threshold
-    to its maximum (32 MiB) and the trim threshold keeps those blocks in the
-    heap, which is what PyTorch's caching allocator achieves its own way.
-    Linux with glibc only; set TINYTENSOR_TUNE_MALLOC=0 to leave malloc alone.
-    Returns whether the settings were applied.
+    on a small GPT that was a quarter of the step. Serving every block from the
+    heap (no mmap at all: a threshold of 32 MiB, glibc's maximum, still left
+    the 400 MB logits of a 50257-token vocabulary to mmap, and their pages to
+    be faulted in again each step, about an eighth of a mini step) and
+    trimming the heap only when 2 GiB lie free at its top keeps them, which
+    is what PyTorch's caching allocator achieves its own way. Linux with
+    glibc only; set TINYTENSOR_TUNE_MALLOC=0 to leave malloc alone. Returns
+    whether the settings were applied.
     """
     import ctypes
     import ctypes.util
@@ -86,5 +89,5 @@ def tune_allocator() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(mallopt(m_trim_threshold, 1024 ** 3))
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))  # (an int: 2 GiB at most)

@@ -11,8 +11,8 @@ to a chain of primitives:
 
   - softmax / log_softmax / cross_entropy subtract the row max and go through
     log-sum-exp, so they stay finite for logits like [1000, 0, -1000];
-    cross_entropy saves nothing of size (N, V) but the logits it was given,
-    and its forward exponentiates one cache-sized row block at a time;
+    cross_entropy's forward exponentiates one cache-sized row block at a time
+    and makes its gradient there (softmax - onehot), saved instead of the logits;
   - layer_norm saves its input and two per-row statistics (mean, 1/std) and
     rebuilds the normalised x in backward; rms_norm saves the normalised x
     and 1/rms; both use the closed-form gradient;
@@ -22,8 +22,13 @@ to a chain of primitives:
     a second full (B, H, Tq, Tk) array, thanks to the rowsum identity; with
     grouped queries (fewer key/value heads than query heads) the shared heads
     are broadcast, never repeated;
+  - gelu (tanh form) is x sigmoid(2u), one exp instead of a tanh, and saves
+    sigmoid(2u) so that its backward needs no exponential at all;
   - embedding scatter-adds rows by sorting the ids (repeated ids accumulate);
-  - linear flattens the leading axes so each gradient is a single matmul.
+  - linear flattens the leading axes so each gradient is a single matmul;
+  - linear and embedding put a parameter's gradient straight into its .grad
+    (or its slot in an optimizer's flat buffer; see Function.grad_slot), so
+    no (out, in) or (V, C) array is made only to be copied or added there.
 
 Each fused op's `Function` class is named with a `Function` suffix
 (`LayerNormFunction`), so it never shares a name with the `nn` layer that
@@ -116,24 +121,6 @@ def _sum_last(a: Any, b: Any = None) -> Any:
     return s[..., None]
 
 
-def _logsumexp_rows(x: Any) -> Any:
-    """lse_n = m_n + log sum_j e^(x_nj - m_n) with m_n = max_j x_nj, for x (N, V).
-    The e^(x - m) temporary is one (rows, V) block, never a second (N, V) array."""
-    xp = get_array_module(x)
-    n, v = x.shape
-    blocks = _row_blocks(n, v, xp)
-    lse = xp.empty(n, dtype=x.dtype)                     # (N,)
-    buf = xp.empty((min(blocks[0].stop, n), v), dtype=x.dtype) if n else None  # (rows, V)
-    for rows in blocks:
-        block = x[rows]                                  # (r, V)
-        m = block.max(axis=1, keepdims=True)             # (r, 1)
-        e = buf[:len(block)]
-        xp.subtract(block, m, out=e)
-        xp.exp(e, out=e)
-        lse[rows] = xp.log(e.sum(axis=1)) + m[:, 0]
-    return lse
-
-
 def _keep_scale(p: float) -> float:
     """Inverted dropout's factor for the kept values, 1 / (1 - p), so the mean is unchanged (p = 1 keeps nothing)."""
     return 1.0 / (1.0 - p) if p < 1 else 0.0
@@ -223,14 +210,33 @@ class CrossEntropyFunction(Function):
         xp = get_array_module(logits)
         x = logits.reshape(-1, logits.shape[-1])         # (N, V)
         t = targets.reshape(-1)                          # (N,)
-        n = x.shape[0]
-        lse = _logsumexp_rows(x)                         # (N,) log sum_j e^(x_nj)
+        n, v = x.shape
+        idx = xp.nonzero(valid)[0]                       # (n_valid,) rows whose target is not ignored
+        # The gradient is made here, while each block's softmax is in cache (backward would
+        # exponentiate all N V logits again): dx = w (softmax - onehot) per unit of upstream
+        # gradient, w_n = 1 / count ("mean") or 1 on a kept row, 0 on an ignored one.
+        # Saved instead of the logits; the peak memory is the same as when backward made it.
+        w = valid.astype(x.dtype)                        # (N,)
+        if reduction == "mean":
+            w *= 1.0 / max(count, 1)
+        dx = xp.empty_like(x) if self.needs_grad[0] else None  # (N, V)
+        blocks = _row_blocks(n, v, xp)
+        scratch = None if dx is not None else xp.empty((min(blocks[0].stop, n) if n else 0, v), dtype=x.dtype)
+        lse = xp.empty(n, dtype=x.dtype)                 # (N,) log sum_j e^(x_nj)
+        for rows in blocks:                              # each block's steps run in cache
+            block = x[rows]                              # (r, V)
+            m = block.max(axis=1, keepdims=True)         # (r, 1) shift by the max: e^(x - m) <= 1, no overflow
+            e = xp.subtract(block, m, out=dx[rows] if dx is not None else scratch[:len(block)])
+            sums = xp.exp(e, out=e).sum(axis=1)          # (r,) sum_j e^(x_j - m) >= 1
+            lse[rows] = xp.log(sums) + m[:, 0]           # lse = m + log sum_j e^(x_j - m)
+            if dx is not None:
+                e *= (w[rows] / sums)[:, None]           # w softmax = w e^(x - m) / sum_j e^(x_j - m)
+        if dx is not None:
+            dx[idx, t[idx]] -= w[idx]                    # w (softmax - onehot)
         # loss_n = lse_n - x[n, t_n] on rows whose target is not ignored, 0 elsewhere
-        idx = xp.nonzero(valid)[0]                       # (n_valid,)
         losses = xp.zeros(n, dtype=x.dtype)              # (N,)
         losses[idx] = lse[idx] - x[idx, t[idx]]
-        self.x, self.lse, self.idx, self.t, self.valid = x, lse, idx, t[idx], valid
-        self.count, self.reduction, self.in_shape = count, reduction, logits.shape
+        self.dx, self.reduction, self.in_shape = dx, reduction, logits.shape
         if reduction == "none":
             return losses.reshape(targets.shape)         # (B, T) or (N,)
         total = losses.sum()
@@ -239,20 +245,15 @@ class CrossEntropyFunction(Function):
         return total / max(count, 1)                     # all ignored: 0 (PyTorch gives nan)
 
     def backward(self, g):
-        # loss_n = lse(x_n) - x[n, t_n]: dx_n = g_n * (softmax(x_n) - onehot(t_n)), for each kept row
-        xp = get_array_module(g)
+        # loss_n = lse(x_n) - x[n, t_n]: dx_n = g_n (softmax(x_n) - onehot(t_n)) on each kept row,
+        # over the count for "mean": the forward's dx times the upstream gradient g
         if self.reduction == "none":
-            scale = g.reshape(-1) * self.valid           # (N,) per-row upstream gradient
-        else:
-            g = g / max(self.count, 1) if self.reduction == "mean" else g
-            scale = g * self.valid                       # (N,) mean over the kept rows only
-        dx = xp.empty_like(self.x)                       # (N, V)
-        for rows in _row_blocks(*dx.shape, xp):          # each block's three steps run in cache
-            z = xp.subtract(self.x[rows], self.lse[rows, None], out=dx[rows])  # x - lse   (in dx's rows)
-            p = xp.exp(z, out=z)                         # softmax = e^(x - lse)
-            p *= scale[rows, None]                       # scale * softmax; the onehot is taken off below
-        dx[self.idx, self.t] -= scale[self.idx]          # scale * (softmax - onehot)
-        return dx.reshape(self.in_shape)
+            return (self.dx * g.reshape(-1, 1)).reshape(self.in_shape)  # one g per row
+        # loss.backward() itself has nothing to scale: a view, which the engine never writes
+        # into (checked on the host only: on a GPU, float(g) would wait for the device)
+        if get_array_module(g) is np and float(g) == 1.0:
+            return self.dx.reshape(self.in_shape)
+        return (self.dx * g).reshape(self.in_shape)
 
 
 def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> Tensor:
@@ -408,41 +409,39 @@ def _erf(x: Any) -> Any:
 
 class GeluTanhFunction(Function):
     def forward(self, x):
+        # 0.5 (1 + tanh u) = sigmoid(2u), so y = x sigmoid(v) with v = 2u: one exp,
+        # about half the cost of a tanh in NumPy's float32 (docs/activations.md)
         xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,) so that 0-d inputs are arrays too
-        u = x * x                                        # u = c (x + a x^3), computed as x (c + c a x^2)
-        u *= _SQRT_2_OVER_PI * _GELU_A
-        u += _SQRT_2_OVER_PI
-        u *= x
-        t = xp.tanh(u, out=u)                            # t = tanh(u)          (in u's buffer)
-        y = xp.add(t, 1.0, out=t)                        # y = 0.5 x (1 + t)    (in t's buffer)
-        y *= x
-        y *= 0.5
-        self.x = x                                       # only x: backward recomputes u and t
+        minus_v = x * x                                  # -v = -2c (x + a x^3), computed as x (-2c - 2c a x^2)
+        minus_v *= -2.0 * _SQRT_2_OVER_PI * _GELU_A
+        minus_v -= 2.0 * _SQRT_2_OVER_PI
+        minus_v *= x
+        with np.errstate(over="ignore"):                 # e^(-v) = inf (v < -88 in float32) gives s = 0, its limit
+            s = xp.exp(minus_v, out=minus_v)             # s = sigmoid(v) = 1 / (1 + e^(-v))   (in -v's buffer)
+        s += 1.0
+        xp.reciprocal(s, out=s)
+        y = x * s                                        # y = x s
+        # saved: x, s (one array more than x alone, so backward needs no exp) and
+        # the output, which the next op keeps alive anyway
+        self.x, self.s, self.y = x, s, y
         return y.reshape(shape)
 
     def backward(self, g):
-        # elementwise, so dx = dy/dx * g, with dy/dx from the chain rule through the forward's lines
+        # y = x s, s = sigmoid(v), v = 2c (x + a x^3), ds/dv = s (1 - s):
+        #   dy/dx = s + x s (1 - s) dv/dx = s + y (1 - s) dv/dx;  dx = dy/dx * g
         xp = get_array_module(g)
-        x, shape, g = self.x, g.shape, g.reshape(-1)    # (n,)
-        x_sq = x * x                                     # the forward again, to get t back:
-        u = x_sq * (_SQRT_2_OVER_PI * _GELU_A)           # u = c (x + a x^3)
-        u += _SQRT_2_OVER_PI
-        u *= x
-        t = xp.tanh(u, out=u)                            # t = tanh(u)          (in u's buffer)
-        # u = c (x + a x^3)
-        du_dx = xp.multiply(x_sq, 3.0 * _SQRT_2_OVER_PI * _GELU_A, out=x_sq)  # du/dx = c (1 + 3 a x^2)
-        du_dx += _SQRT_2_OVER_PI                                             # (in x_sq's buffer)
-        # t = tanh(u)
-        t_sq = t * t
-        dt_du = xp.subtract(1.0, t_sq, out=t_sq)         # dt/du = 1 - t^2       (in t^2's buffer)
-        # y = 0.5 x (1 + t)
-        half_x_dt_dx = xp.multiply(dt_du, du_dx, out=dt_du)  # dy/dx = 0.5 (1 + t) + 0.5 x dt/du du/dx
-        half_x_dt_dx *= x                                # (in dt/du's buffer)
-        half_x_dt_dx *= 0.5
-        dy_dx = xp.add(t, 1.0, out=t)                    # (in t's buffer)
-        dy_dx *= 0.5
-        dy_dx += half_x_dt_dx
+        x, s, y = self.x, self.s, self.y
+        shape, g = g.shape, g.reshape(-1)               # (n,)
+        # v = 2c (x + a x^3)
+        x_sq = x * x
+        dv_dx = xp.multiply(x_sq, 6.0 * _SQRT_2_OVER_PI * _GELU_A, out=x_sq)  # dv/dx = 2c (1 + 3 a x^2)
+        dv_dx += 2.0 * _SQRT_2_OVER_PI                                       # (in x^2's buffer)
+        # y = x s, s = sigmoid(v)
+        y_s = y * s
+        y_one_minus_s = xp.subtract(y, y_s, out=y_s)     # y (1 - s) = x ds/dv   (in y s's buffer)
+        dy_dx = xp.multiply(y_one_minus_s, dv_dx, out=y_one_minus_s)  # dy/dx = s + y (1 - s) dv/dx
+        dy_dx += s
         dx = xp.multiply(dy_dx, g, out=dy_dx)
         return dx.reshape(shape)
 
@@ -475,7 +474,7 @@ class GeluErfFunction(Function):
 
 def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
     """x * Phi(x); approximate="tanh" is GPT-2's 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
-    "none" the exact form through erf."""
+    computed as x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), the same function; "none" the exact form through erf."""
     x = _as_tensor(x)
     if approximate == "tanh":
         return GeluTanhFunction.apply(x)
@@ -718,7 +717,13 @@ class EmbeddingFunction(Function):
         xp = get_array_module(g)
         ids = self.ids.reshape(-1)                       # (N,)
         g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
-        dw = xp.zeros(self.w_shape, dtype=g.dtype)       # (V, C)
+        # the rows are added straight into W's gradient when it is at hand (a weight
+        # tied to the LM head already has one), else into zeros (or its empty slot)
+        dw, holds_gradient = self.grad_slot(0)           # (V, C)
+        if dw is None:
+            dw = xp.zeros(self.w_shape, dtype=g.dtype)
+        elif not holds_gradient:
+            dw.fill(0)
         if xp is not np or ids.size == 0:
             xp.add.at(dw, ids, g2)                       # CuPy: atomic adds on the GPU
             return dw
@@ -727,7 +732,7 @@ class EmbeddingFunction(Function):
         order = np.argsort(ids, kind="stable")           # (N,)
         sorted_ids = ids[order]
         starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))  # (U,)
-        dw[sorted_ids[starts]] = np.add.reduceat(g2[order], starts, axis=0)  # (U, C)
+        dw[sorted_ids[starts]] += np.add.reduceat(g2[order], starts, axis=0)  # (U, C), each row once
         return dw
 
 
@@ -756,10 +761,14 @@ class LinearFunction(Function):
 
     def backward(self, g):
         # y = x W^T + b: dx = g W, dW = g^T x, db = sum_N g (leading axes flattened into N)
+        xp = get_array_module(g)
         g2 = g.reshape(-1, g.shape[-1])                  # (N, out)
         needs = self.needs_grad
         dx = (g2 @ self.w).reshape(self.in_shape) if needs[0] else None  # (..., in)
-        dw = g2.T @ self.x2 if needs[1] else None        # (out, in)
+        dw = None
+        if needs[1]:                                     # (out, in), straight into W's empty gradient slot if any
+            slot, holds_gradient = self.grad_slot(1)
+            dw = xp.matmul(g2.T, self.x2, out=None if holds_gradient else slot)
         if len(needs) == 2:
             return dx, dw
         return dx, dw, (g2.sum(axis=0) if needs[2] else None)  # (out,)

@@ -42,7 +42,8 @@ class Function:
     and `backward(grad)`; the attributes a forward sets on `self` are its saved
     buffers, dropped once the node's backward has run. A backward returns new
     arrays or views, never one of its saved buffers: the engine adds other
-    gradients into a new array in place.
+    gradients into a new array in place. (Or it returns the array `grad_slot`
+    gave it, having put the gradient there itself.)
 
     A node with several outputs (`multi_output = True`, such as `split`)
     returns a tuple of arrays from forward and gets a list of gradients in
@@ -58,6 +59,23 @@ class Function:
 
     def backward(self, grad: Any) -> Any:
         raise NotImplementedError
+
+    def grad_slot(self, i: int) -> tuple[Any, bool]:
+        """(array, holds_gradient): where a backward may put input i's gradient
+        itself instead of returning a new array to be added or copied there, or
+        (None, False).
+
+        For a leaf that appears once among the inputs: its .grad, to add into
+        (holds_gradient True), or, while it has none, its slot in an optimizer's
+        flat buffer, to write into (False). A backward that uses the array
+        returns it, and the engine then takes it as it is.
+        """
+        t = self.inputs[i]
+        if t._ctx is not None or sum(u is t for u in self.inputs) > 1:
+            return None, False
+        if t.grad is not None:
+            return t.grad, True
+        return t._grad_buffer, False
 
     @classmethod
     def apply(cls, *inputs: "Tensor", **kwargs: Any) -> Any:
@@ -449,12 +467,17 @@ def _accumulate_leaf(t: Tensor, g: Any, fresh: bool) -> None:
     contributions are added into it in place). The first gradient goes into the
     leaf's grad buffer when it has one (a slot of an optimizer's flat buffer),
     else it is kept as it is when `fresh` (nothing else holds it), else copied.
+    A node that put the gradient in place itself (Function.grad_slot) returns
+    the leaf's .grad or its buffer: there is nothing left to do.
     """
+    if g is t.grad:
+        return
     if t.grad is not None:
         t.grad += g
     elif t._grad_buffer is not None:
         t.grad = t._grad_buffer
-        t.grad[...] = g
+        if g is not t.grad:
+            t.grad[...] = g
     else:
         t.grad = g if fresh else g.copy()
 
