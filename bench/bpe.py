@@ -6,7 +6,8 @@
 Training is compared with HF `tokenizers` (byte-level BPE, GPT-2 pre-tokenizer,
 one thread per core as it defaults to); encoding with tiktoken on the very same
 ranks (GPT-2's), pattern and special tokens: cold and warm cache on one core,
-encode_batch on two, and one 1 MB pre-token. Missing comparison libraries are
+encode_batch on two (beside the most two processes can do on this machine,
+bench/ceiling.py), and one 1 MB pre-token. Missing comparison libraries are
 skipped. Timings on a shared machine are noisy: compare the ratios of one run.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bpe import Tokenizer  # noqa: E402
+from ceiling import parallel_ceiling  # noqa: E402  (bench/ is on the path: this script's folder)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPECIALS = ["<|endoftext|>"]
@@ -120,6 +122,7 @@ def bench_encoding(table: list, fresh, name: str, text: str) -> None:
     single, _ = best_of(3, lambda: tok.encode_batch(paragraphs, workers=1))
     batch, _ = best_of(3, lambda: tok.encode_batch(paragraphs, workers=2))
     row(table, f"encode_batch {name} paragraphs, 2 processes (vs 1)", mb / batch, mb / single, "MB/s", True)
+    table.append(("  the most 2 processes can do here (bench/ceiling.py)", "", "", f"{parallel_ceiling(2):.2f}x"))
     if enc:
         theirs_batch = best_of(3, lambda: enc.encode_batch(paragraphs, num_threads=2))[0]
         row(table, f"encode_batch {name} paragraphs (vs tiktoken 2 threads)", mb / batch, mb / theirs_batch, "MB/s", True)

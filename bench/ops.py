@@ -79,6 +79,29 @@ def median_time(fn, reps: int, device: str) -> float:
     return statistics.median(times)
 
 
+def time_cross_entropy(rand, rng, N2: int, C: int, reps: int, dev: str) -> None:
+    """Cross-entropy at GPT-2's vocabulary against the LM head's matmuls (a function, so that
+    its (N, V) arrays are freed before the memory measurement)."""
+    V2 = 50257
+    logits2 = rand(N2, V2, scale=2.0)
+    targets2 = rng.integers(0, V2, size=N2)
+    # the node's own forward + backward: in a model its gradient goes to the LM head's
+    # matmuls, not into a leaf's .grad (which would add a copy of all N x V values)
+    t_ce = median_time(lambda: node_backward(F.cross_entropy(logits2, targets2)), reps, dev)
+    xp = get_array_module(logits2.data)
+    hid, wte2, g2 = rand(N2, C).data, rand(V2, C, scale=0.02).data, logits2.data
+
+    def lm_head():
+        xp.matmul(hid, wte2.T)   # forward: logits = x W^T   (N, V)
+        xp.matmul(g2, wte2)      # dx = g W                  (N, C)
+        xp.matmul(g2.T, hid)     # dW = g^T x                (V, C)
+
+    t_mm = median_time(lm_head, reps, dev)
+    print(f"\ncross_entropy at V={V2}, N={N2} rows ({N2 * V2 * 4 / 2**20:.0f} MiB of float32 logits):")
+    print(f"  cross_entropy fwd+bwd {t_ce * 1e3:.1f} ms; LM head matmuls (N,C)@(C,V) fwd+bwd, 3 matmuls: "
+          f"{t_mm * 1e3:.1f} ms; ratio CE / matmul = {t_ce / t_mm:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -130,26 +153,7 @@ def main() -> None:
         print(f"{name:30s} {tf * 1e3:10.2f} {tc * 1e3:12.2f} {tc / tf:8.2f}x")
     del logits, att
 
-    # ---- cross-entropy at GPT-2's vocabulary against the LM head's matmuls ----
-    V2, N2 = 50257, args.ce_rows
-    logits2 = rand(N2, V2, scale=2.0)
-    targets2 = rng.integers(0, V2, size=N2)
-    # the node's own forward + backward: in a model its gradient goes to the LM head's
-    # matmuls, not into a leaf's .grad (which would add a copy of all N x V values)
-    t_ce = median_time(lambda: node_backward(F.cross_entropy(logits2, targets2)), reps, dev)
-    xp = get_array_module(logits2.data)
-    hid, wte2, g2 = rand(N2, C).data, rand(V2, C, scale=0.02).data, logits2.data
-
-    def lm_head():
-        xp.matmul(hid, wte2.T)   # forward: logits = x W^T   (N, V)
-        xp.matmul(g2, wte2)      # dx = g W                  (N, C)
-        xp.matmul(g2.T, hid)     # dW = g^T x                (V, C)
-
-    t_mm = median_time(lm_head, reps, dev)
-    print(f"\ncross_entropy at V={V2}, N={N2} rows ({N2 * V2 * 4 / 2**20:.0f} MiB of float32 logits):")
-    print(f"  cross_entropy fwd+bwd {t_ce * 1e3:.1f} ms; LM head matmuls (N,C)@(C,V) fwd+bwd, 3 matmuls: "
-          f"{t_mm * 1e3:.1f} ms; ratio CE / matmul = {t_ce / t_mm:.3f}")
-    del logits2, g2
+    time_cross_entropy(rand, rng, args.ce_rows, C, reps, dev)
 
     # ---- peak memory of attention's backward ----
     if dev != "cpu":

@@ -3,7 +3,8 @@ against `mpiexec -n 2` (one BLAS thread per rank), measured in turn in the same 
 
 Each measurement is a fresh process (or pair of processes) running the real training loop
 (gpt.train.loop.Trainer: micro-batches, backward, the gradient Allreduce, clipping, AdamW)
-on random token ids, for the `nano` and `mini` shapes of bench/gpt.py.
+on random token ids, for the `nano` and `mini` shapes of bench/gpt.py. Beside each ratio:
+the most that many processes can do on this machine at that moment (bench/ceiling.py).
 
     python bench/scaling.py                      # nano and mini, 2 rounds each
     python bench/scaling.py --configs nano --rounds 3 --nproc 2
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ceiling import parallel_ceiling  # bench/ceiling.py: this script's folder is on the path
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUPS = {"nano": dict(batch=12, vocab=65, steps=40), "mini": dict(batch=8, vocab=50257, steps=6)}
@@ -101,7 +104,8 @@ def main() -> None:
         a, b = statistics.median(one), statistics.median(many)
         print(f"{config:5s} 1 process {a:9,.0f} tokens/s (runs {', '.join(f'{x:,.0f}' for x in one)})   "
               f"{args.nproc} ranks {b:9,.0f} tokens/s (runs {', '.join(f'{x:,.0f}' for x in many)})   "
-              f"ratio {b / a:.2f}x")
+              f"ratio {b / a:.2f}x   (the most {args.nproc} processes can do here: "
+              f"{parallel_ceiling(args.nproc):.2f}x, bench/ceiling.py)")
 
 
 if __name__ == "__main__":
