@@ -92,3 +92,18 @@ def test_with_graphviz_an_svg_is_rendered(tmp_path):
     loss, *_ = tiny_mlp()
     written = tt.draw_graph(loss, tmp_path / "g.svg")
     assert written == tmp_path / "g.svg" and "<svg" in written.read_text()
+
+
+def test_drawing_after_a_retained_backward_leaves_every_grad_as_it_was(tmp_path, device):
+    # the extra backward pass must not add into .grad, not even through a node that
+    # puts its gradient in place itself (embedding and linear use Function.grad_slot)
+    rng = np.random.default_rng(1)
+    w = tt.tensor(rng.standard_normal((6, 3)), requires_grad=True, dtype=np.float64, device=device)
+    lin = tt.tensor(rng.standard_normal((2, 3)), requires_grad=True, dtype=np.float64, device=device)
+    tt.optim.SGD([w, lin], lr=0.1)                       # flat storage: gradient slots exist
+    loss = (F.linear(F.embedding(np.array([0, 2, 2, 5]), w), lin) ** 2).sum()
+    loss.backward(retain_graph=True)
+    before = as_numpy(w.grad), as_numpy(lin.grad)
+    tt.draw_graph(loss, tmp_path / "g.dot")
+    np.testing.assert_array_equal(as_numpy(w.grad), before[0])
+    np.testing.assert_array_equal(as_numpy(lin.grad), before[1])

@@ -68,10 +68,12 @@ class Function:
         For a leaf that appears once among the inputs: its .grad, to add into
         (holds_gradient True), or, while it has none, its slot in an optimizer's
         flat buffer, to write into (False). A backward that uses the array
-        returns it, and the engine then takes it as it is.
+        returns it, and the engine then takes it as it is. Only while the
+        engine's walk runs: a backward called by anything else (draw_graph's
+        extra pass) must leave .grad alone.
         """
         t = self.inputs[i]
-        if t._ctx is not None or sum(u is t for u in self.inputs) > 1:
+        if not _walking or t._ctx is not None or sum(u is t for u in self.inputs) > 1:
             return None, False
         if t.grad is not None:
             return t.grad, True
@@ -231,11 +233,16 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, but the tensor has shape {self.shape}")
 
-        if _profiler is None:
-            _walk(self, grad, retain_graph, None)
-        else:
-            with _profiler.backward_pass():
-                _walk(self, grad, retain_graph, _profiler)
+        global _walking
+        _walking = True
+        try:
+            if _profiler is None:
+                _walk(self, grad, retain_graph, None)
+            else:
+                with _profiler.backward_pass():
+                    _walk(self, grad, retain_graph, _profiler)
+        finally:
+            _walking = False
 
     # ---- operators -----------------------------------------------------
     def __add__(self, other: Any) -> "Tensor":
@@ -410,6 +417,10 @@ def _pair(t: Tensor, other: Any, reflected: bool = False) -> tuple[Tensor, Tenso
         dtype = t.dtype if _is_float(t.dtype) or not _is_float(other_dtype) else None
         other = Tensor._wrap(xp.asarray(other, dtype=dtype), False)
     return (other, t) if reflected else (t, other)
+
+
+# True while backward's walk runs: only then may a node put a gradient in place itself (Function.grad_slot)
+_walking = False
 
 
 def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any) -> None:
