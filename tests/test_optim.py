@@ -393,6 +393,19 @@ def test_a_parameter_whose_array_was_replaced_is_moved_back_in(device):
     assert model[0].weight.dtype == np.float64 and opt.flat_grad.dtype == np.float64
 
 
+def test_moving_a_model_to_where_it_already_is_keeps_the_optimizer_working(device):
+    # .to() that changes nothing keeps the arrays, so the flat storage stays bound to them
+    model, ref = _toy_model(np.float32, device), _toy_model(np.float32, device)
+    opt = optim.AdamW(optim.param_groups_for_weight_decay(model, 0.1), lr=0.1)
+    ref_opt = optim.AdamW(optim.param_groups_for_weight_decay(ref, 0.1), lr=0.1)
+    model.to(device, dtype=np.float32)
+    for m, o in ((model, opt), (ref, ref_opt)):
+        _loss(m, np.random.default_rng(0), np.float32).backward()
+        o.step()
+    for p, q in zip(model.parameters(), ref.parameters()):
+        np.testing.assert_array_equal(as_numpy(p), as_numpy(q))
+
+
 def test_mixed_dtypes_fall_back_to_one_parameter_at_a_time(device):
     w = nn.Parameter(np.ones(3), dtype=np.float32, device=device)
     v = nn.Parameter(np.ones(2), dtype=np.float64, device=device)

@@ -231,9 +231,11 @@ class Module:
 
         tensors = self.parameters() + [b for _, b in self.named_buffers()]
         for t in tensors:
-            t.data = convert(t.data)
-            # an optimizer's flat gradient slot stays behind: it rebuilds its storage at its next step
-            t._grad_buffer = None
+            new = convert(t.data)
+            if new is not t.data:
+                # an optimizer's flat gradient slot stays behind: it rebuilds its storage at its next step
+                t._grad_buffer = None
+            t.data = new
             if t.grad is not None:
                 t.grad = convert(t.grad)
         return self
