@@ -76,12 +76,17 @@ class Optimizer:
         items = [params] if isinstance(params, Tensor) else list(params)
         groups = items if items and isinstance(items[0], dict) else [{"params": items}]
         for group in groups:
-            self.add_param_group(group)
+            self._add_group(group)
         if not self._params():
             raise ValueError("optimizer got an empty parameter list")
+        self._bind()  # once for all the groups: each build copies every parameter in
 
     def add_param_group(self, group: dict[str, Any]) -> None:
         """Add {"params": [...], option: value, ...}; options left out take the defaults."""
+        self._add_group(group)
+        self._bind()
+
+    def _add_group(self, group: dict[str, Any]) -> None:
         if "params" not in group:
             raise ValueError("a parameter group needs a 'params' entry")
         unknown = set(group) - set(self.defaults) - {"params"}
@@ -100,7 +105,6 @@ class Optimizer:
         if any(id(p) in known for p in params) or len({id(p) for p in params}) != len(params):
             raise ValueError("a parameter appears more than once in the optimizer's parameter groups")
         self.param_groups.append({**self.defaults, **group, "params": params})
-        self._bind()
 
     def _params(self) -> list[Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
