@@ -107,14 +107,14 @@ def _fit(model: nn.Module, task: Task, steps: int, cfg: FinetuneConfig, out: Pat
 
 
 def _save(out: Path, model: nn.Module, body: GPT, tok: Tokenizer, config: dict, cfg: FinetuneConfig,
-          extra_trainable: dict[str, Any]) -> None:
-    """Write the weights (full, merged, or adapters + `extra_trainable`), tokenizer.json,
-    then config.json with the checksums of both."""
+          extra_trainable: dict[str, Any], base: Path) -> None:
+    """Write the weights (full, merged, or adapters + `extra_trainable` over the checkpoint
+    `base`), tokenizer.json, then config.json with the checksums of both."""
     lora = None
     weights = MODEL_FILE
     if cfg.lora_rank:
         lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "merged": cfg.merge_lora,
-                "base": str(resolve_checkpoint(cfg.init_from).resolve())}
+                "base": str(base.resolve())}
         if cfg.merge_lora:
             merge_lora(body)
         else:
@@ -149,7 +149,8 @@ def finetune_classifier(cfg: ClassifyConfig, log: Log = print, comm: Comm | None
     labels, ids = classify.label_ids(examples, cfg.labels)
     if cfg.balance:
         examples, ids = classify.balance(examples, ids, cfg.seed)
-    body, tok = load_base(cfg.init_from, cfg.device)
+    base = resolve_checkpoint(cfg.init_from, log)   # once: the adapters name the checkpoint that was loaded
+    body, tok = load_base(base, cfg.device)
     limit = min(cfg.max_length or body.config.block_size, body.config.block_size)
     tokens = tok.encode_batch([text for _, text in examples])
     _report_truncation(sum(len(t) > limit for t in tokens), len(tokens), limit, log)
@@ -169,7 +170,7 @@ def finetune_classifier(cfg: ClassifyConfig, log: Log = print, comm: Comm | None
     final, history = _fit(model, task, task.epochs.total, cfg, out, log, comm)
     if comm is None or comm.rank == 0:
         head = {f"head.{k}": v for k, v in model.head.state_dict().items()}
-        _save(out, model, body, tok, {"task": "classify", "labels": labels, "n_classes": len(labels)}, cfg, head)
+        _save(out, model, body, tok, {"task": "classify", "labels": labels, "n_classes": len(labels)}, cfg, head, base)
         _write_metrics(out, final, history)
     return final
 
@@ -191,7 +192,8 @@ def finetune_instruct(cfg: InstructConfig, log: Log = print, comm: Comm | None =
     template = instruct.PromptTemplate.from_file(cfg.prompt_template) if cfg.prompt_template else instruct.ALPACA
     tt.manual_seed(cfg.seed)
     entries = instruct.read_instructions(cfg.data)
-    model, tok = load_base(cfg.init_from, cfg.device)
+    base = resolve_checkpoint(cfg.init_from, log)   # once: the adapters name the checkpoint that was loaded
+    model, tok = load_base(base, cfg.device)
     limit = min(cfg.max_length or model.config.block_size, model.config.block_size)
     encoded = [instruct.encode_example(tok, template, e) for e in entries]
     _report_truncation(sum(len(s) - 1 > limit for s, _ in encoded), len(encoded), limit, log)
@@ -209,7 +211,7 @@ def finetune_instruct(cfg: InstructConfig, log: Log = print, comm: Comm | None =
     final, history = _fit(model, task, task.epochs.total, cfg, out, log, comm)
     final = {**final, "val_loss_before": val_before}
     if comm is None or comm.rank == 0:
-        _save(out, model, model, tok, {"task": "instruct", "prompt_template": template.to_dict()}, cfg, {})
+        _save(out, model, model, tok, {"task": "instruct", "prompt_template": template.to_dict()}, cfg, {}, base)
         _write_metrics(out, final, history)
         _write_responses(out, model, tok, template, [entries[i] for i in splits["test"][:cfg.n_responses]], cfg, log)
     return final
