@@ -42,7 +42,8 @@ def resolve_run(given: dict[str, Any], comm: Comm | None = None,
     if comm.rank == 0:
         return cfg, ckpt
     folder = shared["checkpoint"]
-    return PretrainConfig(**shared["config"]), Checkpoint.read(folder) if folder else None
+    # rank 0 has verified that checkpoint's checksums: the others need not hash it again
+    return PretrainConfig(**shared["config"]), Checkpoint.read(folder, verify=False) if folder else None
 
 
 def _resolve(given: dict[str, Any], say: Callable[[str], None]) -> tuple[PretrainConfig, Checkpoint | None]:
