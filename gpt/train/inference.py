@@ -52,7 +52,7 @@ def load_for_inference(folder: str | os.PathLike, device: str = "cpu",
     elif all((path / name).is_file() for name in GPT2_VOCAB):
         tok = Tokenizer.from_gpt2(*(path / name for name in GPT2_VOCAB))
     else:
-        tok = read_hf_tokenizer(path / TOKENIZER_FILE)
+        tok = Tokenizer.from_hf(path / TOKENIZER_FILE)
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the model only {model.config.vocab_size}")
     return model.to(device).eval(), tok
@@ -71,27 +71,16 @@ def _missing_files(path: Path, kind: str | None) -> list[str]:
     return missing + vocab[:-1] + [f"{vocab[-1]} (or a {TOKENIZER_FILE})"] if vocab else missing
 
 
-def read_hf_tokenizer(path: Path) -> Tokenizer:
-    """A Hugging Face tokenizer.json, through bpe's Tokenizer.from_hf."""
-    from_hf = getattr(Tokenizer, "from_hf", None)
-    if from_hf is None:
-        raise ValueError(f"reading {path} needs Tokenizer.from_hf, which this version of bpe lacks")
-    return from_hf(path)
-
-
 def export_folder(model: GPT, tok: Tokenizer, out: str | os.PathLike) -> str:
     """Write model and tokenizer as a Hugging Face folder; returns its model_type. The tokenizer
     goes to tokenizer.json (bpe's Tokenizer.save_hf), which `tokenizers` reads, with a
     tokenizer_config.json that makes transformers take it as it is."""
     out = Path(out)
     kind = hf_family(model.config)             # before anything is written: a ValueError naming the options
-    save_hf = getattr(tok, "save_hf", None)
-    if save_hf is None:
-        raise ValueError("writing a Hugging Face tokenizer.json needs Tokenizer.save_hf, which this version of bpe lacks")
     if (out / CONFIG_FILE).exists():
         raise FileExistsError(f"{out} already holds a model ({CONFIG_FILE}): choose another --out, or remove it")
     model.save_pretrained(out)
-    save_hf(out / TOKENIZER_FILE)
+    tok.save_hf(out / TOKENIZER_FILE)
     write_json(out / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"})
     return kind
 
