@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from gpt import PRESETS, GPTConfig
+from gpt.classifier import TRAINABLE
 
 from .data import TOKENIZERS
 from .loop import LoopConfig
@@ -172,7 +173,7 @@ class ClassifyConfig(FinetuneConfig):
                                "'label' and 'text'", required=True)
     out: str = setting("out/classify", "where the fine-tuned model goes")
     trainable: str = setting("last-block", "which parameters train (ignored with LoRA: adapters + head)",
-                             choices=("all", "last-block", "head"))
+                             choices=TRAINABLE)
     balance: bool = setting(False, "undersample every class to the smallest one")
     labels: tuple[str, ...] | None = setting(None, "comma-separated label names, fixing their ids and order",
                                              default_text="sorted labels of the data")

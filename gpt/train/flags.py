@@ -18,7 +18,7 @@ import argparse
 import math
 import types
 import typing
-from dataclasses import MISSING, Field, field, fields
+from dataclasses import Field, field, fields
 from typing import Any, Callable
 
 Check = Callable[[Any], str | None]   # the problem with a value, or None when it is fine
@@ -140,7 +140,3 @@ def build_parser(config_cls: type, prog: str, description: str = "",
 def parse_given(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, Any]:
     """The flags given on the command line, as field name -> value."""
     return vars(parser.parse_args(argv))
-
-
-def defaults_of(config_cls: type) -> dict[str, Any]:
-    return {f.name: f.default for f in fields(config_cls) if f.default is not MISSING}
