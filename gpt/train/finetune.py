@@ -103,6 +103,7 @@ def _fit(model: nn.Module, task: Task, steps: int, cfg: FinetuneConfig, out: Pat
     if trainer.step < steps:
         log(f"stopped at step {trainer.step} of {steps}: the model is saved as it is")
     final = {"train_time_s": round(time.time() - start, 1), **trainer.evaluate(final=True)}
+    trainer.log.close()           # run() closed it; the final evaluation's row opened it again
     return final, history[:-1]
 
 
