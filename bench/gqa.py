@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,25 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tinytensor as tt  # noqa: E402
 from tinytensor import functional as F  # noqa: E402
-from ops import sync  # noqa: E402  (bench/ops.py)
+from ops import one_run  # noqa: E402  (bench/ops.py)
 
 
 def repeated(q, k, v):
     """Multi-head attention over k and v repeated to q's heads (an integer-array index)."""
     heads = np.arange(q.shape[1]) // (q.shape[1] // k.shape[1])
     return F.scaled_dot_product_attention(q, k[:, heads], v[:, heads])
-
-
-def one_run(fn, inputs, device: str) -> float:
-    """Seconds of y = fn(*inputs); y.backward(ones)."""
-    for t in inputs:
-        t.grad = None
-    sync(device)
-    start = time.perf_counter()
-    y = fn(*inputs)
-    y.backward(tt.ones(*y.shape, device=device).data)
-    sync(device)
-    return time.perf_counter() - start
 
 
 def main() -> None:

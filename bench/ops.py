@@ -45,21 +45,21 @@ def sync(device: str) -> None:
         cupy.cuda.Device().synchronize()
 
 
+def one_run(fn, inputs, device: str) -> float:
+    """Seconds of y = fn(*inputs); y.backward(ones)."""
+    for t in inputs:
+        t.grad = None
+    sync(device)
+    start = time.perf_counter()
+    y = fn(*inputs)
+    y.backward(None if y.size == 1 else get_array_module(y.data).ones_like(y.data))
+    sync(device)
+    return time.perf_counter() - start
+
+
 def fwd_bwd_time(fn, inputs, reps: int, device: str) -> float:
-    """Median seconds of y = fn(*inputs); y.backward(g)."""
-    times = []
-    for i in range(reps + 1):
-        for t in inputs:
-            t.grad = None
-        sync(device)
-        start = time.perf_counter()
-        y = fn(*inputs)
-        y.backward(None if y.size == 1 else get_array_module(y.data).ones_like(y.data))
-        sync(device)
-        if i:  # the first run warms up
-            times.append(time.perf_counter() - start)
-        del y
-    return statistics.median(times)
+    """Median seconds of y = fn(*inputs); y.backward(ones), after one warm-up run."""
+    return statistics.median([one_run(fn, inputs, device) for _ in range(reps + 1)][1:])
 
 
 def node_backward(y) -> None:
