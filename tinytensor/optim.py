@@ -329,7 +329,10 @@ class _FlatStorage:
             end += p.size
         self.data = xp.empty(end, dtype=dtype)
         self.grad = xp.empty(end, dtype=dtype)
-        self.state = {name: xp.zeros(end, dtype=dtype) for name in array_state}
+        # name -> flat state array, made when a parameter first brings that state
+        # (an SGD without momentum never does), each slot filled by its parameter
+        self.state: dict[str, Any] = {}
+        self.array_state, self.size = array_state, end
         self.views: list[Any] = []
         for p in params:
             view = self._view(self.data, p)
@@ -352,8 +355,11 @@ class _FlatStorage:
 
     def adopt(self, p: Tensor, state: dict[str, Any]) -> None:
         """Move p's state arrays into their flat slots (the dict then holds views)."""
+        xp = get_array_module(self.data)
         for name, value in state.items():
-            if name in self.state:
+            if name in self.array_state:
+                if name not in self.state:
+                    self.state[name] = xp.zeros(self.size, dtype=self.data.dtype)
                 view = self._view(self.state[name], p)
                 view[...] = to_device(value, self.device)
                 state[name] = view
