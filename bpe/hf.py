@@ -152,8 +152,13 @@ def _bytes_of(text: str) -> bytes:
         raise ValueError(f"token {text!r} is not written in byte-level characters: not a byte-level BPE") from None
 
 
+def _steps(spec: dict | None, key: str) -> list[dict]:
+    """The steps of a normalizer or pre-tokenizer: a Sequence's list under `key`, or the one step, or none."""
+    return spec.get(key, []) if spec and spec.get("type") == "Sequence" else [spec] if spec else []
+
+
 def _normalizer(spec: dict | None) -> str | None:
-    steps = spec.get("normalizers", []) if spec and spec.get("type") == "Sequence" else [spec] if spec else []
+    steps = _steps(spec, "normalizers")
     kinds = [step.get("type") for step in steps]
     if any(kind != "NFC" for kind in kinds):
         raise ValueError(f"normalizer {kinds!r} is unsupported (only none or NFC)")
@@ -162,7 +167,7 @@ def _normalizer(spec: dict | None) -> str | None:
 
 def _pre_tokenizer(spec: dict | None) -> tuple[str, bool]:
     """(pattern, whether it is a Split regex) of a pre-tokenizer, which must end in ByteLevel."""
-    steps = spec.get("pretokenizers", []) if spec and spec.get("type") == "Sequence" else [spec] if spec else []
+    steps = _steps(spec, "pretokenizers")
     pattern = None
     for i, step in enumerate(steps):
         kind = step.get("type")
