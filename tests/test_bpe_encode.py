@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 import bpe.encode
 import bpe.pretokenize
-import bpe.tokenizer
 from bpe import CL100K_PATTERN, GPT2_PATTERN, Tokenizer
 from bpe.encode import PieceEncoder, merge_long_parts, merge_parts
 from bpe.pretokenize import CHUNKS, FAST_CHARS, SAFE_CUTS, compile_pattern, pretokenizer
@@ -138,18 +137,18 @@ def test_long_pieces_are_not_cached(letters):
     tok = Tokenizer(letters.merges, letters.pattern)
     for text in ("b" * 5000, " x" + "c" * 5000 + "!", "c" * 5000 + " and more"):
         assert tok.encode(text) == by_simple_loop_text(letters, text)
-    assert " and" in tok._cache and max(map(len, tok._cache)) <= bpe.tokenizer.CACHE_MAX_CHARS
+    assert " and" in tok._text.cache and max(map(len, tok._text.cache)) <= bpe.encode.CACHE_MAX_CHARS
 
 
 def test_the_cache_is_bounded(letters, monkeypatch):
-    monkeypatch.setattr(bpe.tokenizer, "CACHE_LIMIT", 50)
+    monkeypatch.setattr(bpe.encode, "CACHE_LIMIT", 50)
     tok = Tokenizer(letters.merges, letters.pattern)
     rng = random.Random(1)
     for _ in range(20):
         words = ["".join(rng.choices("abcdefgh", k=5)) for _ in range(40)]
         text = " ".join(words)
         assert tok.encode(text) == by_simple_loop_text(letters, text)
-        assert len(tok._cache) <= 50 + 2 * len(words)  # emptied once past the limit, then one text's worth
+        assert len(tok._text.cache) <= 50 + 2 * len(words)  # emptied once past the limit, then one text's worth
 
 
 def by_simple_loop_text(tok: Tokenizer, text: str) -> list[int]:
