@@ -314,3 +314,19 @@ def test_a_malformed_rank_file_names_the_line(tmp_path):
     path.write_bytes(b"".join(base64.b64encode(bytes([b])) + b" %d\n" % b for b in range(256)) + base64.b64encode(b"xyz") + b" 256\n")
     with pytest.raises(TokenizerFileError, match="bad.tiktoken: token b'xyz' of rank 256 is not two"):
         Tokenizer.load_tiktoken(path, pattern="gpt2")
+
+
+def test_the_readme_line_runs_as_written(gpt2_ranks):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### tiktoken's API on bpe.Tokenizer") :]
+    command = section[section.index("```bash\n") + 8 : section.index("\n```", section.index("```bash\n"))]
+    env = {**os.environ, "PYTHONPATH": str(repo), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", command], cwd=repo, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    # GPT-2's ids for "Hello", " <", and "|endoftext|>" as plain text (tiktoken's docs give the last seven)
+    assert done.stdout.decode().split() == "[15496, 1279, 91, 437, 1659, 5239, 91, 29] 50256 50257".split()
