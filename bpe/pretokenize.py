@@ -144,8 +144,12 @@ def unicode_version() -> str:
     return max((v for v, c in UNICODE_FIRSTS if assigned(chr(c))), key=lambda v: tuple(map(int, v.split("."))))
 
 
-# A character first assigned in each Unicode version (a letter of a block new in it).
-UNICODE_FIRSTS = [("13.0", 0x30000), ("14.0", 0x1E290), ("15.0", 0x31350), ("15.1", 0x2EBF0), ("16.0", 0x1E5D0), ("17.0", 0x323B0)]
+# A character first assigned in each Unicode version (a letter of a block new in it;
+# U+3D000 is one `regex` 2026.11 assigns, after 17.0's CJK Extension J at U+323B0).
+UNICODE_FIRSTS = [
+    ("13.0", 0x30000), ("14.0", 0x1E290), ("15.0", 0x31350), ("15.1", 0x2EBF0), ("16.0", 0x1E5D0), ("17.0", 0x323B0),
+    ("18.0", 0x3D000),
+]  # fmt: skip
 
 
 @lru_cache(maxsize=16)

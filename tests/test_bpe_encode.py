@@ -197,13 +197,24 @@ def test_fast_pretokenizer_classifies_every_fast_character_as_regex_does(pattern
             assert fast(text) == findall(text), repr(text)
 
 
-@given(text=fast_text, pattern=st.sampled_from(PATTERNS))
+@given(text=fast_text, pattern=st.sampled_from(sorted(bpe.pretokenize.CUTTABLE_PATTERNS)))
 def test_chunks_and_pieces_pretokenize_alone_as_in_context(text, pattern):
     findall = compile_pattern(pattern).findall
     pieces = findall(text)
     assert CHUNKS.findall(text) == [chunk for chunk in SAFE_CUTS.split(text) if chunk]
     assert [p for chunk in CHUNKS.findall(text) for p in findall(chunk)] == pieces
     assert all(findall(piece) == [piece] for piece in pieces)
+
+
+@pytest.mark.parametrize("name", sorted(bpe.pretokenize.NAMED_PATTERNS))
+def test_named_patterns_match_every_character_and_have_no_group(name):
+    # findall keeps only what matches: a named pattern must leave nothing out
+    pattern = compile_pattern(bpe.pretokenize.NAMED_PATTERNS[name])
+    everything = "".join(map(chr, [*range(0xD800), *range(0xE000, sys.maxunicode + 1, 7)]))
+    assert pattern.groups == 0
+    for start in range(0, len(everything), 1 << 16):
+        block = everything[start : start + (1 << 16)]
+        assert "".join(pattern.findall(block)) == block
 
 
 def test_re_whitespace_includes_regex_whitespace():

@@ -330,3 +330,19 @@ def test_the_readme_line_runs_as_written(gpt2_ranks):
     assert done.returncode == 0, done.stderr.decode()
     # GPT-2's ids for "Hello", " <", and "|endoftext|>" as plain text (tiktoken's docs give the last seven)
     assert done.stdout.decode().split() == "[15496, 1279, 91, 437, 1659, 5239, 91, 29] 50256 50257".split()
+
+
+def test_only_characters_newer_than_tiktokens_unicode_split_differently():
+    # "a" + a letter is one pre-token, so its first two bytes merge; "a" + an unknown character is two
+    from bpe.pretokenize import UNICODE_FIRSTS, compile_pattern
+
+    ranks = {bytes([b]): b for b in range(256)} | {b"a\xf0": 256}
+    tok = Tokenizer.from_tiktoken(ranks, "gpt2")
+    enc = oracle(tok)
+    letter = compile_pattern(r"\p{L}").match
+    for version, char in UNICODE_FIRSTS:
+        text = "a" + chr(char)
+        if tuple(map(int, version.split("."))) <= (16, 0):  # the Unicode of tiktoken 0.14's Rust regex
+            assert tok.encode(text) == enc.encode(text) == [256, *text.encode()[2:]], version
+        elif tok.encode(text) != enc.encode(text):
+            assert letter(chr(char)) and enc.encode(text) == list(text.encode()), version
