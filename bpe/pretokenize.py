@@ -120,21 +120,28 @@ PROBE_TEXT = "Hello, world! 1+1=2 don't\tTAB\r\n\n  x_y-z (a/b) café naïve 日
 def resolve_pattern(pattern: str) -> str:
     """Return the regex for a pattern name (see NAMED_PATTERNS) or check a custom regex.
 
-    A custom regex that does not match every character of PROBE_TEXT warns:
-    the text it skips is kept as pre-tokens of its own (see `pretokenizer`).
+    A custom regex that does not match every character of PROBE_TEXT warns
+    (once a process): the text it skips is kept as pre-tokens of its own
+    (see `pretokenizer`).
     """
     pattern = NAMED_PATTERNS.get(pattern, pattern)
-    compiled = compile_pattern(pattern)
+    compile_pattern(pattern)
     if pattern not in NAMED_PATTERNS.values():
-        skipped = [piece for piece in _covering(compiled)(PROBE_TEXT) if not compiled.fullmatch(piece)]
-        if skipped:
-            warnings.warn(
-                f"the pattern {pattern!r} does not match every character (it skips {skipped[0]!r} in {PROBE_TEXT!r}); "
-                f"text it skips is kept as pre-tokens of its own, where tiktoken would drop it. "
-                f"End the pattern with |\\s+|[^\\s]+ to choose how such text is cut",
-                stacklevel=3,
-            )
+        _warn_if_it_skips(pattern)
     return pattern
+
+
+@lru_cache(maxsize=16)
+def _warn_if_it_skips(pattern: str) -> None:
+    ends = [0] + [end for found in compile_pattern(pattern).finditer(PROBE_TEXT) for end in found.span()]
+    skipped = [PROBE_TEXT[end:start] for end, start in zip(ends[::2], [*ends[1::2], len(PROBE_TEXT)]) if start > end]
+    if skipped:
+        warnings.warn(
+            f"the pattern {pattern!r} does not match every character (it skips {skipped[0]!r} in {PROBE_TEXT!r}); "
+            f"text it skips is kept as pre-tokens of its own, where tiktoken would drop it. "
+            f"End the pattern with |\\s+|[^\\s]+ to choose how such text is cut",
+            stacklevel=4,
+        )
 
 
 def unicode_version() -> str:
