@@ -13,8 +13,10 @@ import os
 import warnings
 from array import array
 from collections import Counter
+from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping, Sequence, Set
-from functools import partial
+from functools import cached_property, partial
+from itertools import islice
 from pathlib import Path
 from typing import Literal, Union
 
@@ -29,6 +31,7 @@ from .pretokenize import (
     CHUNKS,
     CUTTABLE_PATTERNS,
     GPT2_PATTERN,
+    compile_pattern,
     count_pretokens,
     iter_texts,
     pretokenizer,
@@ -159,6 +162,7 @@ class Tokenizer:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         del state["_text"]  # its cache is only speed, and its functions do not pickle
+        state.pop("_sorted_token_bytes", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -398,7 +402,7 @@ class Tokenizer:
 
     def token_byte_values(self) -> list[bytes]:
         """The bytes of every non-special token, sorted (as tiktoken's are)."""
-        return sorted(self._ranks)
+        return list(self._sorted_token_bytes)
 
     # ------------------------------------------------------------------ encoding
 
@@ -441,6 +445,70 @@ class Tokenizer:
         """`encode` as a uint32 array."""
         # through array("I") (C's unsigned int, 32 bits wherever numpy runs): 3x quicker than np.array(list)
         return np.frombuffer(array("I", self.encode(text, allowed_special, disallowed_special)), dtype=np.uint32)
+
+    def encode_with_unstable(
+        self, text: str, *, allowed_special: AllowedSpecial = "none_raise", disallowed_special: DisallowedSpecial = "all"
+    ) -> tuple[list[int], list[list[int]]]:
+        """(the stable ids of `text`, the id sequences that may complete it), as tiktoken's (an unstable API there too).
+
+        The last pre-token's ids may change when text is appended, so they are
+        held back: the stable ids cover a prefix of the text, and each
+        completion, appended to them, decodes to bytes that start with the
+        text's. Following tiktoken, a trailing run of whitespace tokens counts
+        as part of the last pre-token (cl100k's `\\s*[\\r\\n]+` can join it).
+        """
+        ids = self.encode(text, allowed_special, disallowed_special)
+        unstable = self._last_piece_token_count(text, allowed_special, disallowed_special)
+        all_space = lambda token: self._decoder[token].strip(b" \n\t") == b""  # noqa: E731
+        if unstable and all_space(ids[-unstable]):
+            while unstable < len(ids) and all_space(ids[-unstable - 1]):
+                unstable += 1
+        if not unstable:
+            return ids, []
+        tail = self.decode_bytes(ids[-unstable:])
+        stable = ids[:-unstable]
+        sorted_tokens = self._sorted_token_bytes
+        completions = {(self._ranks[token],) for token in _starting_with(sorted_tokens, tail)}
+        # the straddling token may start at any byte of the tail: retokenize each way it could end
+        for cut in range(1, len(tail)):
+            prefix, suffix = tail[:cut], tail[cut:]
+            for token in _starting_with(sorted_tokens, suffix):
+                joined = prefix + token
+                try:
+                    encoded = self._text.encode(joined.decode("utf-8"))
+                except UnicodeDecodeError:
+                    encoded = self._text.pieces.encode(joined)
+                sequence, length = [], 0
+                for token_id in encoded:
+                    sequence.append(token_id)
+                    length += len(self._decoder[token_id])
+                    if length >= len(tail):
+                        break
+                completions.add(tuple(sequence))
+        # appended text may split off the tail's last character when it is whitespace
+        last = _last_character(tail)
+        if len(tail) > 1 and last is not None and compile_pattern(r"\s").fullmatch(last):
+            cut = len(tail) - len(last.encode("utf-8"))
+            if cut > 0:
+                completions.add((*self._text.pieces.encode(tail[:cut]), *self._text.pieces.encode(tail[cut:])))
+        return stable, [list(sequence) for sequence in completions]
+
+    def _last_piece_token_count(self, text: str, allowed_special: AllowedSpecial, disallowed_special: DisallowedSpecial) -> int:
+        """How many of the last ids `encode` gives `text` come from its last pre-token (0 after a special token)."""
+        allowed, _ = self._special_rules(allowed_special, disallowed_special)
+        start = 0
+        if allowed:
+            for found in special_regex(allowed).finditer(text):
+                start = found.end()
+        if start == len(text):
+            return 0
+        tail = text[start:].encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        pieces = self._text.pretokenize(tail)
+        return len(self._text.pieces.encode(pieces[-1].encode("utf-8"))) if pieces else 0
+
+    @cached_property
+    def _sorted_token_bytes(self) -> list[bytes]:
+        return sorted(self._ranks)
 
     def encode_single_token(self, text_or_bytes: str | bytes) -> int:
         """The id of the one token whose text or bytes this is, special tokens included (KeyError if none)."""
@@ -553,6 +621,26 @@ class Tokenizer:
     def __repr__(self) -> str:
         return (f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size}, merges={len(self._merges)}, "
                 f"special_tokens={self.special_tokens})")
+
+
+def _starting_with(sorted_tokens: list[bytes], prefix: bytes) -> list[bytes]:
+    """The tokens of `sorted_tokens` that start with `prefix`: a run from where `prefix` would go."""
+    found = []
+    for token in islice(sorted_tokens, bisect_left(sorted_tokens, prefix), None):
+        if not token.startswith(prefix):
+            break
+        found.append(token)
+    return found
+
+
+def _last_character(data: bytes) -> str | None:
+    """The character the last bytes of `data` encode in UTF-8, or None if they are not one."""
+    for size in range(1, min(4, len(data)) + 1):
+        try:
+            return data[-size:].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
 
 
 def _check_text(text: object) -> None:

@@ -346,3 +346,31 @@ def test_only_characters_newer_than_tiktokens_unicode_split_differently():
             assert tok.encode(text) == enc.encode(text) == [256, *text.encode()[2:]], version
         elif tok.encode(text) != enc.encode(text):
             assert letter(chr(char)) and enc.encode(text) == list(text.encode()), version
+
+
+@given(text=texts, pattern=st.sampled_from(["gpt2", "cl100k"]))
+def test_encode_with_unstable_is_tiktokens(ranks, text, pattern):
+    tok = _small_with(ranks, pattern)
+    enc = oracle(tok)
+    stable, completions = tok.encode_with_unstable(text, allowed_special="all")
+    their_stable, their_completions = enc.encode_with_unstable(text, allowed_special="all")
+    assert stable == their_stable
+    assert sorted(map(tuple, completions)) == sorted(map(tuple, their_completions))
+    assert text.encode("utf-8").startswith(tok.decode_bytes(stable))
+
+
+_SMALL_WITH: dict[str, Tokenizer] = {}
+
+
+def _small_with(ranks: dict[bytes, int], pattern: str) -> Tokenizer:
+    if pattern not in _SMALL_WITH:
+        _SMALL_WITH[pattern] = Tokenizer.from_tiktoken(ranks, pattern, SPECIALS, name=f"small-{pattern}")
+    return _SMALL_WITH[pattern]
+
+
+def test_encode_with_unstable_on_tiktokens_example(gpt2_ranks):
+    tok = _gpt2_with(gpt2_ranks, "gpt2")
+    stable, completions = tok.encode_with_unstable("hello fanta")
+    assert stable == [31373]
+    assert all(tok.decode_bytes(stable + seq).startswith(b"hello fanta") for seq in completions)
+    assert sorted(map(tuple, completions)) == sorted(map(tuple, oracle(tok).encode_with_unstable("hello fanta")[1]))
