@@ -13,10 +13,8 @@ import os
 import warnings
 from array import array
 from collections import Counter
-from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping, Sequence, Set
 from functools import cached_property, partial
-from itertools import islice
 from pathlib import Path
 from typing import Literal, Union
 
@@ -31,7 +29,6 @@ from .pretokenize import (
     CHUNKS,
     CUTTABLE_PATTERNS,
     GPT2_PATTERN,
-    compile_pattern,
     count_pretokens,
     iter_texts,
     pretokenizer,
@@ -42,6 +39,7 @@ from .pretokenize import (
 )
 from .ranks import TIKTOKEN_ENCODINGS, merges_of_ranks, read_tiktoken_file
 from .train import learn_merges
+from .unstable import completions
 
 # "none_raise" (tiktoken's default: allowed_special=set()), "none" (tiktoken's
 # disallowed_special=()), "all", or a set of names.
@@ -107,18 +105,7 @@ class Tokenizer:
         ranks = {token: i for i, token in enumerate(vocab)}
         if len(ranks) != len(vocab):
             raise ValueError("two merges make the same bytes; token bytes must be unique")
-        if isinstance(special_tokens, Mapping):
-            specials = dict(special_tokens)
-            if clash := [name for name, i in specials.items() if not (isinstance(i, int) and i >= len(vocab))]:
-                raise ValueError(f"special token {clash[0]!r} has id {specials[clash[0]]!r}; ids 0-{len(vocab) - 1} are the merges' tokens")
-            if len(set(specials.values())) != len(specials):
-                raise ValueError(f"two special tokens share an id in {specials!r}")
-        else:
-            names = list(special_tokens)
-            specials = {name: len(vocab) + i for i, name in enumerate(names)}
-            if len(specials) != len(names):
-                raise ValueError(f"special tokens must be distinct, got {names!r}")
-        self._setup(ranks, pattern, specials, name)
+        self._setup(ranks, pattern, _special_ids(special_tokens, len(vocab)), name)
 
     def _setup(
         self, ranks: dict[bytes, int], pattern: str, special_tokens: dict[str, int], name: str, hf: HFSpec | None = None
@@ -454,8 +441,9 @@ class Tokenizer:
         The last pre-token's ids may change when text is appended, so they are
         held back: the stable ids cover a prefix of the text, and each
         completion, appended to them, decodes to bytes that start with the
-        text's. Following tiktoken, a trailing run of whitespace tokens counts
-        as part of the last pre-token (cl100k's `\\s*[\\r\\n]+` can join it).
+        text's (see `bpe.unstable`). Following tiktoken, a trailing run of
+        whitespace tokens counts as part of the last pre-token (cl100k's
+        `\\s*[\\r\\n]+` can join them).
         """
         ids = self.encode(text, allowed_special, disallowed_special)
         unstable = self._last_piece_token_count(text, allowed_special, disallowed_special)
@@ -466,32 +454,7 @@ class Tokenizer:
         if not unstable:
             return ids, []
         tail = self.decode_bytes(ids[-unstable:])
-        stable = ids[:-unstable]
-        sorted_tokens = self._sorted_token_bytes
-        completions = {(self._ranks[token],) for token in _starting_with(sorted_tokens, tail)}
-        # the straddling token may start at any byte of the tail: retokenize each way it could end
-        for cut in range(1, len(tail)):
-            prefix, suffix = tail[:cut], tail[cut:]
-            for token in _starting_with(sorted_tokens, suffix):
-                joined = prefix + token
-                try:
-                    encoded = self._text.encode(joined.decode("utf-8"))
-                except UnicodeDecodeError:
-                    encoded = self._text.pieces.encode(joined)
-                sequence, length = [], 0
-                for token_id in encoded:
-                    sequence.append(token_id)
-                    length += len(self._decoder[token_id])
-                    if length >= len(tail):
-                        break
-                completions.add(tuple(sequence))
-        # appended text may split off the tail's last character when it is whitespace
-        last = _last_character(tail)
-        if len(tail) > 1 and last is not None and compile_pattern(r"\s").fullmatch(last):
-            cut = len(tail) - len(last.encode("utf-8"))
-            if cut > 0:
-                completions.add((*self._text.pieces.encode(tail[:cut]), *self._text.pieces.encode(tail[cut:])))
-        return stable, [list(sequence) for sequence in completions]
+        return ids[:-unstable], completions(tail, self._text, self._sorted_token_bytes, self._ranks, self._decoder)
 
     def _last_piece_token_count(self, text: str, allowed_special: AllowedSpecial, disallowed_special: DisallowedSpecial) -> int:
         """How many of the last ids `encode` gives `text` come from its last pre-token (0 after a special token)."""
@@ -623,24 +586,21 @@ class Tokenizer:
                 f"special_tokens={self.special_tokens})")
 
 
-def _starting_with(sorted_tokens: list[bytes], prefix: bytes) -> list[bytes]:
-    """The tokens of `sorted_tokens` that start with `prefix`: a run from where `prefix` would go."""
-    found = []
-    for token in islice(sorted_tokens, bisect_left(sorted_tokens, prefix), None):
-        if not token.startswith(prefix):
-            break
-        found.append(token)
-    return found
-
-
-def _last_character(data: bytes) -> str | None:
-    """The character the last bytes of `data` encode in UTF-8, or None if they are not one."""
-    for size in range(1, min(4, len(data)) + 1):
-        try:
-            return data[-size:].decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-    return None
+def _special_ids(special_tokens: SpecialTokens, first_id: int) -> dict[str, int]:
+    """Name -> id: names take the ids from `first_id` on, in order; a dict keeps its ids, which must be free."""
+    if isinstance(special_tokens, Mapping):
+        specials = dict(special_tokens)
+        if taken := [name for name, i in specials.items() if not (isinstance(i, int) and i >= first_id)]:
+            raise ValueError(
+                f"special token {taken[0]!r} has id {specials[taken[0]]!r}; ids 0-{first_id - 1} are the merges' tokens"
+            )
+        if len(set(specials.values())) != len(specials):
+            raise ValueError(f"two special tokens share an id in {specials!r}")
+        return specials
+    names = list(special_tokens)
+    if len(set(names)) != len(names):
+        raise ValueError(f"special tokens must be distinct, got {names!r}")
+    return {name: first_id + i for i, name in enumerate(names)}
 
 
 def _check_text(text: object) -> None:
