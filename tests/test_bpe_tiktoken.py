@@ -299,6 +299,13 @@ def test_ranks_that_are_not_a_byte_level_bpe_are_one_clear_error(ranks, message)
         Tokenizer.from_tiktoken(ranks, "gpt2")
 
 
+def test_special_ids_must_be_free(ranks):
+    with pytest.raises(ValueError, match="special token '<.x.>' has id 5; ids 0-999 are the merges' tokens"):
+        Tokenizer.from_tiktoken(ranks, "gpt2", {"<|x|>": 5})
+    with pytest.raises(ValueError, match="share an id"):
+        Tokenizer.from_tiktoken(ranks, "gpt2", {"<|x|>": 1000, "<|y|>": 1000})
+
+
 def test_a_malformed_rank_file_names_the_line(tmp_path):
     good = base64.b64encode(b"a").decode()
     for content, message in [
