@@ -177,7 +177,7 @@ def test_decode_encode_round_trip(trained, text):
     assert trained.decode(trained.encode(text, allowed_special="all")) == text
 
 
-@given(batch=st.lists(texts, min_size=1, max_size=20), pattern=st.sampled_from(["gpt2", "cl100k"]))
+@given(batch=st.lists(texts, min_size=1, max_size=20), pattern=st.sampled_from(["gpt2", "cl100k", "o200k"]))
 def test_encode_equals_tiktoken(trained, batch, pattern):
     tok = Tokenizer(trained.merges, pattern, trained.special_tokens)
     enc = tiktoken_oracle(tok)
