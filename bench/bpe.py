@@ -2,13 +2,18 @@
 
     python bench/bpe.py            # Tiny Shakespeare (vocab 4096 and 16384) + Gutenberg 10 MB
     python bench/bpe.py --quick    # Tiny Shakespeare only, training at vocab 4096 only
+    BENCH_QUICK=1 python bench/bpe.py   # seconds: bpe/'s own source as the text, vocab 512, no ../shared
 
 Training is compared with HF `tokenizers` (byte-level BPE, GPT-2 pre-tokenizer,
 one thread per core as it defaults to); encoding with tiktoken on the very same
 ranks (GPT-2's), pattern and special tokens: cold and warm cache on one core,
 encode_batch on two (beside the most two processes can do on this machine,
-bench/ceiling.py), and one 1 MB pre-token. Missing comparison libraries are
-skipped. Timings on a shared machine are noisy: compare the ratios of one run.
+bench/ceiling.py), and one 1 MB pre-token. Then tiktoken's other entry
+points, `encode_to_numpy` and `encode_ordinary_batch`, each as a speed ratio
+to plain `encode`, ours beside tiktoken's: code moved from tiktoken should
+find each as fast, relative to `encode`, as it was. Missing comparison
+libraries are skipped. Timings on a shared machine are noisy: compare the
+ratios of one run.
 """
 
 from __future__ import annotations
@@ -128,33 +133,62 @@ def bench_encoding(table: list, fresh, name: str, text: str) -> None:
         row(table, f"encode_batch {name} paragraphs (vs tiktoken 2 threads)", mb / batch, mb / theirs_batch, "MB/s", True)
 
 
-def bench_long_piece(table: list, tok: Tokenizer) -> None:
-    """One pre-token of 1 MB (a run of one character): the O(n log n) path, as time against tiktoken's."""
-    text = "a" * 1_000_000
+def bench_api_ratios(table: list, tok: Tokenizer, name: str, text: str) -> None:
+    """encode_to_numpy and encode_ordinary_batch as throughput / plain encode's (warm cache), ours beside tiktoken's."""
+    enc = tiktoken_twin(tok)
+    paragraphs = text.split("\n\n")
+    tok.encode(text)
+    plain = best_of(5, lambda: tok.encode(text))[0]
+    to_numpy, ids = best_of(5, lambda: tok.encode_to_numpy(text))
+    batch = best_of(3, lambda: tok.encode_ordinary_batch(paragraphs))[0]
+    theirs = None
+    if enc:
+        assert enc.encode_to_numpy(text).tolist() == ids.tolist(), "encode_to_numpy differs from tiktoken"
+        assert enc.encode_ordinary_batch(paragraphs) == tok.encode_ordinary_batch(paragraphs), "encode_ordinary_batch differs"
+        their_plain = best_of(5, lambda: enc.encode(text))[0]
+        theirs = (their_plain / best_of(5, lambda: enc.encode_to_numpy(text))[0],
+                  their_plain / best_of(3, lambda: enc.encode_ordinary_batch(paragraphs))[0])  # fmt: skip
+    for i, (what, seconds) in enumerate((("encode_to_numpy", to_numpy), ("encode_ordinary_batch (num_threads=8)", batch))):
+        ours = plain / seconds
+        if theirs is None:
+            table.append((f"{what} {name}: speed / encode's (vs tiktoken's ratio)", f"{ours:.2f}", "n/a", "n/a"))
+        else:
+            table.append((f"{what} {name}: speed / encode's (vs tiktoken's ratio)", f"{ours:.2f}", f"{theirs[i]:.2f}", f"{ours / theirs[i]:.2f}x"))
+
+
+def bench_long_piece(table: list, tok: Tokenizer, n: int) -> None:
+    """One pre-token of n bytes (a run of one character): the O(n log n) path, as time against tiktoken's."""
+    text = "a" * n
     ours, ids = best_of(1, lambda: tok.encode(text))
     enc = tiktoken_twin(tok)
     if enc is None:
-        table.append(("encode 1 MB of 'a' (one pre-token)", f"{ours:.3g} s", "n/a", "n/a"))
+        table.append((f"encode {n:,} bytes of 'a' (one pre-token)", f"{ours:.3g} s", "n/a", "n/a"))
         return
     theirs, reference = best_of(1, lambda: enc.encode(text))
     assert ids == reference, "encode differs from tiktoken"
-    table.append(("encode 1 MB of 'a' (one pre-token; time / tiktoken's, target <= 5x)", f"{ours:.3g} s", f"{theirs:.3g} s", f"{ours / theirs:.2f}x"))
+    table.append((f"encode {n:,} bytes of 'a' (one pre-token; time / tiktoken's, target <= 5x)", f"{ours:.3g} s", f"{theirs:.3g} s", f"{ours / theirs:.2f}x"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Tiny Shakespeare only, training at vocab 4096 only")
     args = parser.parse_args()
+    tiny = os.environ.get("BENCH_QUICK") == "1"  # the same code on a tiny configuration
 
     shakespeare = DATA / "tinyshakespeare.txt"
-    if not shakespeare.is_file():
+    if tiny:
+        args.quick = True
+        sources = sorted((Path(__file__).parents[1] / "bpe").glob("*.py"))
+        text = "\n\n".join(path.read_text(encoding="utf-8") for path in sources).replace(SPECIALS[0], "<endoftext>")
+    elif not shakespeare.is_file():
         sys.exit(f"missing {shakespeare}")
+    else:
+        text = shakespeare.read_text(encoding="utf-8")
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    text = shakespeare.read_text(encoding="utf-8")
     table: list[tuple[str, str, str, str]] = []
 
     trained = None
-    for vocab_size in (4096,) if args.quick else (4096, 16384):
+    for vocab_size in (512,) if tiny else (4096,) if args.quick else (4096, 16384):
         seconds, tok = best_of(1 if args.quick else 2, lambda: Tokenizer.train(text, vocab_size, SPECIALS, progress=False))
         trained = trained or tok
         row(table, f"train shakespeare -> {vocab_size} (vs HF)", seconds, hf_train(text, vocab_size), "s", False)
@@ -167,14 +201,17 @@ def main() -> None:
 
     # Encoding uses GPT-2's ranks where the shared files are, else the tokenizer trained above.
     gpt2_files = DATA / "gpt2" / "encoder.json", DATA / "gpt2" / "vocab.bpe"
-    fresh = (lambda: Tokenizer.from_gpt2(*gpt2_files)) if all(f.is_file() for f in gpt2_files) else (
+    use_gpt2 = not tiny and all(f.is_file() for f in gpt2_files)
+    fresh = (lambda: Tokenizer.from_gpt2(*gpt2_files)) if use_gpt2 else (
         lambda: Tokenizer(trained.merges, trained.pattern, list(trained.special_tokens))
     )
-    table.append((f"(encoding with {'GPT-2' if all(f.is_file() for f in gpt2_files) else 'the trained'} ranks)", "", "", ""))
-    bench_encoding(table, fresh, "shakespeare", text)
+    table.append((f"(encoding with {'GPT-2' if use_gpt2 else 'the trained'} ranks)", "", "", ""))
+    name = "bpe/*.py" if tiny else "shakespeare"
+    bench_encoding(table, fresh, name, text)
     if not args.quick and gutenberg.is_file():
         bench_encoding(table, fresh, "gutenberg", gutenberg.read_text(encoding="utf-8"))
-    bench_long_piece(table, fresh())
+    bench_long_piece(table, fresh(), 20_000 if tiny else 1_000_000)
+    bench_api_ratios(table, fresh(), name, text)
 
     widths = [max(len(r[i]) for r in [("what", "ours", "theirs", "ratio")] + table) for i in range(4)]
     for line in [("what", "ours", "theirs", "ratio")] + table:

@@ -4,10 +4,14 @@
     tok = Tokenizer.train(text, vocab_size=4096, special_tokens=["<|endoftext|>"])
     ids = tok.encode("hello world")
     assert tok.decode(ids) == "hello world"
+
+It answers tiktoken's `Encoding` API (`encode(text, disallowed_special=())`,
+`eot_token`, `n_vocab`, ...), and `Tokenizer.load_tiktoken` reads any
+tiktoken encoding's rank file.
 """
 
 from .files import TokenizerFileError
-from .pretokenize import CL100K_PATTERN, GPT2_PATTERN
-from .tokenizer import SpecialTokenError, Tokenizer
+from .pretokenize import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
+from .tokenizer import SpecialTokenError, TokenIdError, Tokenizer
 
-__all__ = ["CL100K_PATTERN", "GPT2_PATTERN", "SpecialTokenError", "Tokenizer", "TokenizerFileError"]
+__all__ = ["CL100K_PATTERN", "GPT2_PATTERN", "O200K_PATTERN", "SpecialTokenError", "TokenIdError", "Tokenizer", "TokenizerFileError"]

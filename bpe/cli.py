@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,8 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="learn a tokenizer from a UTF-8 text file")
     train.add_argument("--input", required=True, type=Path, help="training text (streamed, may be large)")
     train.add_argument("--vocab-size", required=True, type=int, help="total ids: 256 bytes + merges + special tokens")
-    train.add_argument("--out", required=True, type=Path, help="where to write the tokenizer")
-    train.add_argument("--pattern", default="gpt2", help="'gpt2' (default), 'cl100k' or a regex")
+    train.add_argument("--out", required=True, help="where to write the tokenizer")
+    train.add_argument("--pattern", default="gpt2", help="'gpt2' (default), 'cl100k', 'o200k' or a regex")
     train.add_argument("--special", action="append", default=[], metavar="TOKEN", help="a special token (repeatable)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=_train)
@@ -53,9 +54,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
+    out = _writable_file(args.out)  # before training, which may take hours
     tok = Tokenizer.train(args.input, args.vocab_size, args.special, args.pattern, progress=not args.quiet)
-    tok.save(args.out)
-    print(f"wrote {args.out}: {tok.vocab_size} ids", file=sys.stderr)
+    tok.save(out)
+    print(f"wrote {out}: {tok.vocab_size} ids", file=sys.stderr)
+
+
+def _writable_file(out: str) -> Path:
+    """`out` as a path a file can be written to, or ValueError saying why not."""
+    if not out.strip():
+        raise ValueError("--out is empty: give the path of the tokenizer file to write, e.g. --out tok.bpe")
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a folder: give a file path in it, e.g. --out {path / 'tok.bpe'}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: the folder {folder} does not exist (create it first)")
+    try:  # the save writes a temporary file there, then renames it
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot write a file in {folder} ({exc.strerror})") from None
+    return path
 
 
 def _encode(args: argparse.Namespace) -> None:
@@ -73,5 +93,9 @@ def _encode(args: argparse.Namespace) -> None:
 
 def _decode(args: argparse.Namespace) -> None:
     tok = Tokenizer.load(args.tokenizer)
-    ids = [int(field) for field in sys.stdin.read().split()]
+    ids = []
+    for number, field in enumerate(sys.stdin.read().split(), start=1):
+        if not field.isdigit():  # int() would also take "+1", "1_0" and "١"
+            raise ValueError(f"token {number} on stdin is {field[:40]!r}, not a token id: expected whitespace-separated integers")
+        ids.append(int(field))
     sys.stdout.buffer.write(tok.decode_bytes(ids))

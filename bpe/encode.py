@@ -1,4 +1,8 @@
-"""Encoding one pre-token: merge its bytes into tokens, as tiktoken or Hugging Face do.
+"""Encoding text: pre-tokens merged into tokens, as tiktoken or Hugging Face do.
+
+`TextEncoder` turns text into ids: it cuts the text into pre-tokens, encodes
+each with a `PieceEncoder`, and caches what it has seen; `encode_in_processes`
+spreads a batch over forked workers. What follows is about one pre-token.
 
 Start from single bytes and repeatedly merge the adjacent pair of parts with
 the lowest rank, leftmost first on ties, until no adjacent pair has a rank.
@@ -21,9 +25,13 @@ DNA string, a run of one character).
 from __future__ import annotations
 
 import heapq
+import multiprocessing
 import sys
-from collections.abc import Callable
-from itertools import repeat
+import unicodedata
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
+from itertools import accumulate, chain, repeat
 from operator import add
 
 import numpy as np
@@ -63,7 +71,6 @@ class PieceEncoder:
         self.by_pair = merge_ranks is not None
         self.ranks: dict = merge_ranks if merge_ranks is not None else ids
         self.whole_pieces = whole_pieces
-        self.missing_bytes = bytes(b for b in range(256) if bytes([b]) not in ids)
         get = self.ranks.get
         if self.by_pair:
             self.pair_rank: PairRank = lambda piece, start, mid, end: get((piece[start:mid], piece[mid:end]), NOT_A_TOKEN)
@@ -74,8 +81,6 @@ class PieceEncoder:
         """The token ids of one pre-token."""
         if self.whole_pieces and (token := self.ids.get(piece)) is not None:
             return [token]
-        if self.missing_bytes:
-            piece = piece.translate(None, self.missing_bytes)
         if len(piece) > LONG_PIECE:
             ends = merge_long_parts(piece, self.ids, self.pair_rank)
             return [self.ids[piece[start:end]] for start, end in zip([0, *ends], ends)]
@@ -264,3 +269,165 @@ def _merge_with_heap(piece: bytes, bounds: np.ndarray, pair_ranks: np.ndarray, p
         start = following[start]
         ends.append(start)
     return ends
+
+
+# ---------------------------------------------------------------- whole texts
+
+# Entries each cache keeps before it is emptied (about 40 MB).
+CACHE_LIMIT = 1 << 18
+# Chunks and pre-tokens longer than this (in characters) are not cached.
+CACHE_MAX_CHARS = 128
+# The chunks in this many first characters of a text decide how to encode it.
+SAMPLE_CHARS = 1024
+# encode_in_processes forks workers only when there is at least this much text.
+PARALLEL_MIN_CHARS = 1 << 20
+
+
+class TextEncoder:
+    """Token ids for ordinary text (no special tokens): pre-tokenize, encode each piece, cache.
+
+    The cache maps a string to its ids. Its strings are pre-tokens and, when
+    `chunks` is given (a regex whose matches can be pre-tokenized apart, see
+    `bpe.pretokenize.CUTTABLE_PATTERNS`), chunks: text between two safe
+    cuts, such as " world!" or " the". Text whose chunks are cached encodes
+    fastest, as there are fewer chunks than pre-tokens and cutting is quicker
+    than pre-tokenizing. Text that is mostly new is best split into
+    pre-tokens at once, since each new chunk would be split again. Long
+    strings stay out of the cache: one huge word must not fill memory.
+    """
+
+    def __init__(
+        self,
+        pieces: PieceEncoder,
+        pretokenize: Callable[[str], list[str]],
+        chunks: Callable[..., list[str]] | None = None,
+        normalizer: str | None = None,
+    ) -> None:
+        self.pieces = pieces
+        self.pretokenize = pretokenize
+        self.chunks = chunks
+        self.normalizer = normalizer
+        self.cache: dict[str, tuple[int, ...]] = {}
+
+    def encode(self, text: str) -> list[int]:
+        """The ids of `text`. Surrogates are read as tiktoken reads them: a pair
+        written as two code units is the character it stands for, a lone one U+FFFD."""
+        try:
+            return self._encode(text)
+        except UnicodeEncodeError:
+            return self._encode(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+
+    def _encode(self, text: str) -> list[int]:
+        if self.normalizer is not None:
+            text = unicodedata.normalize(self.normalizer, text)
+        chunks = self._cached_chunks(text)
+        if chunks is not None:
+            return self._encode_mostly_cached(chunks)
+        return self._encode_mostly_new(self.pretokenize(text))
+
+    def _cached_chunks(self, text: str) -> list[str] | None:
+        """`text` cut into chunks if that is allowed and most of its first chunks are cached."""
+        if self.chunks is None:
+            return None
+        head = self.chunks(text, 0, SAMPLE_CHARS)
+        if 2 * sum(map(self.cache.__contains__, head)) < len(head):
+            return None
+        return head if len(text) <= SAMPLE_CHARS else self.chunks(text)
+
+    def _encode_mostly_new(self, pieces: list[str]) -> list[int]:
+        cache = self.cache
+        try:
+            return list(chain.from_iterable(map(cache.__getitem__, pieces)))
+        except KeyError:
+            pass
+        if len(cache) > CACHE_LIMIT:
+            cache.clear()
+        new = {piece: self._encode_piece(piece) for piece in set(pieces).difference(cache)}
+        cache.update(new)
+        ids = list(chain.from_iterable(map(cache.__getitem__, pieces)))
+        for piece in new:
+            if len(piece) > CACHE_MAX_CHARS:
+                del cache[piece]
+        return ids
+
+    def _encode_mostly_cached(self, chunks: list[str]) -> list[int]:
+        cache = self.cache
+        if len(cache) > CACHE_LIMIT:
+            cache.clear()
+        ids: list[int] = []
+        remaining = iter(chunks)
+        uncached: dict[str, tuple[int, ...]] = {}
+        # Cached chunks are looked up in C; a miss stops the lookups at the
+        # chunk that missed, which is encoded, and then they resume after it.
+        while True:
+            try:
+                ids.extend(chain.from_iterable(map(cache.__getitem__, remaining)))
+                return ids
+            except KeyError as miss:
+                chunk = miss.args[0]
+            encoded = uncached.get(chunk)
+            if encoded is None:
+                encoded = self._encode_chunk(chunk)
+                (uncached if len(chunk) > CACHE_MAX_CHARS else cache)[chunk] = encoded
+            ids += encoded
+
+    def _encode_piece(self, piece: str) -> tuple[int, ...]:
+        return tuple(self.pieces.encode(piece.encode("utf-8")))
+
+    def _encode_chunk(self, chunk: str) -> tuple[int, ...]:
+        cache = self.cache
+        ids: list[int] = []
+        # A pre-token alone is that one pre-token (for cuttable patterns), so a
+        # chunk and a pre-token with the same text share their cache entry.
+        for piece in self.pretokenize(chunk):
+            encoded = cache.get(piece)
+            if encoded is None:
+                encoded = self._encode_piece(piece)
+                if len(piece) <= CACHE_MAX_CHARS:
+                    cache[piece] = encoded
+            ids += encoded
+        return tuple(ids)
+
+
+def encode_in_processes(encode: Callable[[str], list[int]], texts: Sequence[str], workers: int) -> list[list[int]]:
+    """`[encode(text) for text in texts]`, large batches split over `workers` forked processes.
+
+    This process encodes the first share while the workers do the rest. fork
+    lets them inherit `encode` (a warm cache included) and the texts without
+    pickling; they send back flat arrays of ids, which pickle as raw bytes,
+    with the length of each text's part. Where there is no fork (Windows),
+    and for small batches, this process encodes them all.
+    """
+    workers = min(workers, len(texts))
+    fork_ok = "fork" in multiprocessing.get_all_start_methods()
+    if workers < 2 or not fork_ok or sum(map(len, texts)) < PARALLEL_MIN_CHARS:
+        return [encode(text) for text in texts]
+    # Shares of about equal length, each a run of whole texts.
+    ends = list(accumulate(map(len, texts)))
+    bounds = [0, *(bisect_left(ends, ends[-1] * w // workers) for w in range(1, workers)), len(texts)]
+    ranges = list(zip(bounds, bounds[1:]))
+    with multiprocessing.get_context("fork").Pool(workers - 1, _worker_init, (encode, texts)) as pool:
+        pending = pool.map_async(_worker_encode, ranges[1:], chunksize=1)
+        batch = [encode(text) for text in texts[: bounds[1]]]
+        for flat_ids, lengths in pending.get():
+            flat = flat_ids.tolist()
+            start = 0
+            for n in lengths:
+                batch.append(flat[start : start + n])
+                start += n
+    return batch
+
+
+_worker_job: tuple[Callable[[str], list[int]], Sequence[str]] | None = None
+
+
+def _worker_init(encode: Callable[[str], list[int]], texts: Sequence[str]) -> None:
+    global _worker_job
+    _worker_job = (encode, texts)
+
+
+def _worker_encode(bounds: tuple[int, int]) -> tuple[array, array]:
+    assert _worker_job is not None
+    encode, texts = _worker_job
+    encoded = [encode(text) for text in texts[bounds[0] : bounds[1]]]
+    return array("q", chain.from_iterable(encoded)), array("q", map(len, encoded))

@@ -7,8 +7,16 @@
 
 Line i after the header reads "left right": merge i joins tokens `left` and
 `right` into token 256 + i. Ids 0-255 are the single bytes, in the order
-given by the header's "byte_order" (null means byte b is id b). A sha256 of
-the merge lines in the header catches truncation and stray edits.
+given by the header's "byte_order" (null means byte b is id b). Special
+tokens take ids after the merges (consecutive for ours; tiktoken's leave
+gaps). A sha256 of the merge lines in the header catches truncation and
+stray edits. Optional keys: "name", and "unicode", the Unicode version of the
+`regex` the tokenizer was trained under (its pre-tokens depend on it).
+
+A file is read as untrusted: 30 merges that each join a token to itself
+define a token of a gigabyte, so the byte length of the tokens is worked out
+(as numbers) and checked against a bound set by the number of merges before
+any token is built; special ids sit within a few of the merges' end.
 """
 
 from __future__ import annotations
@@ -25,6 +33,11 @@ VERSION = 1
 
 Pair = tuple[int, int]
 
+# The tokens of a file may take at most this many bytes per merge, plus TOKEN_BYTES_BASE:
+# trained tokens average well under 16 bytes (GPT-2's 7, cl100k's 7).
+TOKEN_BYTES_PER_MERGE = 1024
+TOKEN_BYTES_BASE = 1 << 20
+
 
 class TokenizerFileError(ValueError):
     """A tokenizer file that is corrupted, truncated or not ours."""
@@ -38,6 +51,8 @@ class TokenizerSpec:
     pattern: str
     special_tokens: dict[str, int]
     byte_order: list[int] | None = None
+    name: str = "bpe"
+    unicode_version: str | None = None
 
 
 def _merge_lines(merges: list[Pair]) -> bytes:
@@ -55,6 +70,8 @@ def write(path: str | os.PathLike, spec: TokenizerSpec) -> None:
         "byte_order": spec.byte_order,
         "merges": len(spec.merges),
         "sha256": hashlib.sha256(body).hexdigest(),
+        "name": spec.name,
+        "unicode": spec.unicode_version,
     }
     write_atomically(path, json.dumps(header, ensure_ascii=True).encode("ascii") + b"\n" + body)
 
@@ -92,10 +109,12 @@ def read(path: str | os.PathLike) -> TokenizerSpec:
     try:
         merges = [_parse_merge(line) for line in body.decode("ascii").splitlines()]
         pattern, specials, byte_order = header["pattern"], header["special_tokens"], header["byte_order"]
-        _check_header(pattern, specials, header["merges"], len(merges))
+        name, unicode_version = header.get("name", "bpe"), header.get("unicode")
+        _check_header(pattern, specials, header["merges"], len(merges), name, unicode_version)
+        _check_token_bytes(merges)
     except (KeyError, TypeError, ValueError) as exc:
         raise TokenizerFileError(f"{path}: malformed {FORMAT} file: {exc}") from None
-    return TokenizerSpec(merges, pattern, specials, byte_order)
+    return TokenizerSpec(merges, pattern, specials, byte_order, name, unicode_version)
 
 
 def _parse_merge(line: str) -> Pair:
@@ -104,12 +123,37 @@ def _parse_merge(line: str) -> Pair:
     return left, right
 
 
-def _check_header(pattern: object, specials: object, n_declared: object, n_merges: int) -> None:
+def _check_header(
+    pattern: object, specials: object, n_declared: object, n_merges: int, name: object, unicode_version: object
+) -> None:
     if not isinstance(pattern, str):
         raise ValueError("pattern must be a string")
+    if not isinstance(name, str) or not (unicode_version is None or isinstance(unicode_version, str)):
+        raise ValueError("name and unicode must be strings")
     if n_declared != n_merges:
         raise ValueError(f"header declares {n_declared} merges but the file has {n_merges}")
-    if not isinstance(specials, dict) or sorted(specials.values()) != list(
-        range(256 + n_merges, 256 + n_merges + len(specials))
-    ):
-        raise ValueError("special token ids must follow the merges consecutively")
+    first = 256 + n_merges
+    if not isinstance(specials, dict) or not all(type(i) is int for i in specials.values()):
+        raise ValueError("special_tokens must map each name to an integer id")
+    # tiktoken leaves a few ids unused between the merges and its specials (cl100k: 1 before, 15 among)
+    last = first + 2 * len(specials) + 256
+    if len(set(specials.values())) != len(specials) or not all(first <= i < last for i in specials.values()):
+        raise ValueError(f"special token ids must be distinct and between {first} (after the merges) and {last - 1}")
+
+
+def _check_token_bytes(merges: list[Pair]) -> None:
+    """Refuse merges whose tokens would take more bytes than the bound, before building any."""
+    limit = TOKEN_BYTES_BASE + TOKEN_BYTES_PER_MERGE * len(merges)
+    lengths = [1] * 256
+    total = 256
+    for i, (left, right) in enumerate(merges):
+        if not (0 <= left < len(lengths) and 0 <= right < len(lengths)):
+            return  # an id that does not exist yet: the Tokenizer names it
+        lengths.append(lengths[left] + lengths[right])
+        total += lengths[-1]
+        if total > limit:
+            raise ValueError(
+                f"its {len(merges)} merges define tokens of more than {limit:,} bytes in all (merge {i} makes one of "
+                f"{lengths[-1]:,} bytes), beyond {TOKEN_BYTES_PER_MERGE} bytes a merge: merges that keep joining a "
+                f"token to itself, not a trained tokenizer"
+            )

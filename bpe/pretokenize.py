@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
@@ -30,7 +31,26 @@ CL100K_PATTERN = (
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
 
-NAMED_PATTERNS = {"gpt2": GPT2_PATTERN, "cl100k": CL100K_PATTERN}
+# tiktoken's o200k_base pattern (GPT-4o): a word is its capitals then its
+# lower-case letters (so "camelCase" is "camel" + "Case"), contractions stay
+# on the word, numbers go in groups of at most three digits.
+O200K_PATTERN = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+
+# The patterns known by name. Each must match every character (checked by
+# the tests) and have no capturing group, so that `findall` gives its
+# pre-tokens; a pattern that can also be cut at SAFE_CUTS goes in
+# CUTTABLE_PATTERNS below, and one `re` can run in FAST_SPELLINGS.
+NAMED_PATTERNS = {"gpt2": GPT2_PATTERN, "cl100k": CL100K_PATTERN, "o200k": O200K_PATTERN}
 
 # The standard `re` module finds the pre-tokens of the patterns above twice
 # as fast as `regex`, but it has no \p{L} and its \s differs (it adds
@@ -79,7 +99,7 @@ FAST_BLOCK_CHARS = 1 << 12
 # `regex` finds pre-tokens. Its \s covers everything `regex`'s does (and
 # U+001C-U+001F besides), so where it sees a non-space, so does `regex`: each
 # cut it makes is safe (it only makes a few fewer).
-CUTTABLE_PATTERNS = frozenset(NAMED_PATTERNS.values())
+CUTTABLE_PATTERNS = frozenset([GPT2_PATTERN, CL100K_PATTERN, O200K_PATTERN])
 SAFE_CUTS = re.compile(r"(?<=\S)(?= )")
 # The chunks between those cuts, for findall (faster than splitting at them):
 # one character, then anything but a space that follows a non-space.
@@ -92,17 +112,66 @@ _NON_SPACE = regex.compile(r"\S")
 CHUNK_CHARS = 1 << 20
 
 
+# Text a custom pattern is tried on when a tokenizer is built, to say at once
+# if it skips characters (see `pretokenizer`).
+PROBE_TEXT = "Hello, world! 1+1=2 don't\tTAB\r\n\n  x_y-z (a/b) café naïve 日本語 🙂 \u00a0\u3000\x00\x1b"
+
+
 def resolve_pattern(pattern: str) -> str:
-    """Return the regex for a pattern name ("gpt2", "cl100k") or check a custom regex."""
+    """Return the regex for a pattern name (see NAMED_PATTERNS) or check a custom regex.
+
+    A custom regex that does not match every character of PROBE_TEXT warns
+    (once a process): the text it skips is kept as pre-tokens of its own
+    (see `pretokenizer`).
+    """
     pattern = NAMED_PATTERNS.get(pattern, pattern)
     compile_pattern(pattern)
+    if pattern not in NAMED_PATTERNS.values():
+        _warn_if_it_skips(pattern)
     return pattern
 
 
 @lru_cache(maxsize=16)
+def _warn_if_it_skips(pattern: str) -> None:
+    ends = [0] + [end for found in compile_pattern(pattern).finditer(PROBE_TEXT) for end in found.span()]
+    skipped = [PROBE_TEXT[end:start] for end, start in zip(ends[::2], [*ends[1::2], len(PROBE_TEXT)]) if start > end]
+    if skipped:
+        warnings.warn(
+            f"the pattern {pattern!r} does not match every character (it skips {skipped[0]!r} in {PROBE_TEXT!r}); "
+            f"text it skips is kept as pre-tokens of its own, where tiktoken would drop it. "
+            f"End the pattern with |\\s+|[^\\s]+ to choose how such text is cut",
+            stacklevel=4,
+        )
+
+
+def unicode_version() -> str:
+    """The newest Unicode version whose characters `regex` knows: its \\p{L}, \\s
+    and \\p{N} (and so the pre-tokens of every pattern) may change with it."""
+    assigned = compile_pattern(r"\P{Cn}").match
+    return max((v for v, c in UNICODE_FIRSTS if assigned(chr(c))), key=lambda v: tuple(map(int, v.split("."))))
+
+
+# A character first assigned in each Unicode version (a letter of a block new in it;
+# U+3D000 is one `regex` 2026.11 assigns, after 17.0's CJK Extension J at U+323B0).
+UNICODE_FIRSTS = [
+    ("13.0", 0x30000), ("14.0", 0x1E290), ("15.0", 0x31350), ("15.1", 0x2EBF0), ("16.0", 0x1E5D0), ("17.0", 0x323B0),
+    ("18.0", 0x3D000),
+]  # fmt: skip
+
+
+@lru_cache(maxsize=16)
 def pretokenizer(pattern: str) -> Callable[[str], list[str]]:
-    """A function from text to its pre-tokens (`findall` of the pattern), fast for the built-in patterns."""
-    findall = compile_pattern(pattern).findall
+    """A function from text to its pre-tokens, fast for the built-in patterns.
+
+    For a named pattern that is `findall`. A custom one may skip characters,
+    which tiktoken drops; here the text between two matches is kept as a
+    pre-token too, so no text is ever lost (and a capturing group in the
+    pattern changes nothing: pre-tokens are whole matches).
+    """
+    compiled = compile_pattern(pattern)
+    if pattern not in NAMED_PATTERNS.values():
+        return _covering(compiled)
+    findall = compiled.findall
     if pattern not in FAST_SPELLINGS:
         return findall
     findall_fast = re.compile(FAST_SPELLINGS[pattern]).findall
@@ -119,6 +188,25 @@ def pretokenizer(pattern: str) -> Callable[[str], list[str]]:
             block = text[start : cut.start() if cut else len(text)]
             pieces += findall(block) if _OUTSIDE_FAST_CHARS.search(block) else findall_fast(block)
             start += len(block)
+        return pieces
+
+    return pieces_of
+
+
+def _covering(compiled: regex.Pattern) -> Callable[[str], list[str]]:
+    """The matches of `compiled` in a text, and the text between them, in order."""
+
+    def pieces_of(text: str) -> list[str]:
+        pieces: list[str] = []
+        end = 0
+        for found in compiled.finditer(text):
+            if found.start() > end:
+                pieces.append(text[end : found.start()])
+            if found.end() > found.start():
+                pieces.append(found.group())
+            end = found.end()
+        if end < len(text):
+            pieces.append(text[end:])
         return pieces
 
     return pieces_of

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 import bpe.encode
 import bpe.pretokenize
-import bpe.tokenizer
 from bpe import CL100K_PATTERN, GPT2_PATTERN, Tokenizer
 from bpe.encode import PieceEncoder, merge_long_parts, merge_parts
 from bpe.pretokenize import CHUNKS, FAST_CHARS, SAFE_CUTS, compile_pattern, pretokenizer
@@ -138,18 +137,18 @@ def test_long_pieces_are_not_cached(letters):
     tok = Tokenizer(letters.merges, letters.pattern)
     for text in ("b" * 5000, " x" + "c" * 5000 + "!", "c" * 5000 + " and more"):
         assert tok.encode(text) == by_simple_loop_text(letters, text)
-    assert " and" in tok._cache and max(map(len, tok._cache)) <= bpe.tokenizer.CACHE_MAX_CHARS
+    assert " and" in tok._text.cache and max(map(len, tok._text.cache)) <= bpe.encode.CACHE_MAX_CHARS
 
 
 def test_the_cache_is_bounded(letters, monkeypatch):
-    monkeypatch.setattr(bpe.tokenizer, "CACHE_LIMIT", 50)
+    monkeypatch.setattr(bpe.encode, "CACHE_LIMIT", 50)
     tok = Tokenizer(letters.merges, letters.pattern)
     rng = random.Random(1)
     for _ in range(20):
         words = ["".join(rng.choices("abcdefgh", k=5)) for _ in range(40)]
         text = " ".join(words)
         assert tok.encode(text) == by_simple_loop_text(letters, text)
-        assert len(tok._cache) <= 50 + 2 * len(words)  # emptied once past the limit, then one text's worth
+        assert len(tok._text.cache) <= 50 + 2 * len(words)  # emptied once past the limit, then one text's worth
 
 
 def by_simple_loop_text(tok: Tokenizer, text: str) -> list[int]:
@@ -198,13 +197,24 @@ def test_fast_pretokenizer_classifies_every_fast_character_as_regex_does(pattern
             assert fast(text) == findall(text), repr(text)
 
 
-@given(text=fast_text, pattern=st.sampled_from(PATTERNS))
+@given(text=fast_text, pattern=st.sampled_from(sorted(bpe.pretokenize.CUTTABLE_PATTERNS)))
 def test_chunks_and_pieces_pretokenize_alone_as_in_context(text, pattern):
     findall = compile_pattern(pattern).findall
     pieces = findall(text)
     assert CHUNKS.findall(text) == [chunk for chunk in SAFE_CUTS.split(text) if chunk]
     assert [p for chunk in CHUNKS.findall(text) for p in findall(chunk)] == pieces
     assert all(findall(piece) == [piece] for piece in pieces)
+
+
+@pytest.mark.parametrize("name", sorted(bpe.pretokenize.NAMED_PATTERNS))
+def test_named_patterns_match_every_character_and_have_no_group(name):
+    # findall keeps only what matches: a named pattern must leave nothing out
+    pattern = compile_pattern(bpe.pretokenize.NAMED_PATTERNS[name])
+    everything = "".join(map(chr, [*range(0xD800), *range(0xE000, sys.maxunicode + 1, 7)]))
+    assert pattern.groups == 0
+    for start in range(0, len(everything), 1 << 16):
+        block = everything[start : start + (1 << 16)]
+        assert "".join(pattern.findall(block)) == block
 
 
 def test_re_whitespace_includes_regex_whitespace():

@@ -106,10 +106,13 @@ def test_only_listed_merges_apply(tmp_path):
     assert Tokenizer.from_hf(write_json(tmp_path / "w.json", ["b c", "a b", "ab c"], ignore_merges=True)).encode("abc") == [258]
 
 
-def test_bytes_missing_from_the_vocab_are_dropped(tmp_path):
-    vocab = {"a": 0, "b": 1, "ab": 2}  # as `tokenizers` does without an unk_token
-    tok = Tokenizer.from_hf(write_json(tmp_path / "t.json", ["a b"], vocab))
-    assert tok.encode("adb") == [2] and tok.encode("d") == []
+def test_a_vocab_without_every_byte_is_refused_naming_the_byte(tmp_path):
+    # `tokenizers` would drop "d" from "adb" without a word; we refuse the file
+    vocab = {SHOW[b]: b for b in range(256) if b != ord("d")} | {"ab": 256}
+    with pytest.raises(TokenizerFileError, match="t.json: the vocabulary has no token for byte 0x64"):
+        Tokenizer.from_hf(write_json(tmp_path / "t.json", ["a b"], vocab))
+    with pytest.raises(TokenizerFileError, match="byte 0x00 .nor for 253 other bytes"):
+        Tokenizer.load(write_json(tmp_path / "u.json", ["a b"], {"a": 0, "b": 1, "ab": 2}))
 
 
 def test_added_tokens_and_nfc(tmp_path):
