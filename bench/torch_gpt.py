@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tinytensor.backend import to_device
+
 
 class Attention(nn.Module):
     def __init__(self, C: int, H: int, T: int):
@@ -55,7 +57,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         T = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(T))
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
         for block in self.h:
             x = block(x)
         logits = self.ln_f(x) @ self.wte.weight.T
@@ -68,18 +70,20 @@ def from_ours(model: Any) -> GPT:
     if (c.pos, c.mlp, c.norm, c.bias, c.dropout) != ("learned", "gelu", "layernorm", True, 0.0):
         raise ValueError("the torch mirror covers GPT-2's own options only (learned positions, GELU, LayerNorm, biases)")
     ref = GPT(c.vocab_size, c.block_size, c.n_layer, c.n_head, c.n_embd)
-    ref.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    ref.load_state_dict({k: torch.from_numpy(np.array(to_device(v, "cpu"))) for k, v in model.state_dict().items()})
     return ref
 
 
-def train_step(model: Any, x: np.ndarray, y: np.ndarray, weight_decay: float, lr: float) -> Callable[[], float]:
-    """One step (forward, loss, backward, AdamW) of the torch copy of `model`, as a callable returning the loss."""
-    ref = from_ours(model)
+def train_step(model: Any, x: np.ndarray, y: np.ndarray, weight_decay: float, lr: float,
+               device: str = "cpu") -> Callable[[], float]:
+    """One step (forward, loss, backward, AdamW) of the torch copy of `model` on `device`, as a
+    callable returning the loss (its .item() waits for the device, so a timed call is the whole step)."""
+    ref = from_ours(model).to(device)
     params = list(ref.parameters())
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=lr)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
     def step() -> float:
         loss = ref(tx, ty)
