@@ -13,11 +13,11 @@ from .ops import concatenate, split, stack, sum_to_shape, unbind, where
 from .profiler import profile, profile_steps
 from .serialize import load, save
 from .random import get_rng_state, manual_seed, rand, randn, set_rng_state
-from .tensor import Function, Tensor, arange, is_grad_enabled, no_grad, ones, tensor, zeros
+from .tensor import Function, Tensor, arange, grads_of, is_grad_enabled, no_grad, ones, tensor, zeros
 
 __all__ = [
     "Function", "GradcheckError", "Tensor", "arange", "concatenate", "cuda_is_available", "draw_graph",
-    "functional", "get_array_module", "get_rng_state", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn",
+    "functional", "get_array_module", "get_rng_state", "gradcheck", "grads_of", "is_grad_enabled", "load", "manual_seed", "nn",
     "no_grad", "optim", "ones", "profile", "profile_steps", "rand", "randn", "save", "set_rng_state", "split", "stack",
     "sum_to_shape", "tensor", "tune_allocator", "unbind", "where", "zeros",
 ]

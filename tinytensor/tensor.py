@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class Function:
     once, after all of its outputs' consumers.
     """
 
-    __slots__ = ("inputs", "needs_grad", "__dict__")
+    __slots__ = ("inputs", "needs_grad", "slots_open", "__dict__")
     multi_output = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -68,12 +68,13 @@ class Function:
         For a leaf that appears once among the inputs: its .grad, to add into
         (holds_gradient True), or, while it has none, its slot in an optimizer's
         flat buffer, to write into (False). A backward that uses the array
-        returns it, and the engine then takes it as it is. Only while the
-        engine's walk runs: a backward called by anything else (draw_graph's
-        extra pass) must leave .grad alone.
+        returns it, and the engine then takes it as it is. The slots are open
+        only while backward()'s walk runs this node (it sets `slots_open` around
+        the call); a walk that only looks (grads_of, draw_graph) or any other
+        caller of a node's backward finds them shut, so .grad stays untouched.
         """
         t = self.inputs[i]
-        if not _walking or t._ctx is not None or sum(u is t for u in self.inputs) > 1:
+        if not getattr(self, "slots_open", False) or t._ctx is not None or sum(u is t for u in self.inputs) > 1:
             return None, False
         if t.grad is not None:
             return t.grad, True
@@ -218,31 +219,12 @@ class Tensor:
                 "backward() on a tensor that does not require grad: no input of the "
                 "computation had requires_grad=True (or it ran inside no_grad())"
             )
-        xp = get_array_module(self.data)
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward() on a tensor of shape {self.shape} needs the gradient of the loss "
-                    f"with respect to it: call y.backward(grad) with grad of shape {self.shape}, "
-                    "or reduce y to a scalar first (e.g. y.sum().backward())"
-                )
-            grad = xp.ones_like(self.data)
+        grad = _seed(self, grad, "backward")
+        if _profiler is None:
+            _walk(self, grad, retain_graph, None)
         else:
-            grad = _data(grad)
-            grad = xp.array(grad, dtype=self.dtype)  # a copy: the caller keeps theirs
-            if grad.shape != self.shape:
-                raise ValueError(f"backward(grad): grad has shape {grad.shape}, but the tensor has shape {self.shape}")
-
-        global _walking
-        _walking = True
-        try:
-            if _profiler is None:
-                _walk(self, grad, retain_graph, None)
-            else:
-                with _profiler.backward_pass():
-                    _walk(self, grad, retain_graph, _profiler)
-        finally:
-            _walking = False
+            with _profiler.backward_pass():
+                _walk(self, grad, retain_graph, _profiler)
 
     # ---- operators -----------------------------------------------------
     def __add__(self, other: Any) -> "Tensor":
@@ -419,16 +401,86 @@ def _pair(t: Tensor, other: Any, reflected: bool = False) -> tuple[Tensor, Tenso
     return (other, t) if reflected else (t, other)
 
 
-# True while backward's walk runs: only then may a node put a gradient in place itself (Function.grad_slot)
-_walking = False
+def grads_of(loss: Tensor, tensors: Mapping[str, Tensor], grad: Any = None) -> dict[str, np.ndarray]:
+    """The gradient of `loss` with respect to each named tensor, leaf or
+    intermediate: {name: dL/dtensor}, NumPy arrays of the tensors' shapes, in
+    the order given (PyTorch's retain_grad, without touching the graph).
+
+    dL/dloss is 1 for a one-element loss, else `grad`. It runs backward's own
+    walk, only looking: nothing is written into any .grad or optimizer slot,
+    and the graph keeps its buffers, so loss.backward() works afterwards. A
+    tensor the loss does not depend on gets zeros, as does a constant (a
+    tensor that needs no gradient, whose gradient no walk computes).
+
+        x = tt.tensor([1.0, 2.0], requires_grad=True)
+        y = x * x
+        tt.grads_of(y.sum(), {"y": y, "x": x})  # {"y": [1, 1], "x": [2, 4]}: dy = 1, dx = 2x dy
+    """
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"grads_of: {name!r} is a {type(t).__name__}, not a Tensor")
+    if not loss.requires_grad:
+        raise RuntimeError("grads_of: the loss does not require grad, so nothing was recorded to differentiate: "
+                           "give some input of the computation requires_grad=True")
+    leaves = {id(t) for t in tensors.values() if t._ctx is None}
+    nodes = {t._ctx for t in tensors.values() if t._ctx is not None}
+    seen: dict[Any, Any] = {}  # a named node -> its output gradient(s); id(named leaf) -> the sum of its parts
+
+    def observe(source: Any, g: Any) -> None:
+        if isinstance(source, Tensor):
+            if id(source) in leaves:
+                part = to_device(g, "cpu")
+                total = seen.get(id(source))
+                seen[id(source)] = part.copy() if total is None else total + part
+        elif source in nodes:
+            seen[source] = [None if x is None else to_device(x, "cpu").copy() for x in g] \
+                if source.multi_output else to_device(g, "cpu").copy()
+
+    _walk(loss, _seed(loss, grad, "grads_of"), True, None, observe)
+    out = {}
+    for name, t in tensors.items():
+        g = seen.get(id(t)) if t._ctx is None else seen.get(t._ctx)
+        if g is not None and t._ctx is not None and t._ctx.multi_output:
+            g = g[t._index]
+        out[name] = np.zeros(t.shape, dtype=t.dtype) if g is None else g
+    return out
 
 
-def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any) -> None:
+def _seed(y: Tensor, grad: Any, caller: str) -> Any:
+    """dL/dy to start a walk from y: 1 for a one-element y, else `grad` (copied, so the caller keeps theirs)."""
+    xp = get_array_module(y.data)
+    if grad is None:
+        if y.data.size != 1:
+            call = "y.backward(grad)" if caller == "backward" else "tt.grads_of(y, tensors, grad)"
+            raise RuntimeError(
+                f"{caller}() on a tensor of shape {y.shape} needs the gradient of the loss "
+                f"with respect to it: call {call} with grad of shape {y.shape}, "
+                "or reduce y to a scalar first (e.g. y.sum())"
+            )
+        return xp.ones_like(y.data)
+    grad = xp.array(_data(grad), dtype=y.dtype)
+    if grad.shape != y.shape:
+        raise ValueError(f"{caller}(grad): grad has shape {grad.shape}, but the tensor has shape {y.shape}")
+    return grad
+
+
+def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any,
+          observe: Callable[[Any, Any], None] | None = None) -> None:
     """Backward's walk from `root_tensor`, whose gradient is `grad`: every node
-    once, after all the nodes that consume its outputs; leaves accumulate."""
+    once, after all the nodes that consume its outputs; leaves accumulate.
+
+    With `observe`, the walk writes nothing anywhere: it calls observe(node, g)
+    with each node's complete output gradient g (a list, one per output, for a
+    multi-output node) just before running the node's backward, and
+    observe(leaf, part) with each part sent to a leaf, instead of adding it into
+    the leaf's .grad; grads_of and draw_graph look at a graph this way.
+    """
     root = root_tensor._ctx
     if root is None:
-        _accumulate_leaf(root_tensor, grad, fresh=True)
+        if observe is None:
+            _accumulate_leaf(root_tensor, grad, fresh=True)
+        else:
+            observe(root_tensor, grad)
         return
     if root.inputs is None:
         raise _freed_graph()
@@ -439,7 +491,7 @@ def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any) -
     owned: set[int] = set()
     # ids of the gradients handed on so far (see _held_by_one)
     handed: set[int] = set()
-    for fn in _topological_order(root):
+    for fn in reversed(_topological_order(root)):
         g = pending.pop(fn, None)
         if g is None:
             continue
@@ -448,7 +500,11 @@ def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any) -
             owned.discard(id(part))
         if fn.inputs is None:
             raise _freed_graph()
+        if observe is not None:
+            observe(fn, g)
+        fn.slots_open = observe is None                  # see Function.grad_slot
         in_grads = fn.backward(g) if profiler is None else profiler.backward(fn, g)
+        fn.slots_open = False
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
         for inp, ig in zip(fn.inputs, in_grads):
@@ -457,7 +513,10 @@ def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any) -
             node = inp._ctx
             alone = _held_by_one(ig, in_grads, upstream, handed)
             if node is None:
-                _accumulate_leaf(inp, ig, fresh=alone)
+                if observe is None:
+                    _accumulate_leaf(inp, ig, fresh=alone)
+                else:
+                    observe(inp, ig)
             elif node.multi_output:
                 slots = pending.get(node)
                 if slots is None:
@@ -534,8 +593,8 @@ def _add(prev: Any, g: Any, g_alone: bool, owned: set[int]) -> Any:
 
 
 def _topological_order(root: Function) -> list[Function]:
-    """The nodes that lead to `root` (itself included), each one before the
-    nodes of its inputs: the order in which backward runs them.
+    """The nodes that lead to `root` (itself included), each one after all the
+    nodes that make its inputs; backward's walk runs them in reverse.
 
     Iterative depth-first search: a chain of 10,000 ops must not hit Python's
     recursion limit.
@@ -557,7 +616,6 @@ def _topological_order(root: Function) -> list[Function]:
                 node = inp._ctx
                 if node is not None and inp.requires_grad and node not in seen:
                     stack.append((node, False))
-    order.reverse()
     return order
 
 
