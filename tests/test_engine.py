@@ -686,3 +686,22 @@ def test_gradcheck_names_an_unknown_mode_before_running_anything():
     with pytest.raises(ValueError, match="mode must be 'full' or 'directional', got 'sideways'"):
         tt.gradcheck(fn, [tt.tensor(np.ones(2), requires_grad=True)], mode="sideways")
     assert not calls
+
+
+def test_apply_takes_none_for_an_optional_input_left_out():
+    class Shift(tt.Function):                     # y = x + b, b optional
+        def forward(self, x, b):
+            self.seen_b = b
+            return x + b if b is not None else x.copy()
+
+        def backward(self, g):
+            return g, (g if self.needs_grad[1] else None)
+
+    x = tt.tensor([1.0, 2.0], requires_grad=True)
+    y = Shift.apply(x, None)
+    assert y._ctx.seen_b is None and y._ctx.needs_grad == (True, False) and y._ctx.inputs == (x, None)
+    (y * y).sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0])
+    b = tt.tensor([10.0, 20.0], requires_grad=True)
+    Shift.apply(x, b).sum().backward()
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0])

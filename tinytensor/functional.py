@@ -288,10 +288,8 @@ def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = IGNORE_INDEX
 
 # ---- normalisation -------------------------------------------------------------------
 class LayerNormFunction(Function):
-    def forward(self, x, *params, eps, has_weight, has_bias):
+    def forward(self, x, w, b, eps):
         xp = get_array_module(x)
-        w = params[0] if has_weight else None
-        b = params[-1] if has_bias else None
         x2 = x.reshape(-1, x.shape[-1])                  # (N, C)
         mean = _sum_last(x2) / x2.shape[1]               # (N, 1)
         xc = x2 - mean                                   # (N, C) x - mean
@@ -305,7 +303,6 @@ class LayerNormFunction(Function):
             y += b
         # saved: x and the two (N, 1) statistics; backward rebuilds xhat from them
         self.x2, self.mean, self.rstd, self.w, self.in_shape = x2, mean, rstd, w, x.shape
-        self.has_weight, self.has_bias = has_weight, has_bias
         return y.reshape(x.shape)
 
     def backward(self, g):
@@ -317,11 +314,9 @@ class LayerNormFunction(Function):
         xhat = self.x2 - self.mean                       # (N, C) recomputed from the saved statistics
         xhat *= self.rstd
         # y = xhat * w + b  ->  dw = sum_N g * xhat,  db = sum_N g,  dxhat = g * w
-        grads = [None]
-        if self.has_weight:
-            grads.append(xp.einsum("nc,nc->c", g2, xhat) if needs[1] else None)
-        if self.has_bias:
-            grads.append(g2.sum(axis=0) if needs[-1] else None)
+        dw = xp.einsum("nc,nc->c", g2, xhat) if needs[1] else None  # (C,)
+        db = g2.sum(axis=0) if needs[2] else None        # (C,)
+        dx = None
         if needs[0]:
             dxhat = g2 * w if w is not None else g2.copy()  # (N, C)
             # xhat = (x - mean) * rstd, through mean and rstd too:
@@ -331,8 +326,8 @@ class LayerNormFunction(Function):
             dx = xp.subtract(dxhat, mean_dxhat, out=dxhat)  # (in dxhat's buffer)
             dx -= xhat * mean_dxhat_xhat
             dx *= self.rstd
-            grads[0] = dx.reshape(self.in_shape)
-        return tuple(grads)
+            dx = dx.reshape(self.in_shape)
+        return dx, dw, db
 
 
 def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
@@ -345,14 +340,12 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
             raise ValueError(f"layer_norm: {name} of shape {p.shape} does not match x of shape {x.shape} "
                              f"(it needs shape {c})")
     _same_device("layer_norm", x, weight, bias)
-    params = [p for p in (weight, bias) if p is not None]
-    return LayerNormFunction.apply(x, *params, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
+    return LayerNormFunction.apply(x, weight, bias, eps=eps)
 
 
 class RMSNormFunction(Function):
-    def forward(self, x, *params, eps):
+    def forward(self, x, w, eps):
         xp = get_array_module(x)
-        w = params[0] if params else None
         x2 = x.reshape(-1, x.shape[-1])                  # (N, C)
         rstd = 1.0 / xp.sqrt(_sum_last(x2, x2) / x2.shape[1] + eps)  # (N, 1)
         xhat = x2 * rstd                                 # xhat = x * rstd
@@ -366,7 +359,7 @@ class RMSNormFunction(Function):
         w, xhat = self.w, self.xhat
         g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
         # y = xhat * w  ->  dw = sum_N g * xhat,  dxhat = g * w
-        dw = xp.einsum("nc,nc->c", g2, xhat) if w is not None and self.needs_grad[1] else None
+        dw = xp.einsum("nc,nc->c", g2, xhat) if self.needs_grad[1] else None  # (C,)
         dx = None
         if self.needs_grad[0]:
             dxhat = g2 * w if w is not None else g2.copy()  # (N, C)
@@ -376,7 +369,7 @@ class RMSNormFunction(Function):
             dx = xp.subtract(dxhat, xhat * mean_dxhat_xhat, out=dxhat)  # (in dxhat's buffer)
             dx *= self.rstd
             dx = dx.reshape(self.in_shape)
-        return (dx, dw) if w is not None else dx
+        return dx, dw
 
 
 def rms_norm(x: Tensor, weight: Tensor | None, eps: float = 1e-5) -> Tensor:
@@ -386,7 +379,7 @@ def rms_norm(x: Tensor, weight: Tensor | None, eps: float = 1e-5) -> Tensor:
         raise ValueError(f"rms_norm: weight of shape {weight.shape} does not match x of shape {x.shape} "
                          f"(it needs shape {x.shape[-1:]})")
     _same_device("rms_norm", x, weight)
-    return RMSNormFunction.apply(x, *([weight] if weight is not None else []), eps=eps)
+    return RMSNormFunction.apply(x, weight, eps=eps)
 
 
 # ---- activations ------------------------------------------------------------------
@@ -751,11 +744,11 @@ def embedding(ids: Any, weight: Tensor) -> Tensor:
 
 
 class LinearFunction(Function):
-    def forward(self, x, w, *b):
+    def forward(self, x, w, b):
         x2 = x.reshape(-1, x.shape[-1])                  # (N, in)
         y = x2 @ w.T                                     # (N, out) y = x W^T + b
-        if b:
-            y += b[0]
+        if b is not None:
+            y += b
         self.x2, self.w, self.in_shape = x2, w, x.shape
         return y.reshape(x.shape[:-1] + w.shape[:1])     # (..., out)
 
@@ -769,8 +762,6 @@ class LinearFunction(Function):
         if needs[1]:                                     # (out, in), straight into W's empty gradient slot if any
             slot, holds_gradient = self.grad_slot(1)
             dw = xp.matmul(g2.T, self.x2, out=None if holds_gradient else slot)
-        if len(needs) == 2:
-            return dx, dw
         return dx, dw, (g2.sum(axis=0) if needs[2] else None)  # (out,)
 
 
@@ -784,7 +775,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"linear: bias of shape {bias.shape} does not fit weight of shape {weight.shape} "
                          f"(need bias ({weight.shape[0]},))")
-    return LinearFunction.apply(x, weight, *([bias] if bias is not None else []))
+    return LinearFunction.apply(x, weight, bias)
 
 
 class DropoutFunction(Function):

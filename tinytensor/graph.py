@@ -70,7 +70,7 @@ def _tensors_in_order(y: Tensor) -> list[Tensor]:
     placed: set[int] = set()
     for fn in _topological_order(y._ctx) if y._ctx is not None else ():
         for t in fn.inputs:
-            if id(t) not in placed:
+            if t is not None and id(t) not in placed:
                 placed.add(id(t))
                 order.append(t)
     return order + [y]
@@ -105,9 +105,10 @@ def to_dot(order: list[Tensor], norms: dict[int, float], names: dict[int, str]) 
         label = "\\n".join(r.replace("\\", "\\\\").replace('"', '\\"') for r in rows)
         lines.append(f'  {ids[id(t)]} [label="{label}", fillcolor="{colour}"];')
         if fn is not None:
-            many = len(fn.inputs) > 1
+            many = sum(inp is not None for inp in fn.inputs) > 1
             for i, inp in enumerate(fn.inputs):
-                lines.append(f"  {ids[id(inp)]} -> {ids[id(t)]}" + (f' [label="{i}"];' if many else ";"))
+                if inp is not None:  # None: an optional input left out
+                    lines.append(f"  {ids[id(inp)]} -> {ids[id(t)]}" + (f' [label="{i}"];' if many else ";"))
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -136,9 +137,11 @@ def _arrays(value: Any) -> list[Any]:
     return []
 
 
-def _memory_of(a: Any, inputs: tuple[Tensor, ...], out: Tensor) -> str:
+def _memory_of(a: Any, inputs: tuple[Tensor | None, ...], out: Tensor) -> str:
     xp = get_array_module(a)
     for i, inp in enumerate(inputs):
+        if inp is None:
+            continue
         if a is inp.data:
             return f" = input {i}"
         if xp.may_share_memory(a, inp.data):

@@ -81,14 +81,16 @@ class Function:
         return t._grad_buffer, False
 
     @classmethod
-    def apply(cls, *inputs: "Tensor", **kwargs: Any) -> Any:
+    def apply(cls, *inputs: "Tensor | None", **kwargs: Any) -> Any:
+        """Run the node on `inputs`; None stands for an optional input left out
+        (a layer without bias): forward gets None for it, and it needs no gradient."""
         fn = cls()
-        needs = tuple([t.requires_grad for t in inputs])
+        needs = tuple([t is not None and t.requires_grad for t in inputs])
         record = True in needs and is_grad_enabled()
         # forward and backward read needs_grad to skip work for inputs that need no
         # gradient; a node that records nothing is dropped here with all it saved
         fn.needs_grad = needs if record else (False,) * len(needs)
-        arrays = [t.data for t in inputs]
+        arrays = [None if t is None else t.data for t in inputs]
         if _profiler is None:
             data = fn.forward(*arrays, **kwargs)
         else:
@@ -613,7 +615,7 @@ def _topological_order(root: Function) -> list[Function]:
         stack.append((fn, True))
         if fn.inputs is not None:
             for inp in fn.inputs:
-                node = inp._ctx
+                node = inp._ctx if inp is not None else None
                 if node is not None and inp.requires_grad and node not in seen:
                     stack.append((node, False))
     return order
