@@ -27,7 +27,7 @@ to a chain of primitives:
   - embedding scatter-adds rows by sorting the ids (repeated ids accumulate);
   - linear flattens the leading axes so each gradient is a single matmul;
   - linear and embedding put a parameter's gradient straight into its .grad
-    (or its slot in an optimizer's flat buffer; see Function.grad_slot), so
+    (or its slot in an optimizer's flat buffer; see gradbuffer.py), so
     no (out, in) or (V, C) array is made only to be copied or added there.
 
 Each fused op's `Function` class is named with a `Function` suffix
@@ -52,6 +52,7 @@ import numpy as np
 
 from . import ops
 from .backend import device_of, get_array_module, to_device
+from .gradbuffer import slot_for
 from .random import generator
 from .tensor import Function, Tensor, _data
 
@@ -712,7 +713,7 @@ class EmbeddingFunction(Function):
         g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
         # the rows are added straight into W's gradient when it is at hand (a weight
         # tied to the LM head already has one), else into zeros (or its empty slot)
-        dw, holds_gradient = self.grad_slot(0)           # (V, C)
+        dw, holds_gradient = slot_for(self, 0)           # (V, C)
         if dw is None:
             dw = xp.zeros(self.w_shape, dtype=g.dtype)
         elif not holds_gradient:
@@ -760,7 +761,7 @@ class LinearFunction(Function):
         dx = (g2 @ self.w).reshape(self.in_shape) if needs[0] else None  # (..., in)
         dw = None
         if needs[1]:                                     # (out, in), straight into W's empty gradient slot if any
-            slot, holds_gradient = self.grad_slot(1)
+            slot, holds_gradient = slot_for(self, 1)
             dw = xp.matmul(g2.T, self.x2, out=None if holds_gradient else slot)
         return dx, dw, (g2.sum(axis=0) if needs[2] else None)  # (out,)
 
