@@ -145,6 +145,8 @@ def _dropped(p: Any, keep: Any, dropout_p: float) -> Any:
 
 # ---- softmax ---------------------------------------------------------------------
 class SoftmaxFunction(Function):
+    """Derived in docs/softmax.md; twin: reference.softmax."""
+
     def forward(self, x, axis):
         xp = get_array_module(x)
         z = x - x.max(axis=axis, keepdims=True)        # shift by the max m: e^(x - m) <= 1, no overflow
@@ -165,6 +167,8 @@ class SoftmaxFunction(Function):
 
 
 class LogSoftmaxFunction(Function):
+    """Derived in docs/softmax.md; twin: reference.log_softmax."""
+
     def forward(self, x, axis):
         xp = get_array_module(x)
         xl = xp.moveaxis(x, axis, -1)                    # softmax axis last (a view; copied below if needed)
@@ -207,6 +211,8 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 # ---- cross-entropy -----------------------------------------------------------------
 class CrossEntropyFunction(Function):
+    """Derived in docs/softmax.md; twin: reference.cross_entropy."""
+
     def forward(self, logits, targets, valid, count, reduction):
         xp = get_array_module(logits)
         x = logits.reshape(-1, logits.shape[-1])         # (N, V)
@@ -289,6 +295,8 @@ def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = IGNORE_INDEX
 
 # ---- normalisation -------------------------------------------------------------------
 class LayerNormFunction(Function):
+    """Derived in docs/normalization.md; twin: reference.layer_norm."""
+
     def forward(self, x, w, b, eps):
         xp = get_array_module(x)
         x2 = x.reshape(-1, x.shape[-1])                  # (N, C)
@@ -345,6 +353,8 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
 
 
 class RMSNormFunction(Function):
+    """Derived in docs/normalization.md; twin: reference.rms_norm."""
+
     def forward(self, x, w, eps):
         xp = get_array_module(x)
         x2 = x.reshape(-1, x.shape[-1])                  # (N, C)
@@ -402,6 +412,8 @@ def _erf(x: Any) -> Any:
 
 
 class GeluTanhFunction(Function):
+    """Derived in docs/activations.md; twin: reference.gelu."""
+
     def forward(self, x):
         # 0.5 (1 + tanh u) = sigmoid(2u), so y = x sigmoid(v) with v = 2u: one exp,
         # about half the cost of a tanh in NumPy's float32 (docs/activations.md)
@@ -441,6 +453,8 @@ class GeluTanhFunction(Function):
 
 
 class GeluErfFunction(Function):
+    """Derived in docs/activations.md; no reference twin (no primitive computes erf)."""
+
     def forward(self, x):
         xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,)
@@ -478,6 +492,8 @@ def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
 
 
 class SiluFunction(Function):
+    """Derived in docs/activations.md; twin: reference.silu."""
+
     def forward(self, x):
         xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,)
@@ -535,7 +551,9 @@ def _causal_chunks(tq: int, tk: int, causal: bool) -> list[tuple[int, int, int]]
 
 
 class ScaledDotProductAttentionFunction(Function):
-    """Attention with grouped queries: q has H = Hkv * G heads, k and v have Hkv, and
+    """Derived in docs/attention.md; twin: reference.scaled_dot_product_attention.
+
+    Attention with grouped queries: q has H = Hkv * G heads, k and v have Hkv, and
     query head h reads key/value head h // G (G = 1 is plain multi-head attention).
 
     q is viewed as (B, Hkv, G, Tq, D) against k and v viewed as (B, Hkv, 1, Tk, D):
@@ -702,6 +720,8 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
 
 # ---- embedding, linear, dropout -------------------------------------------------------
 class EmbeddingFunction(Function):
+    """Derived in docs/linear-embedding-dropout.md; twin: reference.embedding."""
+
     def forward(self, weight, ids):
         self.ids, self.w_shape = ids, weight.shape
         return get_array_module(weight).take(weight, ids, axis=0)  # (*ids.shape, C)
@@ -745,6 +765,8 @@ def embedding(ids: Any, weight: Tensor) -> Tensor:
 
 
 class LinearFunction(Function):
+    """Derived in docs/linear-embedding-dropout.md; twin: reference.linear."""
+
     def forward(self, x, w, b):
         x2 = x.reshape(-1, x.shape[-1])                  # (N, in)
         y = x2 @ w.T                                     # (N, out) y = x W^T + b
@@ -780,6 +802,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 class DropoutFunction(Function):
+    """Derived in docs/linear-embedding-dropout.md; twin: reference.dropout."""
+
     def forward(self, x, p):
         shape, x = x.shape, x.reshape(-1)               # (n,)
         keep = _keep_mask(x.shape, p, device_of(x))      # (n,) bool, True with probability 1 - p
