@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import gradbuffer
-from .backend import check_device, device_of, get_array_module, to_device
+from .backend import check_device, device_of, get_array_module, to_device, tune_allocator
 
 DEFAULT_DTYPE = np.float32
 
@@ -346,7 +346,15 @@ def _is_float(dtype: Any) -> bool:
     return np.dtype(dtype).kind == "f"
 
 
+# the first tensor made tunes malloc for the process (backend.tune_allocator); then this is False
+_allocator_untuned = True
+
+
 def _as_array(data: Any, dtype: Any, device: str | None) -> Any:
+    global _allocator_untuned
+    if _allocator_untuned:
+        _allocator_untuned = False
+        tune_allocator()
     if isinstance(data, Tensor):
         data = data.data
     if device is None:
