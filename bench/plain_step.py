@@ -58,9 +58,9 @@ def plain_step() -> Callable[[], float]:
     opt = optim.AdamW(optim.param_groups_for_weight_decay(model, WEIGHT_DECAY), lr=LR)
     x, y = batch()
 
-    def step() -> float:
-        _, loss = model(x, targets=y)
+    def step() -> float:               # PyTorch's usual order: clear, forward, backward, update
         opt.zero_grad()
+        loss = model(x, targets=y)[1]
         loss.backward()
         opt.step()
         return loss.item()

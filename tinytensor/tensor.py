@@ -195,7 +195,8 @@ class Tensor:
 
         `grad` is dL/d(self); it may be left out only for a one-element tensor
         (a loss), where it is 1. The graph's saved buffers are freed as the walk
-        passes each node unless `retain_graph` is set.
+        passes each node unless `retain_graph` is set. (`grads_of` gives any
+        tensor's gradient, intermediates too, without writing .grad.)
         """
         if not self.requires_grad:
             raise RuntimeError(
