@@ -35,19 +35,21 @@ TARGETS = (("attn", "c_attn"), ("attn", "c_proj"), ("mlp", "c_fc"), ("mlp", "c_g
 
 
 class LoRALinearFunction(Function):
-    """y = x W^T + b + s (x A^T) B^T as one graph node.
+    """Derived in docs/lora.md; twin: reference.lora_linear.
+
+    y = x W^T + b + s (x A^T) B^T as one graph node.
 
     Fused so that backward needs only x and the (N, r) product h = x A^T, and
     so that no gradient is ever computed for the frozen W and b.
     """
 
-    def forward(self, x, a, b_up, w, *bias, scale):
+    def forward(self, x, a, b_up, w, bias, scale):
         x2 = x.reshape(-1, x.shape[-1])                  # (N, in)
         h = x2 @ a.T                                     # (N, r)   h = x A^T
         y = x2 @ w.T                                     # (N, out) x W^T
         y += scale * (h @ b_up.T)                        #        + s h B^T
-        if bias:
-            y += bias[0]                                 #        + b
+        if bias is not None:
+            y += bias                                    #        + b
         self.x2, self.h, self.a, self.b_up, self.w = x2, h, a, b_up, w
         self.scale, self.in_shape = scale, x.shape
         return y.reshape(x.shape[:-1] + w.shape[:1])     # (..., out)
@@ -68,8 +70,6 @@ class LoRALinearFunction(Function):
         db_up = self.scale * (g2.T @ self.h) if needs[2] else None  # (out, r)
         # y = x W^T: dW = g^T x (not computed for a frozen W)
         dw = g2.T @ self.x2 if needs[3] else None        # (out, in)
-        if len(needs) == 4:
-            return dx, da, db_up, dw
         return dx, da, db_up, dw, (g2.sum(axis=0) if needs[4] else None)  # (out,)
 
 
@@ -80,7 +80,7 @@ def lora_linear(x: Tensor, a: Tensor, b_up: Tensor, weight: Tensor, bias: Tensor
     if x.shape[-1] != in_features or a.shape != (rank, in_features) or b_up.shape != (out_features, rank):
         raise ValueError(f"lora_linear: shapes do not fit: x {x.shape}, A {a.shape}, B {b_up.shape}, W {weight.shape} "
                          "(need x (..., in), A (r, in), B (out, r), W (out, in))")
-    return LoRALinearFunction.apply(x, a, b_up, weight, *([bias] if bias is not None else []), scale=float(scale))
+    return LoRALinearFunction.apply(x, a, b_up, weight, bias, scale=float(scale))
 
 
 class LoRALinear(nn.Module):

@@ -676,6 +676,38 @@ def test_tuned_allocator_keeps_a_freed_large_array_for_the_next():
     assert faults < 1000, f"{faults} page faults for 16384 pages that were freed just before"
 
 
+# a fresh process: make one tensor, then count the page faults of a 64 MiB array freed just before
+_FAULTS_AFTER_FIRST_TENSOR = """
+import resource, numpy as np, tinytensor as tt
+multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+multiarray._set_madvise_hugepage(False)                  # count 4 KiB pages, one fault each
+tt.tensor([1.0])
+np.ones(64 << 18, dtype=np.float32)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+np.ones(64 << 18, dtype=np.float32)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
+def test_the_first_tensor_tunes_the_allocator_unless_turned_off():
+    import os
+    import subprocess
+
+    from tinytensor.backend import tune_allocator
+
+    if not tune_allocator():
+        pytest.skip("no glibc mallopt here")
+
+    def faults(**env):
+        out = subprocess.run([sys.executable, "-c", _FAULTS_AFTER_FIRST_TENSOR], env={**os.environ, **env},
+                             capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    assert faults() < 1000                                   # kept for reuse: no page faulted in again
+    assert faults(TINYTENSOR_TUNE_MALLOC="0") > 10_000       # glibc's default: unmapped, 16384 pages again
+
+
 def test_gradcheck_names_an_unknown_mode_before_running_anything():
     calls = []
 
@@ -686,3 +718,22 @@ def test_gradcheck_names_an_unknown_mode_before_running_anything():
     with pytest.raises(ValueError, match="mode must be 'full' or 'directional', got 'sideways'"):
         tt.gradcheck(fn, [tt.tensor(np.ones(2), requires_grad=True)], mode="sideways")
     assert not calls
+
+
+def test_apply_takes_none_for_an_optional_input_left_out():
+    class Shift(tt.Function):                     # y = x + b, b optional
+        def forward(self, x, b):
+            self.seen_b = b
+            return x + b if b is not None else x.copy()
+
+        def backward(self, g):
+            return g, (g if self.needs_grad[1] else None)
+
+    x = tt.tensor([1.0, 2.0], requires_grad=True)
+    y = Shift.apply(x, None)
+    assert y._ctx.seen_b is None and y._ctx.needs_grad == (True, False) and y._ctx.inputs == (x, None)
+    (y * y).sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0])
+    b = tt.tensor([10.0, 20.0], requires_grad=True)
+    Shift.apply(x, b).sum().backward()
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0])

@@ -27,7 +27,7 @@ to a chain of primitives:
   - embedding scatter-adds rows by sorting the ids (repeated ids accumulate);
   - linear flattens the leading axes so each gradient is a single matmul;
   - linear and embedding put a parameter's gradient straight into its .grad
-    (or its slot in an optimizer's flat buffer; see Function.grad_slot), so
+    (or its slot in an optimizer's flat buffer; see gradbuffer.py), so
     no (out, in) or (V, C) array is made only to be copied or added there.
 
 Each fused op's `Function` class is named with a `Function` suffix
@@ -52,6 +52,7 @@ import numpy as np
 
 from . import ops
 from .backend import device_of, get_array_module, to_device
+from .gradbuffer import slot_for
 from .random import generator
 from .tensor import Function, Tensor, _data
 
@@ -144,6 +145,8 @@ def _dropped(p: Any, keep: Any, dropout_p: float) -> Any:
 
 # ---- softmax ---------------------------------------------------------------------
 class SoftmaxFunction(Function):
+    """Derived in docs/softmax.md; twin: reference.softmax."""
+
     def forward(self, x, axis):
         xp = get_array_module(x)
         z = x - x.max(axis=axis, keepdims=True)        # shift by the max m: e^(x - m) <= 1, no overflow
@@ -164,6 +167,8 @@ class SoftmaxFunction(Function):
 
 
 class LogSoftmaxFunction(Function):
+    """Derived in docs/softmax.md; twin: reference.log_softmax."""
+
     def forward(self, x, axis):
         xp = get_array_module(x)
         xl = xp.moveaxis(x, axis, -1)                    # softmax axis last (a view; copied below if needed)
@@ -206,6 +211,8 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 # ---- cross-entropy -----------------------------------------------------------------
 class CrossEntropyFunction(Function):
+    """Derived in docs/softmax.md; twin: reference.cross_entropy."""
+
     def forward(self, logits, targets, valid, count, reduction):
         xp = get_array_module(logits)
         x = logits.reshape(-1, logits.shape[-1])         # (N, V)
@@ -288,10 +295,10 @@ def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = IGNORE_INDEX
 
 # ---- normalisation -------------------------------------------------------------------
 class LayerNormFunction(Function):
-    def forward(self, x, *params, eps, has_weight, has_bias):
+    """Derived in docs/normalization.md; twin: reference.layer_norm."""
+
+    def forward(self, x, w, b, eps):
         xp = get_array_module(x)
-        w = params[0] if has_weight else None
-        b = params[-1] if has_bias else None
         x2 = x.reshape(-1, x.shape[-1])                  # (N, C)
         mean = _sum_last(x2) / x2.shape[1]               # (N, 1)
         xc = x2 - mean                                   # (N, C) x - mean
@@ -305,7 +312,6 @@ class LayerNormFunction(Function):
             y += b
         # saved: x and the two (N, 1) statistics; backward rebuilds xhat from them
         self.x2, self.mean, self.rstd, self.w, self.in_shape = x2, mean, rstd, w, x.shape
-        self.has_weight, self.has_bias = has_weight, has_bias
         return y.reshape(x.shape)
 
     def backward(self, g):
@@ -317,11 +323,9 @@ class LayerNormFunction(Function):
         xhat = self.x2 - self.mean                       # (N, C) recomputed from the saved statistics
         xhat *= self.rstd
         # y = xhat * w + b  ->  dw = sum_N g * xhat,  db = sum_N g,  dxhat = g * w
-        grads = [None]
-        if self.has_weight:
-            grads.append(xp.einsum("nc,nc->c", g2, xhat) if needs[1] else None)
-        if self.has_bias:
-            grads.append(g2.sum(axis=0) if needs[-1] else None)
+        dw = xp.einsum("nc,nc->c", g2, xhat) if needs[1] else None  # (C,)
+        db = g2.sum(axis=0) if needs[2] else None        # (C,)
+        dx = None
         if needs[0]:
             dxhat = g2 * w if w is not None else g2.copy()  # (N, C)
             # xhat = (x - mean) * rstd, through mean and rstd too:
@@ -331,8 +335,8 @@ class LayerNormFunction(Function):
             dx = xp.subtract(dxhat, mean_dxhat, out=dxhat)  # (in dxhat's buffer)
             dx -= xhat * mean_dxhat_xhat
             dx *= self.rstd
-            grads[0] = dx.reshape(self.in_shape)
-        return tuple(grads)
+            dx = dx.reshape(self.in_shape)
+        return dx, dw, db
 
 
 def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
@@ -345,14 +349,14 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
             raise ValueError(f"layer_norm: {name} of shape {p.shape} does not match x of shape {x.shape} "
                              f"(it needs shape {c})")
     _same_device("layer_norm", x, weight, bias)
-    params = [p for p in (weight, bias) if p is not None]
-    return LayerNormFunction.apply(x, *params, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
+    return LayerNormFunction.apply(x, weight, bias, eps=eps)
 
 
 class RMSNormFunction(Function):
-    def forward(self, x, *params, eps):
+    """Derived in docs/normalization.md; twin: reference.rms_norm."""
+
+    def forward(self, x, w, eps):
         xp = get_array_module(x)
-        w = params[0] if params else None
         x2 = x.reshape(-1, x.shape[-1])                  # (N, C)
         rstd = 1.0 / xp.sqrt(_sum_last(x2, x2) / x2.shape[1] + eps)  # (N, 1)
         xhat = x2 * rstd                                 # xhat = x * rstd
@@ -366,7 +370,7 @@ class RMSNormFunction(Function):
         w, xhat = self.w, self.xhat
         g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
         # y = xhat * w  ->  dw = sum_N g * xhat,  dxhat = g * w
-        dw = xp.einsum("nc,nc->c", g2, xhat) if w is not None and self.needs_grad[1] else None
+        dw = xp.einsum("nc,nc->c", g2, xhat) if self.needs_grad[1] else None  # (C,)
         dx = None
         if self.needs_grad[0]:
             dxhat = g2 * w if w is not None else g2.copy()  # (N, C)
@@ -376,7 +380,7 @@ class RMSNormFunction(Function):
             dx = xp.subtract(dxhat, xhat * mean_dxhat_xhat, out=dxhat)  # (in dxhat's buffer)
             dx *= self.rstd
             dx = dx.reshape(self.in_shape)
-        return (dx, dw) if w is not None else dx
+        return dx, dw
 
 
 def rms_norm(x: Tensor, weight: Tensor | None, eps: float = 1e-5) -> Tensor:
@@ -386,7 +390,7 @@ def rms_norm(x: Tensor, weight: Tensor | None, eps: float = 1e-5) -> Tensor:
         raise ValueError(f"rms_norm: weight of shape {weight.shape} does not match x of shape {x.shape} "
                          f"(it needs shape {x.shape[-1:]})")
     _same_device("rms_norm", x, weight)
-    return RMSNormFunction.apply(x, *([weight] if weight is not None else []), eps=eps)
+    return RMSNormFunction.apply(x, weight, eps=eps)
 
 
 # ---- activations ------------------------------------------------------------------
@@ -408,6 +412,8 @@ def _erf(x: Any) -> Any:
 
 
 class GeluTanhFunction(Function):
+    """Derived in docs/activations.md; twin: reference.gelu."""
+
     def forward(self, x):
         # 0.5 (1 + tanh u) = sigmoid(2u), so y = x sigmoid(v) with v = 2u: one exp,
         # about half the cost of a tanh in NumPy's float32 (docs/activations.md)
@@ -447,6 +453,8 @@ class GeluTanhFunction(Function):
 
 
 class GeluErfFunction(Function):
+    """Derived in docs/activations.md; no reference twin (no primitive computes erf)."""
+
     def forward(self, x):
         xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,)
@@ -484,6 +492,8 @@ def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
 
 
 class SiluFunction(Function):
+    """Derived in docs/activations.md; twin: reference.silu."""
+
     def forward(self, x):
         xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,)
@@ -541,7 +551,9 @@ def _causal_chunks(tq: int, tk: int, causal: bool) -> list[tuple[int, int, int]]
 
 
 class ScaledDotProductAttentionFunction(Function):
-    """Attention with grouped queries: q has H = Hkv * G heads, k and v have Hkv, and
+    """Derived in docs/attention.md; twin: reference.scaled_dot_product_attention.
+
+    Attention with grouped queries: q has H = Hkv * G heads, k and v have Hkv, and
     query head h reads key/value head h // G (G = 1 is plain multi-head attention).
 
     q is viewed as (B, Hkv, G, Tq, D) against k and v viewed as (B, Hkv, 1, Tk, D):
@@ -708,6 +720,8 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
 
 # ---- embedding, linear, dropout -------------------------------------------------------
 class EmbeddingFunction(Function):
+    """Derived in docs/linear-embedding-dropout.md; twin: reference.embedding."""
+
     def forward(self, weight, ids):
         self.ids, self.w_shape = ids, weight.shape
         return get_array_module(weight).take(weight, ids, axis=0)  # (*ids.shape, C)
@@ -719,7 +733,7 @@ class EmbeddingFunction(Function):
         g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
         # the rows are added straight into W's gradient when it is at hand (a weight
         # tied to the LM head already has one), else into zeros (or its empty slot)
-        dw, holds_gradient = self.grad_slot(0)           # (V, C)
+        dw, holds_gradient = slot_for(self, 0)           # (V, C)
         if dw is None:
             dw = xp.zeros(self.w_shape, dtype=g.dtype)
         elif not holds_gradient:
@@ -751,11 +765,13 @@ def embedding(ids: Any, weight: Tensor) -> Tensor:
 
 
 class LinearFunction(Function):
-    def forward(self, x, w, *b):
+    """Derived in docs/linear-embedding-dropout.md; twin: reference.linear."""
+
+    def forward(self, x, w, b):
         x2 = x.reshape(-1, x.shape[-1])                  # (N, in)
         y = x2 @ w.T                                     # (N, out) y = x W^T + b
-        if b:
-            y += b[0]
+        if b is not None:
+            y += b
         self.x2, self.w, self.in_shape = x2, w, x.shape
         return y.reshape(x.shape[:-1] + w.shape[:1])     # (..., out)
 
@@ -767,10 +783,8 @@ class LinearFunction(Function):
         dx = (g2 @ self.w).reshape(self.in_shape) if needs[0] else None  # (..., in)
         dw = None
         if needs[1]:                                     # (out, in), straight into W's empty gradient slot if any
-            slot, holds_gradient = self.grad_slot(1)
+            slot, holds_gradient = slot_for(self, 1)
             dw = xp.matmul(g2.T, self.x2, out=None if holds_gradient else slot)
-        if len(needs) == 2:
-            return dx, dw
         return dx, dw, (g2.sum(axis=0) if needs[2] else None)  # (out,)
 
 
@@ -784,10 +798,12 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"linear: bias of shape {bias.shape} does not fit weight of shape {weight.shape} "
                          f"(need bias ({weight.shape[0]},))")
-    return LinearFunction.apply(x, weight, *([bias] if bias is not None else []))
+    return LinearFunction.apply(x, weight, bias)
 
 
 class DropoutFunction(Function):
+    """Derived in docs/linear-embedding-dropout.md; twin: reference.dropout."""
+
     def forward(self, x, p):
         shape, x = x.shape, x.reshape(-1)               # (n,)
         keep = _keep_mask(x.shape, p, device_of(x))      # (n,) bool, True with probability 1 - p

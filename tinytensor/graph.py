@@ -20,8 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from .backend import get_array_module
-from .tensor import Tensor, _data
+from .tensor import Tensor, _topological_order, grads_of
 
 _FORMATS = ("svg", "png", "pdf")
 
@@ -30,7 +32,7 @@ def draw_graph(y: Tensor, path: str | Path = "graph.svg", names: Mapping[str, Te
                grad: Any = None) -> Path:
     """Write the graph that computed `y` to `path` (.svg, .png, .pdf, or .dot for the text); return the path written.
 
-    Gradient norms are computed by running each node's backward once more, from
+    Gradient norms come from backward's walk run once more by `grads_of`, from
     dL/dy = `grad` (1 for a one-element y; left out for a bigger y without
     `grad`). Nothing is written to any `.grad`. So the graph must still hold
     its saved buffers: draw it before `backward()`, or after
@@ -44,7 +46,7 @@ def draw_graph(y: Tensor, path: str | Path = "graph.svg", names: Mapping[str, Te
     if fmt not in _FORMATS + ("dot",):
         raise ValueError(f"draw_graph: path must end in .svg, .png, .pdf or .dot, got {path.name!r}")
     order = _tensors_in_order(y)
-    norms = _gradient_norms(y, order, grad) if grad is not None or y.data.size == 1 else {}
+    norms = _gradient_norms(y, order, grad) if y.requires_grad and (grad is not None or y.data.size == 1) else {}
     text = to_dot(order, norms, {id(t): name for name, t in (names or {}).items()})
     if fmt == "dot":
         path.write_text(text)
@@ -62,57 +64,22 @@ def draw_graph(y: Tensor, path: str | Path = "graph.svg", names: Mapping[str, Te
 
 
 def _tensors_in_order(y: Tensor) -> list[Tensor]:
-    """Every tensor y was computed from (constants too), each after its inputs."""
+    """Every tensor y was computed from (constants too), each after its inputs:
+    the inputs of the engine's nodes in its topological order, then y."""
     order: list[Tensor] = []
     placed: set[int] = set()
-    pending = [y]
-    while pending:
-        t = pending[-1]
-        fn = t._ctx
-        waiting = [i for i in (fn.inputs if fn is not None else ()) if id(i) not in placed]
-        if waiting:
-            pending.extend(waiting)
-            continue
-        pending.pop()
-        if id(t) not in placed:
-            placed.add(id(t))
-            order.append(t)
-    return order
+    for fn in _topological_order(y._ctx) if y._ctx is not None else ():
+        for t in fn.inputs:
+            if t is not None and id(t) not in placed:
+                placed.add(id(t))
+                order.append(t)
+    return order + [y]
 
 
 def _gradient_norms(y: Tensor, order: list[Tensor], grad: Any) -> dict[int, float]:
-    """id(tensor) -> |dL/dtensor| (the Frobenius norm), from one more pass of every node's backward."""
-    xp = get_array_module(y.data)
-    seed = xp.ones_like(y.data) if grad is None else xp.asarray(_data(grad), dtype=y.dtype).reshape(y.shape)
-    arriving = {id(y): seed}
-    norms = {}
-    # a multi-output node (split, unbind) runs its backward once, with every output's gradient
-    waiting: dict[Any, int] = {}
-    for t in order:
-        if t._ctx is not None and t._ctx.multi_output:
-            waiting[t._ctx] = waiting.get(t._ctx, 0) + 1
-    collected: dict[Any, list] = {}
-    for t in reversed(order):
-        g = arriving.pop(id(t), None)
-        if g is not None:
-            norms[id(t)] = float(xp.linalg.norm(g.ravel()))
-        fn = t._ctx
-        if fn is None:
-            continue
-        if fn.multi_output:
-            grads = collected.setdefault(fn, [None] * fn.n_outputs)
-            grads[t._index] = g
-            waiting[fn] -= 1
-            if waiting[fn] or all(x is None for x in grads):
-                continue
-            g = collected.pop(fn)
-        elif g is None:
-            continue
-        sent = fn.backward(g)
-        for inp, g_inp in zip(fn.inputs, sent if type(sent) is tuple else (sent,)):
-            if g_inp is not None and inp.requires_grad:
-                arriving[id(inp)] = g_inp if id(inp) not in arriving else arriving[id(inp)] + g_inp
-    return norms
+    """id(tensor) -> |dL/dtensor| (the Frobenius norm) for each tensor that needs a gradient, by backward's walk."""
+    named = {str(i): t for i, t in enumerate(order) if t.requires_grad}
+    return {id(named[k]): float(np.linalg.norm(g.ravel())) for k, g in grads_of(y, named, grad).items()}
 
 
 def to_dot(order: list[Tensor], norms: dict[int, float], names: dict[int, str]) -> str:
@@ -138,9 +105,10 @@ def to_dot(order: list[Tensor], norms: dict[int, float], names: dict[int, str]) 
         label = "\\n".join(r.replace("\\", "\\\\").replace('"', '\\"') for r in rows)
         lines.append(f'  {ids[id(t)]} [label="{label}", fillcolor="{colour}"];')
         if fn is not None:
-            many = len(fn.inputs) > 1
+            many = sum(inp is not None for inp in fn.inputs) > 1
             for i, inp in enumerate(fn.inputs):
-                lines.append(f"  {ids[id(inp)]} -> {ids[id(t)]}" + (f' [label="{i}"];' if many else ";"))
+                if inp is not None:  # None: an optional input left out
+                    lines.append(f"  {ids[id(inp)]} -> {ids[id(t)]}" + (f' [label="{i}"];' if many else ";"))
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -169,9 +137,11 @@ def _arrays(value: Any) -> list[Any]:
     return []
 
 
-def _memory_of(a: Any, inputs: tuple[Tensor, ...], out: Tensor) -> str:
+def _memory_of(a: Any, inputs: tuple[Tensor | None, ...], out: Tensor) -> str:
     xp = get_array_module(a)
     for i, inp in enumerate(inputs):
+        if inp is None:
+            continue
         if a is inp.data:
             return f" = input {i}"
         if xp.may_share_memory(a, inp.data):

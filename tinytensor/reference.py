@@ -12,6 +12,9 @@ the two against each other; docs/ derives the step from one to the other.
 Short and slow on purpose: every intermediate is a node that saves its
 inputs. GELU's exact (erf) form has no reference, since no primitive computes
 erf. Masks (`attn_mask`, dropout's `keep`) are arrays, not tensors.
+
+At the end, `backward`: the engine's walk in the same spirit, the idea
+without the policy; the tests check that Tensor.backward agrees with it.
 """
 from __future__ import annotations
 
@@ -129,3 +132,43 @@ def rotary(x: Tensor, cos: Any, sin: Any) -> Tensor:
 def lora_linear(x: Tensor, a: Tensor, b_up: Tensor, weight: Tensor, bias: Tensor | None, scale: float) -> Tensor:
     """x W^T + b + scale (x A^T) B^T: gpt/lora.py's LoRALinearFunction."""
     return linear(x, weight, bias) + scale * ((x @ a.T) @ b_up.T)
+
+
+# ---- the walk --------------------------------------------------------------------------
+def backward(loss: Tensor) -> None:
+    """Tensor.backward as micrograd writes it: list the nodes so that each comes
+    after the nodes that make its inputs, run their backwards in reverse, and
+    add each gradient to what its tensor has so far (a leaf's in .grad).
+    tensor.py's _walk computes the same gradients; its extra lines (freeing
+    buffers on the way, sums in place, gradient slots, an explicit stack for
+    deep graphs) are policy, not the idea. Keeps the graph."""
+    order: list[Any] = []
+    seen: set[Any] = set()
+
+    def visit(node: Any) -> None:                 # depth-first: a node after its inputs' nodes
+        if node is not None and node not in seen:
+            seen.add(node)
+            for t in node.inputs:
+                if t is not None and t.requires_grad:
+                    visit(t._ctx)
+            order.append(node)
+
+    grads: dict[tuple[Any, int], Any] = {}        # (node, which output) -> dL/d(that output) so far
+
+    def add(t: Tensor, g: Any) -> None:           # fan-out adds: every use of t sends its part
+        if t._ctx is None:
+            t.grad = g.copy() if t.grad is None else t.grad + g
+        else:
+            key = (t._ctx, t._index)
+            grads[key] = grads[key] + g if key in grads else g
+
+    add(loss, get_array_module(loss.data).ones_like(loss.data))   # dL/dL = 1
+    visit(loss._ctx)
+    for node in reversed(order):
+        g = [grads.get((node, i)) for i in range(node.n_outputs)] if node.multi_output else grads.get((node, 0))
+        if g is None:
+            continue                              # no gradient reached this node
+        in_grads = node.backward(g)
+        for t, dt in zip(node.inputs, in_grads if type(in_grads) is tuple else (in_grads,)):
+            if dt is not None and t.requires_grad:
+                add(t, dt)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .backend import check_device, device_of, get_array_module, to_device
+from . import gradbuffer
+from .backend import check_device, device_of, get_array_module, to_device, tune_allocator
 
 DEFAULT_DTYPE = np.float32
 
@@ -38,12 +39,12 @@ class no_grad(contextlib.ContextDecorator):
 
 
 class Function:
-    """One node of the graph. Subclasses define `forward(*arrays, **options)`
-    and `backward(grad)`; the attributes a forward sets on `self` are its saved
-    buffers, dropped once the node's backward has run. A backward returns new
-    arrays or views, never one of its saved buffers: the engine adds other
-    gradients into a new array in place. (Or it returns the array `grad_slot`
-    gave it, having put the gradient there itself.)
+    """One node of the graph: an operation that remembers its inputs. Subclasses
+    define `forward(*arrays, **options)` and `backward(grad)`; the attributes a
+    forward sets on `self` are its saved buffers, dropped once the node's
+    backward has run. A backward returns new arrays or views, never one of its
+    saved buffers: the engine adds other gradients into a new array in place.
+    (A parameter's gradient may instead go straight into its slot: gradbuffer.py.)
 
     A node with several outputs (`multi_output = True`, such as `split`)
     returns a tuple of arrays from forward and gets a list of gradients in
@@ -51,7 +52,7 @@ class Function:
     once, after all of its outputs' consumers.
     """
 
-    __slots__ = ("inputs", "needs_grad", "__dict__")
+    __slots__ = ("inputs", "needs_grad", "slots_open", "__dict__")
     multi_output = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -60,34 +61,17 @@ class Function:
     def backward(self, grad: Any) -> Any:
         raise NotImplementedError
 
-    def grad_slot(self, i: int) -> tuple[Any, bool]:
-        """(array, holds_gradient): where a backward may put input i's gradient
-        itself instead of returning a new array to be added or copied there, or
-        (None, False).
-
-        For a leaf that appears once among the inputs: its .grad, to add into
-        (holds_gradient True), or, while it has none, its slot in an optimizer's
-        flat buffer, to write into (False). A backward that uses the array
-        returns it, and the engine then takes it as it is. Only while the
-        engine's walk runs: a backward called by anything else (draw_graph's
-        extra pass) must leave .grad alone.
-        """
-        t = self.inputs[i]
-        if not _walking or t._ctx is not None or sum(u is t for u in self.inputs) > 1:
-            return None, False
-        if t.grad is not None:
-            return t.grad, True
-        return t._grad_buffer, False
-
     @classmethod
-    def apply(cls, *inputs: "Tensor", **kwargs: Any) -> Any:
+    def apply(cls, *inputs: "Tensor | None", **kwargs: Any) -> Any:
+        """Run the node on `inputs`; None stands for an optional input left out
+        (a layer without bias): forward gets None for it, and it needs no gradient."""
         fn = cls()
-        needs = tuple([t.requires_grad for t in inputs])
+        needs = tuple([t is not None and t.requires_grad for t in inputs])
         record = True in needs and is_grad_enabled()
         # forward and backward read needs_grad to skip work for inputs that need no
         # gradient; a node that records nothing is dropped here with all it saved
         fn.needs_grad = needs if record else (False,) * len(needs)
-        arrays = [t.data for t in inputs]
+        arrays = [None if t is None else t.data for t in inputs]
         if _profiler is None:
             data = fn.forward(*arrays, **kwargs)
         else:
@@ -122,8 +106,8 @@ def _swap_profiler(profiler: Any) -> Any:
 
 
 class Tensor:
-    # _index: which output of its node (_ctx) this tensor is; _grad_buffer: where backward
-    # writes this leaf's gradient instead of a fresh array (a slot of an optimizer's flat buffer)
+    # _index: which output of its node (_ctx) this tensor is; _grad_buffer: this leaf's
+    # gradient slot, read and written only by gradbuffer.py
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_index", "_grad_buffer", "__weakref__")
     # NumPy arrays on the left of an operator defer to our reflected methods
     __array_ufunc__ = None
@@ -211,38 +195,20 @@ class Tensor:
 
         `grad` is dL/d(self); it may be left out only for a one-element tensor
         (a loss), where it is 1. The graph's saved buffers are freed as the walk
-        passes each node unless `retain_graph` is set.
+        passes each node unless `retain_graph` is set. (`grads_of` gives any
+        tensor's gradient, intermediates too, without writing .grad.)
         """
         if not self.requires_grad:
             raise RuntimeError(
                 "backward() on a tensor that does not require grad: no input of the "
                 "computation had requires_grad=True (or it ran inside no_grad())"
             )
-        xp = get_array_module(self.data)
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward() on a tensor of shape {self.shape} needs the gradient of the loss "
-                    f"with respect to it: call y.backward(grad) with grad of shape {self.shape}, "
-                    "or reduce y to a scalar first (e.g. y.sum().backward())"
-                )
-            grad = xp.ones_like(self.data)
+        grad = _seed(self, grad, "backward")
+        if _profiler is None:
+            _walk(self, grad, retain_graph, None)
         else:
-            grad = _data(grad)
-            grad = xp.array(grad, dtype=self.dtype)  # a copy: the caller keeps theirs
-            if grad.shape != self.shape:
-                raise ValueError(f"backward(grad): grad has shape {grad.shape}, but the tensor has shape {self.shape}")
-
-        global _walking
-        _walking = True
-        try:
-            if _profiler is None:
-                _walk(self, grad, retain_graph, None)
-            else:
-                with _profiler.backward_pass():
-                    _walk(self, grad, retain_graph, _profiler)
-        finally:
-            _walking = False
+            with _profiler.backward_pass():
+                _walk(self, grad, retain_graph, _profiler)
 
     # ---- operators -----------------------------------------------------
     def __add__(self, other: Any) -> "Tensor":
@@ -381,7 +347,15 @@ def _is_float(dtype: Any) -> bool:
     return np.dtype(dtype).kind == "f"
 
 
+# the first tensor made tunes malloc for the process (backend.tune_allocator); then this is False
+_allocator_untuned = True
+
+
 def _as_array(data: Any, dtype: Any, device: str | None) -> Any:
+    global _allocator_untuned
+    if _allocator_untuned:
+        _allocator_untuned = False
+        tune_allocator()
     if isinstance(data, Tensor):
         data = data.data
     if device is None:
@@ -419,16 +393,86 @@ def _pair(t: Tensor, other: Any, reflected: bool = False) -> tuple[Tensor, Tenso
     return (other, t) if reflected else (t, other)
 
 
-# True while backward's walk runs: only then may a node put a gradient in place itself (Function.grad_slot)
-_walking = False
+def grads_of(loss: Tensor, tensors: Mapping[str, Tensor], grad: Any = None) -> dict[str, np.ndarray]:
+    """The gradient of `loss` with respect to each named tensor, leaf or
+    intermediate: {name: dL/dtensor}, NumPy arrays of the tensors' shapes, in
+    the order given (PyTorch's retain_grad, without touching the graph).
+
+    dL/dloss is 1 for a one-element loss, else `grad`. It runs backward's own
+    walk, only looking: nothing is written into any .grad or optimizer slot,
+    and the graph keeps its buffers, so loss.backward() works afterwards. A
+    tensor the loss does not depend on gets zeros, as does a constant (a
+    tensor that needs no gradient, whose gradient no walk computes).
+
+        x = tt.tensor([1.0, 2.0], requires_grad=True)
+        y = x * x
+        tt.grads_of(y.sum(), {"y": y, "x": x})  # {"y": [1, 1], "x": [2, 4]}: dy = 1, dx = 2x dy
+    """
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"grads_of: {name!r} is a {type(t).__name__}, not a Tensor")
+    if not loss.requires_grad:
+        raise RuntimeError("grads_of: the loss does not require grad, so nothing was recorded to differentiate: "
+                           "give some input of the computation requires_grad=True")
+    leaves = {id(t) for t in tensors.values() if t._ctx is None}
+    nodes = {t._ctx for t in tensors.values() if t._ctx is not None}
+    seen: dict[Any, Any] = {}  # a named node -> its output gradient(s); id(named leaf) -> the sum of its parts
+
+    def observe(source: Any, g: Any) -> None:
+        if isinstance(source, Tensor):
+            if id(source) in leaves:
+                part = to_device(g, "cpu")
+                total = seen.get(id(source))
+                seen[id(source)] = part.copy() if total is None else total + part
+        elif source in nodes:
+            seen[source] = [None if x is None else to_device(x, "cpu").copy() for x in g] \
+                if source.multi_output else to_device(g, "cpu").copy()
+
+    _walk(loss, _seed(loss, grad, "grads_of"), True, None, observe)
+    out = {}
+    for name, t in tensors.items():
+        g = seen.get(id(t)) if t._ctx is None else seen.get(t._ctx)
+        if g is not None and t._ctx is not None and t._ctx.multi_output:
+            g = g[t._index]
+        out[name] = np.zeros(t.shape, dtype=t.dtype) if g is None else g
+    return out
 
 
-def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any) -> None:
+def _seed(y: Tensor, grad: Any, caller: str) -> Any:
+    """dL/dy to start a walk from y: 1 for a one-element y, else `grad` (copied, so the caller keeps theirs)."""
+    xp = get_array_module(y.data)
+    if grad is None:
+        if y.data.size != 1:
+            call = "y.backward(grad)" if caller == "backward" else "tt.grads_of(y, tensors, grad)"
+            raise RuntimeError(
+                f"{caller}() on a tensor of shape {y.shape} needs the gradient of the loss "
+                f"with respect to it: call {call} with grad of shape {y.shape}, "
+                "or reduce y to a scalar first (e.g. y.sum())"
+            )
+        return xp.ones_like(y.data)
+    grad = xp.array(_data(grad), dtype=y.dtype)
+    if grad.shape != y.shape:
+        raise ValueError(f"{caller}(grad): grad has shape {grad.shape}, but the tensor has shape {y.shape}")
+    return grad
+
+
+def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any,
+          observe: Callable[[Any, Any], None] | None = None) -> None:
     """Backward's walk from `root_tensor`, whose gradient is `grad`: every node
-    once, after all the nodes that consume its outputs; leaves accumulate."""
+    once, after all the nodes that consume its outputs; leaves accumulate.
+
+    With `observe`, the walk writes nothing anywhere: it calls observe(node, g)
+    with each node's complete output gradient g (a list, one per output, for a
+    multi-output node) just before running the node's backward, and
+    observe(leaf, part) with each part sent to a leaf, instead of adding it into
+    the leaf's .grad; grads_of and draw_graph look at a graph this way.
+    """
     root = root_tensor._ctx
     if root is None:
-        _accumulate_leaf(root_tensor, grad, fresh=True)
+        if observe is None:
+            _accumulate_leaf(root_tensor, grad, fresh=True)
+        else:
+            observe(root_tensor, grad)
         return
     if root.inputs is None:
         raise _freed_graph()
@@ -439,7 +483,7 @@ def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any) -
     owned: set[int] = set()
     # ids of the gradients handed on so far (see _held_by_one)
     handed: set[int] = set()
-    for fn in _topological_order(root):
+    for fn in reversed(_topological_order(root)):
         g = pending.pop(fn, None)
         if g is None:
             continue
@@ -448,7 +492,11 @@ def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any) -
             owned.discard(id(part))
         if fn.inputs is None:
             raise _freed_graph()
+        if observe is not None:
+            observe(fn, g)
+        fn.slots_open = observe is None                  # see gradbuffer.slot_for
         in_grads = fn.backward(g) if profiler is None else profiler.backward(fn, g)
+        fn.slots_open = False
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
         for inp, ig in zip(fn.inputs, in_grads):
@@ -457,7 +505,10 @@ def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any) -
             node = inp._ctx
             alone = _held_by_one(ig, in_grads, upstream, handed)
             if node is None:
-                _accumulate_leaf(inp, ig, fresh=alone)
+                if observe is None:
+                    _accumulate_leaf(inp, ig, fresh=alone)
+                else:
+                    observe(inp, ig)
             elif node.multi_output:
                 slots = pending.get(node)
                 if slots is None:
@@ -476,20 +527,16 @@ def _accumulate_leaf(t: Tensor, g: Any, fresh: bool) -> None:
 
     A leaf's .grad owns its memory (optimizers scale it in place, and later
     contributions are added into it in place). The first gradient goes into the
-    leaf's grad buffer when it has one (a slot of an optimizer's flat buffer),
-    else it is kept as it is when `fresh` (nothing else holds it), else copied.
-    A node that put the gradient in place itself (Function.grad_slot) returns
-    the leaf's .grad or its buffer: there is nothing left to do.
+    leaf's slot when it has one (gradbuffer.py), else it is kept as it is when
+    `fresh` (nothing else holds it), else copied. A node that put the gradient
+    in place itself (gradbuffer.slot_for) returns the leaf's .grad or its slot:
+    there is nothing left to do.
     """
     if g is t.grad:
         return
     if t.grad is not None:
         t.grad += g
-    elif t._grad_buffer is not None:
-        t.grad = t._grad_buffer
-        if g is not t.grad:
-            t.grad[...] = g
-    else:
+    elif not gradbuffer.take_first(t, g):
         t.grad = g if fresh else g.copy()
 
 
@@ -534,8 +581,8 @@ def _add(prev: Any, g: Any, g_alone: bool, owned: set[int]) -> Any:
 
 
 def _topological_order(root: Function) -> list[Function]:
-    """The nodes that lead to `root` (itself included), each one before the
-    nodes of its inputs: the order in which backward runs them.
+    """The nodes that lead to `root` (itself included), each one after all the
+    nodes that make its inputs; backward's walk runs them in reverse.
 
     Iterative depth-first search: a chain of 10,000 ops must not hit Python's
     recursion limit.
@@ -554,10 +601,9 @@ def _topological_order(root: Function) -> list[Function]:
         stack.append((fn, True))
         if fn.inputs is not None:
             for inp in fn.inputs:
-                node = inp._ctx
+                node = inp._ctx if inp is not None else None
                 if node is not None and inp.requires_grad and node not in seen:
                     stack.append((node, False))
-    order.reverse()
     return order
 
 
