@@ -3,7 +3,8 @@
 the two still agree, so an exercise cannot drift from its solution).
 
 In a solution, the learner's lines are marked:
-- `name = expression  # answer: note` (or `+=`) becomes `name = ...  # TODO: note`;
+- `name = expression  # answer: note` (or `+=`) becomes `name = ...  # TODO: note`
+  (`a, b = ..., ...` for two names);
 - the lines from `# answer { STUB` to `# answer }` become the one line `STUB  # TODO`
   (`...` when no STUB is given), at the marker's indentation.
 """
@@ -32,7 +33,8 @@ def strip_answers(solution: str) -> str:
                     raise ValueError(f"an `# answer {{` with no `# answer }}` after it: {line.strip()!r}")
             out.append(f"{indent}{stub}  # TODO")
         elif (m := LINE.match(line)):
-            out.append(f"{m.group(1)}{m.group(2)} {m.group(3)} ...  # TODO{m.group(4)}")
+            stub = ", ".join(["..."] * (m.group(2).count(",") + 1))   # `a, b = ...` could not unpack
+            out.append(f"{m.group(1)}{m.group(2)} {m.group(3)} {stub}  # TODO{m.group(4)}")
         else:
             out.append(line)
         i += 1
