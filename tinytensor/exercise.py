@@ -76,8 +76,14 @@ class Row:
     hint: str | None          # why it is wrong, where something can be said
 
 
-def _shape(a: Any) -> tuple[int, ...]:
-    return tuple(np.shape(a))
+def _numbers(a: Any) -> np.ndarray | None:
+    """The learner's answer as a float64 array, or None when it is not one (`...`, None, a Tensor)."""
+    if a is Ellipsis or a is None or isinstance(a, Tensor):
+        return None
+    try:
+        return np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
 
 
 def hint_for(name: str, mine: Any, true: np.ndarray) -> str | None:
@@ -87,22 +93,33 @@ def hint_for(name: str, mine: Any, true: np.ndarray) -> str | None:
         return f"not done: {d} is still `...`"
     if mine is None:
         return f"{d} is None: does a function forget to return it?"
-    mine = np.asarray(mine, dtype=np.float64)
+    if isinstance(mine, Tensor):
+        return f"{d} is a tinytensor Tensor: write the backward in plain NumPy, from the forward's .data"
+    try:
+        mine = np.asarray(mine, dtype=np.float64)
+    except (TypeError, ValueError):
+        return f"{d} is a {type(mine).__name__}, not an array of numbers"
     want = true.shape
     if mine.shape != want:
         if mine.size == true.size and sorted(mine.shape) == sorted(want) and len(want) > 1:
             return (f"transposed: {d} came out {mine.shape} where {want} was due; "
                     f"swap the factors (dW = dY^T X, not X^T dY) or the axes")
-        if mine.ndim == len(want) and all(m == w or m == 1 or w == 1 for m, w in zip(mine.shape, want)):
-            return (f"{d} came out {mine.shape} where {want} was due: a sum in the forward is a broadcast "
-                    f"in the backward, and back (sum over the axes where {name} has 1, keepdims=True; "
-                    f"or broadcast where it has more)")
-        return f"{d} came out {mine.shape} where {want} was due: a gradient has the shape of its tensor"
+        try:
+            np.broadcast_shapes(mine.shape, want)
+        except ValueError:
+            return f"{d} came out {mine.shape} where {want} was due: a gradient has the shape of its tensor"
+        return (f"{d} came out {mine.shape} where {want} was due: a sum in the forward is a broadcast in the "
+                f"backward, and back (sum over the axes where {name.split(' (')[0]} has 1, keepdims=True; "
+                f"broadcast where it has more)")
+    if mine.dtype.kind not in "fc" or mine.size == 0:
+        return None
     if np.isnan(mine).any():
         return (f"NaN in {d}: a 0 * inf or inf - inf, often a masked -inf score that was multiplied "
                 f"instead of having its gradient set to 0")
     if not np.isfinite(mine).all():
         return f"inf in {d}: a division by a zero or an exp that overflowed"
+    if not mine.any() and true.any():
+        return f"{d} is all zeros: not written yet, or a mask that drops everything"
     if np.allclose(mine, -true, rtol=RTOL, atol=ATOL):
         return f"the sign of {d} is flipped"
     if mine.ndim == 2 and mine.shape[0] == mine.shape[1] and np.allclose(mine, true.T, rtol=RTOL, atol=ATOL):
@@ -132,10 +149,10 @@ def compare(forward: dict[str, Tensor], loss: Tensor, grads: dict[str, Any]) -> 
         mine, want = grads[key], np.asarray(true[base[key]], dtype=np.float64)
         shape = str(want.shape)
         hint = hint_for(key, mine, want)
-        if mine is Ellipsis or mine is None or _shape(mine) != want.shape:
+        m = _numbers(mine)
+        if m is None or m.shape != want.shape:
             rows.append(Row(key, shape, False, False, None, hint))
             continue
-        m = np.asarray(mine, dtype=np.float64)
         exact = bool(np.array_equal(m, want))
         close = bool(np.allclose(m, want, rtol=RTOL, atol=ATOL))
         diff = float(np.max(np.abs(m - want))) if m.size else 0.0
@@ -149,7 +166,8 @@ def first_wrong(rows: list[Row]) -> int | None:
     return wrong[-1] if wrong else None
 
 
-def print_table(rows: list[Row], out: Any = sys.stdout) -> None:
+def print_table(rows: list[Row], out: Any = None) -> None:
+    out = out or sys.stdout
     mark = first_wrong(rows)
     width = max([len(r.name) for r in rows] + [4])
     swidth = max([len(r.shape) for r in rows] + [5])
@@ -174,9 +192,10 @@ def _line_in(exc: BaseException, path: Path) -> int | None:
     return lines[-1] if lines else None
 
 
-def check_training(train: dict[str, Any], out: Any = sys.stdout) -> bool:
+def check_training(train: dict[str, Any], out: Any = None) -> bool:
     """Exercise 8: `train` = {"yours": () -> [loss per step], "engine": () -> [loss per step]};
     both are run and must agree at every step to TRAIN_TOL."""
+    out = out or sys.stdout
     yours = [float(x) for x in train["yours"]()]
     engine = [float(x) for x in train["engine"]()]
     if len(yours) != len(engine):
@@ -201,8 +220,9 @@ def check_training(train: dict[str, Any], out: Any = sys.stdout) -> bool:
     return True
 
 
-def check_file(path: Path, out: Any = sys.stdout) -> bool:
+def check_file(path: Path, out: Any = None) -> bool:
     """Run an exercise file, compare its gradients with the engine's; True when all match."""
+    out = out or sys.stdout
     path = Path(path).resolve()
     print(f"{path.name}: {title_of(path)}", file=out)
     try:
@@ -214,6 +234,9 @@ def check_file(path: Path, out: Any = sys.stdout) -> bool:
             print(f"  not done: a `...` is still used{where} ({type(exc).__name__}: {exc})", file=out)
         else:
             print(f"  the file raised{where}: {type(exc).__name__}: {exc}", file=out)
+            if "broadcast" in str(exc) or "shape" in str(exc):
+                print("  a d<name> has the wrong shape: a sum in the forward is a broadcast in the backward, and "
+                      "back (a gradient has its tensor's shape; sum with keepdims=True)", file=out)
         return False
     missing = [k for k in ("forward", "loss", "grads") if k not in ns]
     if missing:
@@ -231,7 +254,8 @@ def check_file(path: Path, out: Any = sys.stdout) -> bool:
     return ok
 
 
-def list_exercises(out: Any = sys.stdout) -> None:
+def list_exercises(out: Any = None) -> None:
+    out = out or sys.stdout
     print("exercises (docs/exercises/): check one with `python -m tinytensor exercise N`", file=out)
     for p in exercise_files():
         title = title_of(p).split(": ", 1)[-1]
@@ -240,6 +264,8 @@ def list_exercises(out: Any = sys.stdout) -> None:
 
 def main(which: str | None, solution: bool) -> int:
     if which is None:
+        if solution:
+            raise SystemExit("exercise: --solution needs an exercise number, e.g. `exercise 4 --solution`")
         list_exercises()
         return 0
     return 0 if check_file(resolve(which, solution)) else 1
