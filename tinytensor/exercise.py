@@ -179,8 +179,12 @@ def print_table(rows: list[Row], out: Any = None) -> None:
         if i == mark:
             line = "> " + line[2:] + "   <- the first wrong one, walking back from the loss"
         print(line, file=out)
-    if mark is not None and rows[mark].hint:
-        print(f"\n  {rows[mark].name}: {rows[mark].hint}", file=out)
+    if mark is None:
+        return
+    r = rows[mark]
+    hint = r.hint or (f"every gradient after {r.name} in the forward is right, so the mistake is in d{r.name}'s own "
+                      f"line: the local derivative of each use of {r.name}, added over the uses")
+    print(f"\n  {r.name}: {hint}", file=out)
 
 
 def _ellipsis_error(exc: BaseException) -> bool:
