@@ -143,3 +143,14 @@ def test_the_doc_pages_write_nothing_into_the_current_folder(tmp_path):
             folder.mkdir()
             run_page(page, folder)
             assert not list(folder.iterdir()), f"{page.name} wrote {[p.name for p in folder.iterdir()]} into the cwd"
+
+
+def test_the_drawn_pictures_are_what_make_pictures_draws_and_each_is_shown():
+    spec = importlib.util.spec_from_file_location("make_pictures", DOCS / "img" / "make_pictures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, draw in module.PICTURES.items():
+        assert (DOCS / "img" / name).read_text() == draw(), f"run python docs/img/make_pictures.py ({name})"
+    shown = "".join(page.read_text() for page in PAGES)
+    for picture in (DOCS / "img").glob("*.svg"):
+        assert f"(img/{picture.name})" in shown, f"no page shows docs/img/{picture.name}"
