@@ -35,7 +35,9 @@ TARGETS = (("attn", "c_attn"), ("attn", "c_proj"), ("mlp", "c_fc"), ("mlp", "c_g
 
 
 class LoRALinearFunction(Function):
-    """y = x W^T + b + s (x A^T) B^T as one graph node.
+    """Derived in docs/lora.md; twin: reference.lora_linear.
+
+    y = x W^T + b + s (x A^T) B^T as one graph node.
 
     Fused so that backward needs only x and the (N, r) product h = x A^T, and
     so that no gradient is ever computed for the frozen W and b.

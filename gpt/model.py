@@ -277,7 +277,7 @@ class GPT(nn.Module):
         check_sampling(temperature, top_k, top_p)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
-        idx = np.array(to_numpy(self._check_ids(idx)))
+        idx = np.array(to_device(self._check_ids(idx), "cpu"))
         rng = np.random.default_rng(seed) if seed is not None else generator()
         was_training = self.training
         self.eval()
@@ -294,7 +294,7 @@ class GPT(nn.Module):
                         logits = self(idx[:, -self.config.block_size:], caches=caches, last_only=True)
                     else:
                         logits = self(idx[:, -1:], caches=caches, last_only=True)  # only the newest token
-                    last = to_numpy(logits.data[:, -1, :]).astype(np.float64)    # (B, V)
+                    last = to_device(logits.data[:, -1, :], "cpu").astype(np.float64)    # (B, V)
                     nxt = sample_next(last, temperature, top_k, top_p, rng)      # (B,)
                     idx = np.concatenate([idx, nxt[:, None]], axis=1)
                     yield nxt
@@ -313,7 +313,7 @@ class GPT(nn.Module):
         produced eos_id. With the KV cache each new token costs one position;
         past block_size the context is cropped to the last block_size tokens.
         """
-        prompt = np.array(to_numpy(self._check_ids(idx)))
+        prompt = np.array(to_device(self._check_ids(idx), "cpu"))
         new = [t[:, None] for t in self.stream(prompt, max_new_tokens, temperature, top_k, top_p, eos_id, seed, use_cache)]
         return np.concatenate([prompt] + new, axis=1)
 
@@ -335,6 +335,3 @@ class GPT(nn.Module):
         model has is a ValueError naming the options."""
         write_hf(self.config, self.state_dict(), path)
 
-
-def to_numpy(x: Any) -> np.ndarray:
-    return x.get() if hasattr(x, "get") else np.asarray(x)

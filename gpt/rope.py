@@ -32,6 +32,8 @@ def rope_tables(head_dim: int, n_positions: int, base: float = 10000.0, dtype=np
 
 
 class Rotary(Function):
+    """Derived in docs/rope.md; twin: reference.rotary."""
+
     def forward(self, x, cos, sin):
         # x (B, H, T, D); cos, sin (T, D/2)
         half = x.shape[-1] // 2

@@ -676,6 +676,38 @@ def test_tuned_allocator_keeps_a_freed_large_array_for_the_next():
     assert faults < 1000, f"{faults} page faults for 16384 pages that were freed just before"
 
 
+# a fresh process: make one tensor, then count the page faults of a 64 MiB array freed just before
+_FAULTS_AFTER_FIRST_TENSOR = """
+import resource, numpy as np, tinytensor as tt
+multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+multiarray._set_madvise_hugepage(False)                  # count 4 KiB pages, one fault each
+tt.tensor([1.0])
+np.ones(64 << 18, dtype=np.float32)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+np.ones(64 << 18, dtype=np.float32)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
+def test_the_first_tensor_tunes_the_allocator_unless_turned_off():
+    import os
+    import subprocess
+
+    from tinytensor.backend import tune_allocator
+
+    if not tune_allocator():
+        pytest.skip("no glibc mallopt here")
+
+    def faults(**env):
+        out = subprocess.run([sys.executable, "-c", _FAULTS_AFTER_FIRST_TENSOR], env={**os.environ, **env},
+                             capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    assert faults() < 1000                                   # kept for reuse: no page faulted in again
+    assert faults(TINYTENSOR_TUNE_MALLOC="0") > 10_000       # glibc's default: unmapped, 16384 pages again
+
+
 def test_gradcheck_names_an_unknown_mode_before_running_anything():
     calls = []
 

@@ -68,7 +68,7 @@ def test_outputs_of_a_multi_output_node_each_get_their_own():
 
 
 def test_nothing_is_written_and_the_graph_can_still_be_walked(device):
-    # linear and embedding put gradients in place themselves (Function.grad_slot): not here
+    # linear and embedding put gradients in place themselves (gradbuffer.slot_for): not here
     rng = np.random.default_rng(1)
     w = tt.tensor(rng.standard_normal((6, 3)), requires_grad=True, dtype=np.float64, device=device)
     lin = tt.tensor(rng.standard_normal((2, 3)), requires_grad=True, dtype=np.float64, device=device)

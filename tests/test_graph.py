@@ -96,7 +96,7 @@ def test_with_graphviz_an_svg_is_rendered(tmp_path):
 
 def test_drawing_after_a_retained_backward_leaves_every_grad_as_it_was(tmp_path, device):
     # the extra backward pass must not add into .grad, not even through a node that
-    # puts its gradient in place itself (embedding and linear use Function.grad_slot)
+    # puts its gradient in place itself (embedding and linear use gradbuffer.slot_for)
     rng = np.random.default_rng(1)
     w = tt.tensor(rng.standard_normal((6, 3)), requires_grad=True, dtype=np.float64, device=device)
     lin = tt.tensor(rng.standard_normal((2, 3)), requires_grad=True, dtype=np.float64, device=device)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from conftest import as_numpy
 
 import tinytensor as tt
-from tinytensor import nn, optim, serialize
+from tinytensor import gradbuffer, nn, optim, serialize
 
 W0 = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]])
 B0 = np.array([0.1, -0.2])
@@ -317,7 +317,7 @@ def test_flat_step_is_bit_identical_to_one_parameter_at_a_time(dtype, kind, devi
                 opt.step()
         for (name, p), q in zip(flat_model.named_parameters(), ref_model.parameters()):
             np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=f"{name} after step {step}")
-    assert flat_model[3].weight._grad_buffer is None and flat_model[3].weight.grad is None
+    assert gradbuffer.slot(flat_model[3].weight) is None and flat_model[3].weight.grad is None
     state, ref_state = flat.state_dict(), [r.state_dict() for r in refs]
     for i, r in enumerate(ref_state):
         for name, value in r["arrays"].items():
@@ -384,7 +384,7 @@ def test_a_parameter_whose_array_was_replaced_is_moved_back_in(device):
     ref = _toy_model(np.float64, device)
     ref_opt = optim.AdamW(optim.param_groups_for_weight_decay(ref, 0.1), lr=0.1)
     model.to(dtype=np.float64)                   # after the optimizer was made: new arrays
-    assert model[0].weight._grad_buffer is None
+    assert gradbuffer.slot(model[0].weight) is None
     for m, o in ((model, opt), (ref, ref_opt)):
         _loss(m, np.random.default_rng(0), np.float64).backward()
         o.step()

@@ -115,3 +115,70 @@ def test_lora_linear_matches_its_reference(seed, rank, with_bias, device):
     for fa, fb in zip(fused, composed):
         if fa is not None:
             np.testing.assert_allclose(as_numpy(fa.grad), as_numpy(fb.grad), rtol=1e-11, atol=1e-13)
+
+
+# ---- the walk: tensor.py's _walk against reference.backward, on random graphs ------------------
+from tinytensor import functional as F  # noqa: E402
+
+SHAPE = (2, 3)
+STEPS = {  # name -> (number of operands, the op), every result of shape SHAPE
+    "add": (2, lambda a, b: a + b), "sub": (2, lambda a, b: a - b), "mul": (2, lambda a, b: a * b),
+    "div": (2, lambda a, b: a / (1.5 + b * b)), "tanh": (1, lambda a: a.tanh()),
+    "row_sum": (1, lambda a: a.sum(axis=1, keepdims=True) * a), "matmul": (2, lambda a, b: a @ b.T @ a),
+    "unbind": (1, lambda a: tt.stack([r * (i + 1.0) for i, r in enumerate(a.unbind(0))])),   # multi-output
+    "split_one": (1, lambda a: tt.concatenate([a.split([1, 2], axis=1)[1], a[:, :1]], axis=1)),
+    "softmax": (1, lambda a: F.softmax(a)), "layer_norm": (2, lambda a, b: F.layer_norm(a, b[0], None)),
+    "linear": (2, lambda a, b: F.linear(a, b.T @ b, None)), "gelu": (1, lambda a: F.gelu(a)),
+    "leaf_twice": (1, lambda a: a * a * a),
+}
+
+
+@given(seed=seeds, steps=st.lists(st.sampled_from(sorted(STEPS)), min_size=1, max_size=8),
+       picks=st.lists(st.integers(0, 100), min_size=16, max_size=16))
+def test_the_engines_walk_gives_the_reference_walks_gradients(seed, steps, picks):
+    rng = np.random.default_rng(seed)
+    leaves = [t(rng.uniform(-1, 1, SHAPE)) for _ in range(3)]
+    pool, pick = list(leaves), iter(picks)
+    for name in steps:                  # each step reads tensors made earlier: fan-out, shared leaves
+        n, op = STEPS[name]
+        pool.append(op(*[pool[next(pick) % len(pool)] for _ in range(n)]))
+    loss = sum(((p * rng.standard_normal(SHAPE)).sum() for p in pool[3:]), pool[-1].sum())
+    R.backward(loss)
+    expected = [leaf.grad for leaf in leaves]   # None for a leaf the steps never picked
+    for leaf in leaves:
+        leaf.grad = None
+    loss.backward()
+    for leaf, want in zip(leaves, expected):
+        assert (leaf.grad is None) == (want is None)
+        if want is not None:
+            np.testing.assert_allclose(leaf.grad, want, rtol=1e-10, atol=1e-12)
+
+
+def test_the_reference_walk_accumulates_into_grad_and_keeps_the_graph():
+    x = t(np.array([1.0, 2.0, 3.0]))
+    a, b, c = x.unbind(0)
+    loss = (a * b + c * c * x).sum()       # = 3ab + c^2 sum(x): dx = [3b, 3a, 2c sum(x)] + c^2
+    R.backward(loss)
+    np.testing.assert_array_equal(x.grad, [6.0 + 9.0, 3.0 + 9.0, 36.0 + 9.0])
+    R.backward(loss)                       # the graph is kept: a second walk adds as much again
+    np.testing.assert_array_equal(x.grad, 2 * np.array([15.0, 12.0, 45.0]))
+
+
+def test_every_fused_op_names_its_page_and_its_reference_twin():
+    import inspect
+    import re
+    from pathlib import Path
+
+    from gpt import lora, rope
+    from tinytensor import functional
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    fused = [obj for module in (functional, rope, lora) for obj in vars(module).values()
+             if inspect.isclass(obj) and issubclass(obj, tt.Function) and obj.__module__ == module.__name__]
+    assert len(fused) >= 13
+    for cls in fused:
+        first = (cls.__doc__ or "").splitlines()[0]
+        m = re.fullmatch(r"Derived in docs/([\w-]+\.md); (?:twin: reference\.(\w+)|no reference twin \(.+\))\.", first)
+        assert m, f"{cls.__name__}'s docstring should open with its page and twin, got {first!r}"
+        assert (docs / m.group(1)).is_file() and cls.__name__ in (docs / m.group(1)).read_text(), cls.__name__
+        assert m.group(2) is None or callable(getattr(R, m.group(2), None)), cls.__name__

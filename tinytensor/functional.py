@@ -27,7 +27,7 @@ to a chain of primitives:
   - embedding scatter-adds rows by sorting the ids (repeated ids accumulate);
   - linear flattens the leading axes so each gradient is a single matmul;
   - linear and embedding put a parameter's gradient straight into its .grad
-    (or its slot in an optimizer's flat buffer; see Function.grad_slot), so
+    (or its slot in an optimizer's flat buffer; see gradbuffer.py), so
     no (out, in) or (V, C) array is made only to be copied or added there.
 
 Each fused op's `Function` class is named with a `Function` suffix
@@ -52,6 +52,7 @@ import numpy as np
 
 from . import ops
 from .backend import device_of, get_array_module, to_device
+from .gradbuffer import slot_for
 from .random import generator
 from .tensor import Function, Tensor, _data
 
@@ -144,6 +145,8 @@ def _dropped(p: Any, keep: Any, dropout_p: float) -> Any:
 
 # ---- softmax ---------------------------------------------------------------------
 class SoftmaxFunction(Function):
+    """Derived in docs/softmax.md; twin: reference.softmax."""
+
     def forward(self, x, axis):
         xp = get_array_module(x)
         z = x - x.max(axis=axis, keepdims=True)        # shift by the max m: e^(x - m) <= 1, no overflow
@@ -164,6 +167,8 @@ class SoftmaxFunction(Function):
 
 
 class LogSoftmaxFunction(Function):
+    """Derived in docs/softmax.md; twin: reference.log_softmax."""
+
     def forward(self, x, axis):
         xp = get_array_module(x)
         xl = xp.moveaxis(x, axis, -1)                    # softmax axis last (a view; copied below if needed)
@@ -206,6 +211,8 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 # ---- cross-entropy -----------------------------------------------------------------
 class CrossEntropyFunction(Function):
+    """Derived in docs/softmax.md; twin: reference.cross_entropy."""
+
     def forward(self, logits, targets, valid, count, reduction):
         xp = get_array_module(logits)
         x = logits.reshape(-1, logits.shape[-1])         # (N, V)
@@ -288,6 +295,8 @@ def cross_entropy(logits: Tensor, targets: Any, ignore_index: int = IGNORE_INDEX
 
 # ---- normalisation -------------------------------------------------------------------
 class LayerNormFunction(Function):
+    """Derived in docs/normalization.md; twin: reference.layer_norm."""
+
     def forward(self, x, w, b, eps):
         xp = get_array_module(x)
         x2 = x.reshape(-1, x.shape[-1])                  # (N, C)
@@ -344,6 +353,8 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
 
 
 class RMSNormFunction(Function):
+    """Derived in docs/normalization.md; twin: reference.rms_norm."""
+
     def forward(self, x, w, eps):
         xp = get_array_module(x)
         x2 = x.reshape(-1, x.shape[-1])                  # (N, C)
@@ -401,6 +412,8 @@ def _erf(x: Any) -> Any:
 
 
 class GeluTanhFunction(Function):
+    """Derived in docs/activations.md; twin: reference.gelu."""
+
     def forward(self, x):
         # 0.5 (1 + tanh u) = sigmoid(2u), so y = x sigmoid(v) with v = 2u: one exp,
         # about half the cost of a tanh in NumPy's float32 (docs/activations.md)
@@ -440,6 +453,8 @@ class GeluTanhFunction(Function):
 
 
 class GeluErfFunction(Function):
+    """Derived in docs/activations.md; no reference twin (no primitive computes erf)."""
+
     def forward(self, x):
         xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,)
@@ -477,6 +492,8 @@ def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
 
 
 class SiluFunction(Function):
+    """Derived in docs/activations.md; twin: reference.silu."""
+
     def forward(self, x):
         xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,)
@@ -534,7 +551,9 @@ def _causal_chunks(tq: int, tk: int, causal: bool) -> list[tuple[int, int, int]]
 
 
 class ScaledDotProductAttentionFunction(Function):
-    """Attention with grouped queries: q has H = Hkv * G heads, k and v have Hkv, and
+    """Derived in docs/attention.md; twin: reference.scaled_dot_product_attention.
+
+    Attention with grouped queries: q has H = Hkv * G heads, k and v have Hkv, and
     query head h reads key/value head h // G (G = 1 is plain multi-head attention).
 
     q is viewed as (B, Hkv, G, Tq, D) against k and v viewed as (B, Hkv, 1, Tk, D):
@@ -701,6 +720,8 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
 
 # ---- embedding, linear, dropout -------------------------------------------------------
 class EmbeddingFunction(Function):
+    """Derived in docs/linear-embedding-dropout.md; twin: reference.embedding."""
+
     def forward(self, weight, ids):
         self.ids, self.w_shape = ids, weight.shape
         return get_array_module(weight).take(weight, ids, axis=0)  # (*ids.shape, C)
@@ -712,7 +733,7 @@ class EmbeddingFunction(Function):
         g2 = g.reshape(-1, g.shape[-1])                  # (N, C)
         # the rows are added straight into W's gradient when it is at hand (a weight
         # tied to the LM head already has one), else into zeros (or its empty slot)
-        dw, holds_gradient = self.grad_slot(0)           # (V, C)
+        dw, holds_gradient = slot_for(self, 0)           # (V, C)
         if dw is None:
             dw = xp.zeros(self.w_shape, dtype=g.dtype)
         elif not holds_gradient:
@@ -744,6 +765,8 @@ def embedding(ids: Any, weight: Tensor) -> Tensor:
 
 
 class LinearFunction(Function):
+    """Derived in docs/linear-embedding-dropout.md; twin: reference.linear."""
+
     def forward(self, x, w, b):
         x2 = x.reshape(-1, x.shape[-1])                  # (N, in)
         y = x2 @ w.T                                     # (N, out) y = x W^T + b
@@ -760,7 +783,7 @@ class LinearFunction(Function):
         dx = (g2 @ self.w).reshape(self.in_shape) if needs[0] else None  # (..., in)
         dw = None
         if needs[1]:                                     # (out, in), straight into W's empty gradient slot if any
-            slot, holds_gradient = self.grad_slot(1)
+            slot, holds_gradient = slot_for(self, 1)
             dw = xp.matmul(g2.T, self.x2, out=None if holds_gradient else slot)
         return dx, dw, (g2.sum(axis=0) if needs[2] else None)  # (out,)
 
@@ -779,6 +802,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 class DropoutFunction(Function):
+    """Derived in docs/linear-embedding-dropout.md; twin: reference.dropout."""
+
     def forward(self, x, p):
         shape, x = x.shape, x.reshape(-1)               # (n,)
         keep = _keep_mask(x.shape, p, device_of(x))      # (n,) bool, True with probability 1 - p

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, NamedTuple
 import numpy as np
 
 from . import functional as F
+from . import gradbuffer
 from .backend import to_device
 from .random import generator
 from .tensor import DEFAULT_DTYPE, Tensor
@@ -234,7 +235,7 @@ class Module:
             new = convert(t.data)
             if new is not t.data:
                 # an optimizer's flat gradient slot stays behind: it rebuilds its storage at its next step
-                t._grad_buffer = None
+                gradbuffer.unbind(t)
             t.data = new
             if t.grad is not None:
                 t.grad = convert(t.grad)

@@ -29,7 +29,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .backend import device_of, get_array_module, to_device
+from .backend import get_array_module, to_device
+from .gradbuffer import FlatStorage, slot, unbind
 from .profiler import region
 from .tensor import Tensor, _data
 
@@ -50,10 +51,9 @@ class Optimizer:
     A subclass names its per-parameter state (`array_state`, `scalar_state`),
     creates it in `_new_state` and applies one update in `_update`.
 
-    Flat storage: when all parameters share one device and dtype, the optimizer
-    moves their values into one contiguous array (each parameter's `.data`
-    becomes a view into it), and likewise their gradients (`flat_grad`, which
-    backward writes into) and each state array. A step then updates a whole run
+    Flat storage (gradbuffer.py): when all parameters share one device and
+    dtype, their values, gradients (`flat_grad`, whose slots backward writes
+    into) and each state array live in one contiguous array each. A step then updates a whole run
     of parameters (consecutive ones with a gradient and the same step count)
     with a few vectorised passes instead of a few passes per parameter; each
     pass works through the run in cache-sized chunks. The arithmetic is the
@@ -72,7 +72,7 @@ class Optimizer:
         self.state: dict[int, dict[str, Any]] = {}
         # (array module, dtype) -> 1-D work array, big enough for the largest update
         self._work: dict[tuple[str, Any], Any] = {}
-        self._flat: _FlatStorage | None = None
+        self._flat: FlatStorage | None = None
         items = [params] if isinstance(params, Tensor) else list(params)
         groups = items if items and isinstance(items[0], dict) else [{"params": items}]
         for group in groups:
@@ -140,7 +140,7 @@ class Optimizer:
         if self._flat is not None:
             self._flat.grad.fill(0)
             for p in self._params():
-                p.grad = p._grad_buffer
+                p.grad = slot(p)
         else:
             for p in self._params():
                 p.grad = get_array_module(p.data).zeros_like(p.data)
@@ -184,8 +184,8 @@ class Optimizer:
             return
         flat = self._flat
         for p in run:
-            if p.grad is not p._grad_buffer:  # a gradient set by hand, not written by backward
-                p._grad_buffer[...] = to_device(p.grad, flat.device)
+            if p.grad is not slot(p):  # a gradient set by hand, not written by backward
+                slot(p)[...] = to_device(p.grad, flat.device)
         start, end = flat.span(run[0])[0], flat.span(run[-1])[1]
         names = [name for name in self.array_state if name in self.state[id(run[0])]]
         scratch = self._scratch(flat.data, min(_CHUNK, end - start))
@@ -217,10 +217,10 @@ class Optimizer:
         """(Re)build the flat storage from the parameters' current arrays, grads and state."""
         params = self._params()
         for p in params:
-            p._grad_buffer = None
+            unbind(p)
         first = params[0].data if params else None
         same = all(type(p.data) is type(first) and p.dtype == first.dtype for p in params)
-        self._flat = _FlatStorage(params, self.array_state, self.state) if params and same else None
+        self._flat = FlatStorage(params, self.array_state, self.state) if params and same else None
 
     def _rebind_if_moved(self) -> None:
         if self._flat is not None and not self._flat.holds(self._params()):
@@ -311,62 +311,6 @@ class Optimizer:
 # and the work array stays small: on a 29M-parameter model this halves the step
 # against whole-run passes; smaller chunks pay more in per-call overhead
 _CHUNK = 1 << 18
-
-
-class _FlatStorage:
-    """The parameters' values, gradients and state arrays, each as one contiguous
-    1-D array with the parameters side by side in order; every parameter's
-    `.data`, `_grad_buffer` (where backward writes its gradient) and state
-    arrays are views into them."""
-
-    def __init__(self, params: list[Tensor], array_state: tuple[str, ...], state: dict[int, dict[str, Any]]):
-        first = params[0].data
-        xp, dtype, self.device = get_array_module(first), first.dtype, device_of(first)
-        self.offsets: dict[int, tuple[int, int]] = {}
-        end = 0
-        for p in params:
-            self.offsets[id(p)] = (end, end + p.size)
-            end += p.size
-        self.data = xp.empty(end, dtype=dtype)
-        self.grad = xp.empty(end, dtype=dtype)
-        # name -> flat state array, made when a parameter first brings that state
-        # (an SGD without momentum never does), each slot filled by its parameter
-        self.state: dict[str, Any] = {}
-        self.array_state, self.size = array_state, end
-        self.views: list[Any] = []
-        for p in params:
-            view = self._view(self.data, p)
-            view[...] = p.data
-            p.data = view
-            self.views.append(view)
-            p._grad_buffer = self._view(self.grad, p)
-            if p.grad is not None:
-                p._grad_buffer[...] = to_device(p.grad, self.device)
-                p.grad = p._grad_buffer
-            if id(p) in state:
-                self.adopt(p, state[id(p)])
-
-    def _view(self, flat: Any, p: Tensor) -> Any:
-        lo, hi = self.offsets[id(p)]
-        return flat[lo:hi].reshape(p.shape)
-
-    def span(self, p: Tensor) -> tuple[int, int]:
-        return self.offsets[id(p)]
-
-    def adopt(self, p: Tensor, state: dict[str, Any]) -> None:
-        """Move p's state arrays into their flat slots (the dict then holds views)."""
-        xp = get_array_module(self.data)
-        for name, value in state.items():
-            if name in self.array_state:
-                if name not in self.state:
-                    self.state[name] = xp.zeros(self.size, dtype=self.data.dtype)
-                view = self._view(self.state[name], p)
-                view[...] = to_device(value, self.device)
-                state[name] = view
-
-    def holds(self, params: list[Tensor]) -> bool:
-        """Whether every parameter's .data is still its view into this storage."""
-        return len(params) == len(self.views) and all(p.data is v for p, v in zip(params, self.views))
 
 
 class SGD(Optimizer):

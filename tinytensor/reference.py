@@ -12,6 +12,9 @@ the two against each other; docs/ derives the step from one to the other.
 Short and slow on purpose: every intermediate is a node that saves its
 inputs. GELU's exact (erf) form has no reference, since no primitive computes
 erf. Masks (`attn_mask`, dropout's `keep`) are arrays, not tensors.
+
+At the end, `backward`: the engine's walk in the same spirit, the idea
+without the policy; the tests check that Tensor.backward agrees with it.
 """
 from __future__ import annotations
 
@@ -129,3 +132,43 @@ def rotary(x: Tensor, cos: Any, sin: Any) -> Tensor:
 def lora_linear(x: Tensor, a: Tensor, b_up: Tensor, weight: Tensor, bias: Tensor | None, scale: float) -> Tensor:
     """x W^T + b + scale (x A^T) B^T: gpt/lora.py's LoRALinearFunction."""
     return linear(x, weight, bias) + scale * ((x @ a.T) @ b_up.T)
+
+
+# ---- the walk --------------------------------------------------------------------------
+def backward(loss: Tensor) -> None:
+    """Tensor.backward as micrograd writes it: list the nodes so that each comes
+    after the nodes that make its inputs, run their backwards in reverse, add
+    each gradient into the one its input has so far, and add the leaves' into
+    .grad. tensor.py's _walk computes the same gradients; its extra lines
+    (freeing buffers on the way, sums in place, gradient slots, an explicit
+    stack for deep graphs) are policy, not the idea. Keeps the graph."""
+    order: list[Any] = []
+    seen: set[Any] = set()
+
+    def visit(node: Any) -> None:                 # depth-first: a node after its inputs' nodes
+        if node not in seen:
+            seen.add(node)
+            for t in node.inputs:
+                if t is not None and t.requires_grad and t._ctx is not None:
+                    visit(t._ctx)
+            order.append(node)
+
+    def key(t: Tensor) -> Any:                    # a leaf by its id, a node's output as (node, which one)
+        return id(t) if t._ctx is None else (t._ctx, t._index)
+
+    grads = {key(loss): get_array_module(loss.data).ones_like(loss.data)}   # dL/dL = 1
+    leaves = {id(loss): loss} if loss._ctx is None else {}
+    if loss._ctx is not None:
+        visit(loss._ctx)
+    for node in reversed(order):
+        outs = [grads.get((node, i)) for i in range(node.n_outputs)] if node.multi_output else grads.get((node, 0))
+        if outs is None or (node.multi_output and all(g is None for g in outs)):
+            continue                              # no gradient reached this node
+        in_grads = node.backward(outs)
+        for t, g in zip(node.inputs, in_grads if type(in_grads) is tuple else (in_grads,)):
+            if g is not None and t.requires_grad:  # fan-out adds
+                grads[key(t)] = grads[key(t)] + g if key(t) in grads else g
+                if t._ctx is None:
+                    leaves[id(t)] = t
+    for i, leaf in leaves.items():
+        leaf.grad = grads[i].copy() if leaf.grad is None else leaf.grad + grads[i]

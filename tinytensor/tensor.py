@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .backend import check_device, device_of, get_array_module, to_device
+from . import gradbuffer
+from .backend import check_device, device_of, get_array_module, to_device, tune_allocator
 
 DEFAULT_DTYPE = np.float32
 
@@ -38,12 +39,12 @@ class no_grad(contextlib.ContextDecorator):
 
 
 class Function:
-    """One node of the graph. Subclasses define `forward(*arrays, **options)`
-    and `backward(grad)`; the attributes a forward sets on `self` are its saved
-    buffers, dropped once the node's backward has run. A backward returns new
-    arrays or views, never one of its saved buffers: the engine adds other
-    gradients into a new array in place. (Or it returns the array `grad_slot`
-    gave it, having put the gradient there itself.)
+    """One node of the graph: an operation that remembers its inputs. Subclasses
+    define `forward(*arrays, **options)` and `backward(grad)`; the attributes a
+    forward sets on `self` are its saved buffers, dropped once the node's
+    backward has run. A backward returns new arrays or views, never one of its
+    saved buffers: the engine adds other gradients into a new array in place.
+    (A parameter's gradient may instead go straight into its slot: gradbuffer.py.)
 
     A node with several outputs (`multi_output = True`, such as `split`)
     returns a tuple of arrays from forward and gets a list of gradients in
@@ -59,26 +60,6 @@ class Function:
 
     def backward(self, grad: Any) -> Any:
         raise NotImplementedError
-
-    def grad_slot(self, i: int) -> tuple[Any, bool]:
-        """(array, holds_gradient): where a backward may put input i's gradient
-        itself instead of returning a new array to be added or copied there, or
-        (None, False).
-
-        For a leaf that appears once among the inputs: its .grad, to add into
-        (holds_gradient True), or, while it has none, its slot in an optimizer's
-        flat buffer, to write into (False). A backward that uses the array
-        returns it, and the engine then takes it as it is. The slots are open
-        only while backward()'s walk runs this node (it sets `slots_open` around
-        the call); a walk that only looks (grads_of, draw_graph) or any other
-        caller of a node's backward finds them shut, so .grad stays untouched.
-        """
-        t = self.inputs[i]
-        if not getattr(self, "slots_open", False) or t._ctx is not None or sum(u is t for u in self.inputs) > 1:
-            return None, False
-        if t.grad is not None:
-            return t.grad, True
-        return t._grad_buffer, False
 
     @classmethod
     def apply(cls, *inputs: "Tensor | None", **kwargs: Any) -> Any:
@@ -125,8 +106,8 @@ def _swap_profiler(profiler: Any) -> Any:
 
 
 class Tensor:
-    # _index: which output of its node (_ctx) this tensor is; _grad_buffer: where backward
-    # writes this leaf's gradient instead of a fresh array (a slot of an optimizer's flat buffer)
+    # _index: which output of its node (_ctx) this tensor is; _grad_buffer: this leaf's
+    # gradient slot, read and written only by gradbuffer.py
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_index", "_grad_buffer", "__weakref__")
     # NumPy arrays on the left of an operator defer to our reflected methods
     __array_ufunc__ = None
@@ -214,7 +195,8 @@ class Tensor:
 
         `grad` is dL/d(self); it may be left out only for a one-element tensor
         (a loss), where it is 1. The graph's saved buffers are freed as the walk
-        passes each node unless `retain_graph` is set.
+        passes each node unless `retain_graph` is set. (`grads_of` gives any
+        tensor's gradient, intermediates too, without writing .grad.)
         """
         if not self.requires_grad:
             raise RuntimeError(
@@ -365,7 +347,15 @@ def _is_float(dtype: Any) -> bool:
     return np.dtype(dtype).kind == "f"
 
 
+# the first tensor made tunes malloc for the process (backend.tune_allocator); then this is False
+_allocator_untuned = True
+
+
 def _as_array(data: Any, dtype: Any, device: str | None) -> Any:
+    global _allocator_untuned
+    if _allocator_untuned:
+        _allocator_untuned = False
+        tune_allocator()
     if isinstance(data, Tensor):
         data = data.data
     if device is None:
@@ -504,7 +494,7 @@ def _walk(root_tensor: "Tensor", grad: Any, retain_graph: bool, profiler: Any,
             raise _freed_graph()
         if observe is not None:
             observe(fn, g)
-        fn.slots_open = observe is None                  # see Function.grad_slot
+        fn.slots_open = observe is None                  # see gradbuffer.slot_for
         in_grads = fn.backward(g) if profiler is None else profiler.backward(fn, g)
         fn.slots_open = False
         if type(in_grads) is not tuple:
@@ -537,20 +527,16 @@ def _accumulate_leaf(t: Tensor, g: Any, fresh: bool) -> None:
 
     A leaf's .grad owns its memory (optimizers scale it in place, and later
     contributions are added into it in place). The first gradient goes into the
-    leaf's grad buffer when it has one (a slot of an optimizer's flat buffer),
-    else it is kept as it is when `fresh` (nothing else holds it), else copied.
-    A node that put the gradient in place itself (Function.grad_slot) returns
-    the leaf's .grad or its buffer: there is nothing left to do.
+    leaf's slot when it has one (gradbuffer.py), else it is kept as it is when
+    `fresh` (nothing else holds it), else copied. A node that put the gradient
+    in place itself (gradbuffer.slot_for) returns the leaf's .grad or its slot:
+    there is nothing left to do.
     """
     if g is t.grad:
         return
     if t.grad is not None:
         t.grad += g
-    elif t._grad_buffer is not None:
-        t.grad = t._grad_buffer
-        if g is not t.grad:
-            t.grad[...] = g
-    else:
+    elif not gradbuffer.take_first(t, g):
         t.grad = g if fresh else g.copy()
 
 
