@@ -267,6 +267,9 @@ def list_exercises(out: Any = None) -> None:
 
 
 def main(which: str | None, solution: bool) -> int:
+    if not EXERCISES.is_dir() and (which is None or which.isdigit()):
+        raise SystemExit(f"exercise: no folder {EXERCISES}: the exercises ship with the repository, not with "
+                         f"the installed package; clone it and run from there, or give the path of a file")
     if which is None:
         if solution:
             raise SystemExit("exercise: --solution needs an exercise number, e.g. `exercise 4 --solution`")

@@ -131,8 +131,9 @@ def attention_backward(do, q, k, v):
 
 
 def block_backward(dout, x, A, W, n, G):
-    """The backward of the block whose input was x: fills G[n + name] for the block's
-    tensors and parameters; returns dx."""
+    """The backward of block n ("h.0.", ...) whose input was x, from dout = d(its output): fills
+    G[n + name] for each of its tensors (h1 qkv q k v o y a x1 h2 f u m out) and parameters
+    ("ln_1.weight", ...), as exercise 7's block backward; returns dx."""
     # answer { return ...
     A = {name[len(n):]: a for name, a in A.items() if name.startswith(n)}   # this block's, without the prefix
     W = {name[len(n):]: w for name, w in W.items() if name.startswith(n)}
