@@ -83,7 +83,7 @@ def causal_blocks(n: int = 4) -> str:
     b.append(text(lx, y0 + 120, f"block i sees keys [0, its last row]: {n * (n + 1) // 2} of {n * n} tiles,", 12,
                   "start"))
     b.append(text(lx, y0 + 138, f"(n + 1) / 2n = {100 * (n + 1) / (2 * n):g}% of the square", 12, "start"))
-    return svg(lx + 240, y0 + n * cell + 20, b)
+    return svg(lx + 360, y0 + n * cell + 20, b)
 
 
 def gqa_heads(h: int = 8, hkv: int = 2) -> str:
@@ -116,7 +116,7 @@ def rope_pairs(d: int = 8) -> str:
         b.append(f'<path d="M{x1},80 C{x1},{top} {x2},{top} {x2},80" fill="none" stroke="{FWD}"/>')
     b.append(text(30, 150, "forward: (a, b) -> (a cos - b sin, b cos + a sin)", 12, "start", FWD))
     b.append(text(30, 170, "backward: the same rotation by -angle (R^T = R^-1), so |dx| = |dy|", 12, "start", BWD))
-    return svg(30 + d * w + 20, 186, b)
+    return svg(30 + d * w + 80, 186, b)
 
 
 def layernorm_projection() -> str:
@@ -124,28 +124,33 @@ def layernorm_projection() -> str:
     b = [text(20, 26, "layer norm's dx: the gradient with its parts along 1 and along xhat taken out", 13, "start")]
     b.append(f'<polygon points="60,230 300,230 380,150 140,150" fill="#eaf2f8" stroke="{INK}"/>')
     b.append(text(330, 222, "plane orthogonal to 1 and xhat", 11, "start"))
-    b += arrow(200, 200, 290, 70, colour=INK, label="g = dy * w", dy=0)
+    b += arrow(200, 200, 290, 70, colour=INK)
+    b.append(text(238, 130, "dxhat = dy * w", 12, "end"))
     b.append(f'<line x1="290" y1="70" x2="290" y2="186" stroke="{INK}" stroke-dasharray="4,3"/>')
     b += arrow(200, 200, 288, 186, colour=BWD)
     b.append(text(300, 200, "dx / rho", 12, "start", BWD))
     b.append(text(20, 260, "asserted on the page: dx . 1 = 0, and dx . xhat = 0 (up to eps)", 12, "start"))
-    return svg(480, 276, b)
+    return svg(600, 276, b)
 
 
 def residual_gradient() -> str:
     """The residual stream carries dout unchanged past each branch; each branch adds its part."""
+    sx, bx = 170, 360                                    # the stream's column, the branches'
     b = [text(20, 24, "one block: the gradient (red) flows down the stream and into each branch", 13, "start")]
-    b += box(40, 40, 90, 34, "x", fill="#dae8fc") + box(40, 170, 90, 34, "x1", fill="#dae8fc")
-    b += box(40, 300, 90, 34, "out", fill="#dae8fc")
-    b += box(230, 100, 150, 34, "LN1, attention") + box(230, 230, 150, 34, "LN2, MLP")
-    b += arrow(85, 74, 85, 170) + arrow(85, 204, 85, 300)
-    b += arrow(130, 57, 230, 117) + arrow(230, 130, 130, 182) + arrow(130, 187, 230, 247) + arrow(230, 260, 130, 312)
-    b += arrow(100, 300, 100, 204, BWD) + arrow(100, 170, 100, 74, BWD)
-    b.append(text(112, 130, "dx = dx1 + LN1'(...)", 11, "start", BWD))
-    b.append(text(112, 260, "dx1 = dout + LN2'(...)", 11, "start", BWD))
-    b.append(text(20, 356, "an add sends its gradient unchanged to both inputs: dx = dout + (branch terms)", 12,
+    b += box(sx, 40, 90, 34, "x", fill="#dae8fc") + box(sx, 170, 90, 34, "x1", fill="#dae8fc")
+    b += box(sx, 300, 90, 34, "out", fill="#dae8fc")
+    b += box(bx, 100, 150, 34, "LN1, attention") + box(bx, 230, 150, 34, "LN2, MLP")
+    b += arrow(sx + 35, 74, sx + 35, 170) + arrow(sx + 35, 204, sx + 35, 300)
+    b += arrow(sx + 90, 57, bx, 117) + arrow(bx, 130, sx + 90, 182)
+    b += arrow(sx + 90, 187, bx, 247) + arrow(bx, 260, sx + 90, 312)
+    b += arrow(sx + 55, 300, sx + 55, 204, BWD) + arrow(sx + 55, 170, sx + 55, 74, BWD)
+    b.append(text(sx - 10, 126, "dx = dx1", 11, "end", BWD))
+    b.append(text(sx - 10, 140, "+ LN1'(attn'(dx1))", 11, "end", BWD))
+    b.append(text(sx - 10, 256, "dx1 = dout", 11, "end", BWD))
+    b.append(text(sx - 10, 270, "+ LN2'(MLP'(dout))", 11, "end", BWD))
+    b.append(text(20, 362, "an add sends its gradient unchanged to both inputs: dx = dout + (branch terms)", 12,
                   "start"))
-    return svg(420, 370, b)
+    return svg(540, 376, b)
 
 
 PICTURES = {"attention-dataflow.svg": attention_dataflow, "causal-blocks.svg": causal_blocks,
