@@ -97,3 +97,13 @@ grads = {"wte": dwte, "emb": demb, "W1": dW1, "b1": db1, "h": dh, "mean": dmean,
          "rstd": drstd, "xhat": dxhat, "g": dg, "beta": dbeta, "hn": dhn, "u": du, "t": dt, "act": dact,
          "W2": dW2, "b2": db2, "logits": dlogits, "lmax": dlmax, "shifted": dshifted, "e": de, "se": dse,
          "lse": dlse, "logp": dlogp, "picked": dpicked}
+
+# %% [markdown]
+# Run this file (`python 2_mlp_atoms.py`) or this cell to see the table; the
+# same as `python -m tinytensor exercise 2`.
+
+# %%
+if __name__ == "__main__":
+    from tinytensor.exercise import report
+
+    report(forward, loss, grads)

@@ -40,3 +40,13 @@ dlogits = ...  # TODO: one expression
 dx = ...  # TODO
 dW = ...  # TODO
 grads = {"x": dx, "W": dW, "logits": dlogits}
+
+# %% [markdown]
+# Run this file (`python 3_cross_entropy.py`) or this cell to see the table; the
+# same as `python -m tinytensor exercise 3`.
+
+# %%
+if __name__ == "__main__":
+    from tinytensor.exercise import report
+
+    report(forward, loss, grads)

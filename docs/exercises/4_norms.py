@@ -58,3 +58,13 @@ gz = ...  # TODO
 dx2 = ...  # TODO: no mean term
 dw2 = ...  # TODO
 grads = {"x": dx, "w": dw, "b": db, "y": dy, "x2": dx2, "w2": dw2, "z": dz}
+
+# %% [markdown]
+# Run this file (`python 4_norms.py`) or this cell to see the table; the
+# same as `python -m tinytensor exercise 4`.
+
+# %%
+if __name__ == "__main__":
+    from tinytensor.exercise import report
+
+    report(forward, loss, grads)

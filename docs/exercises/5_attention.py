@@ -75,3 +75,13 @@ dq = ...  # TODO
 dk = ...  # TODO
 grads = {"q": dq, "k": dk, "v": dv, "s": ds, "sm": dsm, "p": dp, "pd": dpd, "o": do,
          "q (loop)": dq_loop, "k (loop)": dk_loop, "v (loop)": dv_loop}
+
+# %% [markdown]
+# Run this file (`python 5_attention.py`) or this cell to see the table; the
+# same as `python -m tinytensor exercise 5`.
+
+# %%
+if __name__ == "__main__":
+    from tinytensor.exercise import report
+
+    report(forward, loss, grads)

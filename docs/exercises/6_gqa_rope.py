@@ -74,3 +74,13 @@ dq2 = ...  # TODO
 dq = ...  # TODO
 grads = {"q": dq, "k": dk, "v": dv, "q1": dq1, "q2": dq2, "qa": dqa, "qb": dqb, "qr": dqr, "k1": dk1,
          "k2": dk2, "ka": dka, "kb": dkb, "kr": dkr, "kg": dkg, "vg": dvg, "s": ds, "sm": dsm, "p": dp, "o": do}
+
+# %% [markdown]
+# Run this file (`python 6_gqa_rope.py`) or this cell to see the table; the
+# same as `python -m tinytensor exercise 6`.
+
+# %%
+if __name__ == "__main__":
+    from tinytensor.exercise import report
+
+    report(forward, loss, grads)

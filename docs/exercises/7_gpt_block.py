@@ -112,3 +112,13 @@ grads = {"x": dx, "ln_1.weight": dln1_w, "ln_1.bias": dln1_b, "h1": dh1, "attn.c
          "attn.c_proj.weight": dproj_w, "attn.c_proj.bias": dproj_b, "a": da, "x1": dx1, "ln_2.weight": dln2_w,
          "ln_2.bias": dln2_b, "h2": dh2, "mlp.c_fc.weight": dfc_w, "mlp.c_fc.bias": dfc_b, "f": df, "u": du,
          "mlp.c_proj.weight": dmproj_w, "mlp.c_proj.bias": dmproj_b, "m": dm, "out": dout}
+
+# %% [markdown]
+# Run this file (`python 7_gpt_block.py`) or this cell to see the table; the
+# same as `python -m tinytensor exercise 7`.
+
+# %%
+if __name__ == "__main__":
+    from tinytensor.exercise import report
+
+    report(forward, loss, grads)

@@ -180,6 +180,12 @@ def train_engine():
 
 train = {"yours": train_yours, "engine": train_engine}
 
-if __name__ == "__main__" and all(g is not ... for g in grads.values()):
-    yours = train_yours()
-    print(f"your run: loss {yours[0]:.4f} -> {yours[-1]:.4f} in {STEPS} steps")
+# %% [markdown]
+# Run this file (`python 8_whole_gpt.py`) or this cell to see the table; the
+# same as `python -m tinytensor exercise 8`.
+
+# %%
+if __name__ == "__main__":
+    from tinytensor.exercise import report
+
+    report(forward, loss, grads, train)

@@ -110,5 +110,12 @@ loss = T["L"]
 assert np.isclose(loss.item(), V["L"].data)
 grads = {name: np.float64(v.grad) for name, v in V.items()}
 
+# %% [markdown]
+# Run this file (`python 1_scalar_engine.py`) or this cell to see the table; the
+# same as `python -m tinytensor exercise 1`.
+
+# %%
 if __name__ == "__main__":
-    print("L =", V["L"].data, {name: round(v.grad, 6) for name, v in V.items()})
+    from tinytensor.exercise import report
+
+    report(forward, loss, grads)

@@ -40,3 +40,13 @@ dlogits = (p - y) * kept[:, None] / kept.sum()  # answer: one expression
 dx = dlogits @ W.data  # answer
 dW = dlogits.T @ x.data  # answer
 grads = {"x": dx, "W": dW, "logits": dlogits}
+
+# %% [markdown]
+# Run this file (`python 3_cross_entropy.py`) or this cell to see the table; the
+# same as `python -m tinytensor exercise 3`.
+
+# %%
+if __name__ == "__main__":
+    from tinytensor.exercise import report
+
+    report(forward, loss, grads)
