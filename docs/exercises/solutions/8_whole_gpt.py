@@ -152,7 +152,8 @@ def block_backward(dout, x, A, W, n, G):
     G[n + "q"], G[n + "k"], G[n + "v"] = attention_backward(do, A["q"], A["k"], A["v"])
     dqkv = np.concatenate([G[n + "q"], G[n + "k"], G[n + "v"]], axis=1).swapaxes(1, 2).reshape(BATCH, T, 3 * C)
     G[n + "qkv"] = dqkv
-    dh1, G[n + "attn.c_attn.weight"], G[n + "attn.c_attn.bias"] = linear_backward(dqkv, A["h1"], W["attn.c_attn.weight"])
+    dh1, G[n + "attn.c_attn.weight"], G[n + "attn.c_attn.bias"] = linear_backward(
+        dqkv, A["h1"], W["attn.c_attn.weight"])
     G[n + "h1"] = dh1
     dx_attn, G[n + "ln_1.weight"], G[n + "ln_1.bias"] = layernorm_backward(dh1, x, W["ln_1.weight"])
     return dx1 + dx_attn
