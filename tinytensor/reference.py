@@ -137,38 +137,38 @@ def lora_linear(x: Tensor, a: Tensor, b_up: Tensor, weight: Tensor, bias: Tensor
 # ---- the walk --------------------------------------------------------------------------
 def backward(loss: Tensor) -> None:
     """Tensor.backward as micrograd writes it: list the nodes so that each comes
-    after the nodes that make its inputs, run their backwards in reverse, add
-    each gradient into the one its input has so far, and add the leaves' into
-    .grad. tensor.py's _walk computes the same gradients; its extra lines
-    (freeing buffers on the way, sums in place, gradient slots, an explicit
-    stack for deep graphs) are policy, not the idea. Keeps the graph."""
+    after the nodes that make its inputs, run their backwards in reverse, and
+    add each gradient to what its tensor has so far (a leaf's in .grad).
+    tensor.py's _walk computes the same gradients; its extra lines (freeing
+    buffers on the way, sums in place, gradient slots, an explicit stack for
+    deep graphs) are policy, not the idea. Keeps the graph."""
     order: list[Any] = []
     seen: set[Any] = set()
 
     def visit(node: Any) -> None:                 # depth-first: a node after its inputs' nodes
-        if node not in seen:
+        if node is not None and node not in seen:
             seen.add(node)
             for t in node.inputs:
-                if t is not None and t.requires_grad and t._ctx is not None:
+                if t is not None and t.requires_grad:
                     visit(t._ctx)
             order.append(node)
 
-    def key(t: Tensor) -> Any:                    # a leaf by its id, a node's output as (node, which one)
-        return id(t) if t._ctx is None else (t._ctx, t._index)
+    grads: dict[tuple[Any, int], Any] = {}        # (node, which output) -> dL/d(that output) so far
 
-    grads = {key(loss): get_array_module(loss.data).ones_like(loss.data)}   # dL/dL = 1
-    leaves = {id(loss): loss} if loss._ctx is None else {}
-    if loss._ctx is not None:
-        visit(loss._ctx)
+    def add(t: Tensor, g: Any) -> None:           # fan-out adds: every use of t sends its part
+        if t._ctx is None:
+            t.grad = g.copy() if t.grad is None else t.grad + g
+        else:
+            key = (t._ctx, t._index)
+            grads[key] = grads[key] + g if key in grads else g
+
+    add(loss, get_array_module(loss.data).ones_like(loss.data))   # dL/dL = 1
+    visit(loss._ctx)
     for node in reversed(order):
-        outs = [grads.get((node, i)) for i in range(node.n_outputs)] if node.multi_output else grads.get((node, 0))
-        if outs is None or (node.multi_output and all(g is None for g in outs)):
+        g = [grads.get((node, i)) for i in range(node.n_outputs)] if node.multi_output else grads.get((node, 0))
+        if g is None:
             continue                              # no gradient reached this node
-        in_grads = node.backward(outs)
-        for t, g in zip(node.inputs, in_grads if type(in_grads) is tuple else (in_grads,)):
-            if g is not None and t.requires_grad:  # fan-out adds
-                grads[key(t)] = grads[key(t)] + g if key(t) in grads else g
-                if t._ctx is None:
-                    leaves[id(t)] = t
-    for i, leaf in leaves.items():
-        leaf.grad = grads[i].copy() if leaf.grad is None else leaf.grad + grads[i]
+        in_grads = node.backward(g)
+        for t, dt in zip(node.inputs, in_grads if type(in_grads) is tuple else (in_grads,)):
+            if dt is not None and t.requires_grad:
+                add(t, dt)
