@@ -4,6 +4,8 @@ drift from the code; and the pages cover what they promise (every op, every
 link)."""
 from __future__ import annotations
 
+import html
+import importlib.util
 import inspect
 import re
 from pathlib import Path
@@ -95,3 +97,60 @@ def test_docs_do_not_leave_the_random_state_changed(tmp_path):
     tt.manual_seed(3)
     run_page(DOCS / "linear-embedding-dropout.md", tmp_path)
     np.testing.assert_array_equal(np.asarray(tt.rand(3).data), before)
+
+
+def _boxes_of_svg(svg: str) -> list[tuple[str, ...]]:
+    """Each node's text lines in a Graphviz SVG, sorted; gradient norms without their digits."""
+    boxes = []
+    for node in re.findall(r'<g id="node\d+" class="node">(.*?)</g>', svg, re.S):
+        lines = [html.unescape(t) for t in re.findall(r"<text[^>]*>(.*?)</text>", node, re.S)]
+        boxes.append(tuple(_no_digits(line) for line in lines))
+    return sorted(boxes)
+
+
+def _boxes_of_dot(dot: str) -> list[tuple[str, ...]]:
+    """Each node's label lines in DOT text, as _boxes_of_svg gives them."""
+    labels = re.findall(r'^\s*t\d+ \[label="((?:[^"\\]|\\.)*)"', dot, re.M)
+    return sorted(tuple(_no_digits(line.replace('\\"', '"')) for line in label.split("\\n")) for label in labels)
+
+
+def _no_digits(line: str) -> str:
+    # a norm's last digit may differ with the BLAS; the op, shapes and saved buffers may not
+    return "|grad| = ..." if line.startswith("|grad| = ") else line
+
+
+def _make_graphs():
+    spec = importlib.util.spec_from_file_location("make_graphs", DOCS / "img" / "make_graphs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_graph_pictures_match_a_fresh_drawing(tmp_path):
+    make_graphs = _make_graphs()
+    namespace = run_page(DOCS / "engine.md", tmp_path)
+    for picture in make_graphs.PICTURES:
+        committed = _boxes_of_svg((DOCS / "img" / picture).read_text())
+        fresh = _boxes_of_dot(make_graphs.dot_text(picture, namespace))
+        assert len(fresh) > 5 and committed == fresh, (
+            f"docs/img/{picture} is not the graph engine.md draws now: run python docs/img/make_graphs.py")
+
+
+def test_the_doc_pages_write_nothing_into_the_current_folder(tmp_path):
+    for page in PAGES:
+        if python_blocks(page):
+            folder = tmp_path / page.stem
+            folder.mkdir()
+            run_page(page, folder)
+            assert not list(folder.iterdir()), f"{page.name} wrote {[p.name for p in folder.iterdir()]} into the cwd"
+
+
+def test_the_drawn_pictures_are_what_make_pictures_draws_and_each_is_shown():
+    spec = importlib.util.spec_from_file_location("make_pictures", DOCS / "img" / "make_pictures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, draw in module.PICTURES.items():
+        assert (DOCS / "img" / name).read_text() == draw(), f"run python docs/img/make_pictures.py ({name})"
+    shown = "".join(page.read_text() for page in PAGES)
+    for picture in (DOCS / "img").glob("*.svg"):
+        assert f"(img/{picture.name})" in shown, f"no page shows docs/img/{picture.name}"

@@ -1,5 +1,7 @@
 """`python -m tinytensor check [--device cuda] [--only NAME] [--add MODULE]`:
-the finite-difference check of every op's backward (see tinytensor/check.py)."""
+the finite-difference check of every op's backward (see tinytensor/check.py).
+`python -m tinytensor exercise [N | PATH] [--solution]`: check a backward
+written by hand in an exercise of docs/exercises/ (see tinytensor/exercise.py)."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--only", metavar="TEXT", help="only the ops whose name contains TEXT (case-insensitive)")
     check.add_argument("--add", metavar="MODULE", action="append", default=[],
                        help="also check the OpChecks in MODULE's list CHECKS (an op of your own); repeatable")
+    exercise = commands.add_parser("exercise", help="list the backprop exercises, or check one (docs/exercises/)")
+    exercise.add_argument("which", nargs="?", metavar="N|PATH", help="an exercise's number, or an exercise file")
+    exercise.add_argument("--solution", action="store_true", help="check the shipped solution of exercise N")
     args = parser.parse_args(argv)
+
+    if args.command == "exercise":
+        from .exercise import main as exercise_main
+        return exercise_main(args.which, args.solution)
 
     from .check import CHECKS, extra_checks, report
 
