@@ -219,14 +219,18 @@ class GPT(nn.Module):
         B, T = x.shape[:2]
         if last_only:
             x = x[:, -1:]                                                 # (B, 1, C)
-        x = self.ln_f(x)
-        head = self.wte.weight if self.config.tie_embeddings else self.lm_head.weight
-        logits = F.linear(x, head)                                        # (B, T, V)
+        logits = self.logits(x)                                           # (B, T, V)
         if targets is None:
             return logits
         targets = self._check_ids(targets, allow_ignore=True)
         loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), reduction=reduction)
         return logits, loss
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The final norm and the LM head: hidden states (..., C) -> logits (..., V). Apart
+        from forward, so a scorer can pay for the head at only the positions it scores."""
+        head = self.wte.weight if self.config.tie_embeddings else self.lm_head.weight
+        return F.linear(self.ln_f(x), head)
 
     def _check_ids(self, ids: Any, allow_ignore: bool = False) -> Any:
         data = ids.data if isinstance(ids, Tensor) else ids

@@ -78,6 +78,8 @@ class PretrainConfig:
     eval_interval: int = setting(100, "steps between evaluations", group="run", check=at_least(1), on_resume=True)
     eval_iters: int = setting(20, "batches per split in an evaluation", group="run", check=at_least(1),
                               on_resume=True)
+    full_val: bool = setting(False, "the final evaluation also scores the whole val split in disjoint block_size "
+                             "windows (val_full_loss, val_full_bpb)", group="run", on_resume=True)
     sample_tokens: int = setting(120, "tokens generated at each evaluation; 0 for none", group="run",
                                  check=at_least(0), on_resume=True)
     checkpoint_interval: int = setting(200, "steps between checkpoints (also written at the end and on Ctrl-C)",

@@ -213,7 +213,7 @@ class Trainer:
                     done = self.step >= cfg.max_steps
                     stop = done or self._stop_requested(ctrl_c)
                     if self._eval_due(done):
-                        self.evaluate()
+                        self.evaluate(final=done)
                     if self.save is not None and self.step != last_saved and (stop or self._checkpoint_due()):
                         path = self.save(self.step)
                         last_saved = self.step

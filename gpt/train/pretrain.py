@@ -11,13 +11,16 @@ draw from generators seeded afresh each time, so they never disturb training.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from gpt import GPT
+from gpt.evaluate import byte_lengths, sliding_windows, window_batches
 from tinytensor import nn, optim
+from tinytensor.functional import IGNORE_INDEX
 from tinytensor.random import get_rng_state, set_rng_state
 
 from .checkpoint import Checkpoint, latest_checkpoint, latest_good_checkpoint, save_checkpoint, step_folder
@@ -82,7 +85,8 @@ def _resolve(given: dict[str, Any], say: Callable[[str], None]) -> tuple[Pretrai
 class LanguageModeling:
     """Next-token prediction: each micro-batch is `batch_size` random windows of the
     training tokens; evaluation is the mean loss over `eval_iters` fixed batches
-    per split, plus a short sample."""
+    per split (and the val split's bits per byte), plus a short sample; with
+    --full-val the final one also scores the whole val split in disjoint windows."""
 
     def __init__(self, data: PreparedData, cfg: PretrainConfig, block_size: int, main: bool = True):
         self.data, self.cfg, self.block_size = data, cfg, block_size
@@ -90,6 +94,8 @@ class LanguageModeling:
         self.sampler = BatchSampler(data.train, block_size, cfg.batch_size, seed=[cfg.seed, 1], name="train")
         BatchSampler(data.val, block_size, cfg.batch_size, seed=0, name="val")   # fail now if val is too short
         self.baseline: float | None = None
+        self.baseline_bpb: float | None = None
+        self.token_bytes = byte_lengths(data.tokenizer, data.tokenizer.vocab_size)   # (V,) UTF-8 bytes per id
 
     def next_batch(self) -> Batch:
         x, y = self.sampler.sample()                          # (B, T) each
@@ -103,16 +109,31 @@ class LanguageModeling:
         """The batches come from generators seeded the same way every time: each
         evaluation sees the same windows (so the curve shows the model changing, not
         the batches), and the training sampler's stream is never touched."""
-        losses = {}
+        losses, bpb = {}, {}
         for i, (split, tokens) in enumerate((("train", self.data.train), ("val", self.data.val))):
             sampler = BatchSampler(tokens, self.block_size, self.cfg.batch_size, seed=[self.cfg.seed, 100 + i],
                                    name=split)
             batches = [Batch(sampler.sample(), targets=0, tokens=0) for _ in range(self.cfg.eval_iters)]
-            loss_sum, count = summed(model, batches, _loss_and_count, comm)
-            losses[split] = loss_sum / count
-        text = self.sample(model) if self.cfg.sample_tokens and self.main else ""
-        return {"train_loss": losses["train"], "val_loss": losses["val"], "val_ppl": perplexity(losses["val"]),
-                "sample": text}
+            losses[split], bpb[split] = self._loss_and_bpb(model, batches, comm)
+        row = {"train_loss": losses["train"], "val_loss": losses["val"], "val_ppl": perplexity(losses["val"]),
+               "val_bpb": bpb["val"]}
+        if final and self.cfg.full_val:
+            # disjoint windows of block_size: every val token but the first scored once
+            windows = sliding_windows(len(self.data.val), self.block_size, self.block_size)
+            batches = [Batch(rows, targets=0, tokens=0)
+                       for rows in window_batches(self.data.val, windows, self.cfg.batch_size)]
+            row["val_full_loss"], row["val_full_bpb"] = self._loss_and_bpb(model, batches, comm)
+        row["sample"] = self.sample(model) if self.cfg.sample_tokens and self.main else ""
+        return row
+
+    def _loss_and_bpb(self, model: nn.Module, batches: list[Batch], comm: Comm) -> tuple[float, float]:
+        """(nats per target token, bits per UTF-8 byte of the targets) over the batches."""
+        def measure(model: nn.Module, rows: tuple[Any, ...]) -> list[float]:
+            x, y = rows
+            kept = y[y != IGNORE_INDEX]
+            return [model(x, targets=y, reduction="sum")[1].item(), kept.size, self.token_bytes[kept].sum()]
+        loss_sum, count, n_bytes = summed(model, batches, measure, comm)
+        return loss_sum / count, loss_sum / math.log(2) / n_bytes if n_bytes else math.nan
 
     def sample(self, model: GPT) -> str:
         """A short continuation, seeded so it does not consume tinytensor's stream:
@@ -127,7 +148,10 @@ class LanguageModeling:
     def describe(self, row: dict[str, Any]) -> str:
         baseline = f" (unigram baseline {self.baseline:.4f})" if self.baseline is not None else ""
         line = (f"step {row['step']}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
-                f"val perplexity {row['val_ppl']:.2f}{baseline}")
+                f"val perplexity {row['val_ppl']:.2f}{baseline}, val {row['val_bpb']:.4f} bits/byte")
+        if "val_full_loss" in row:
+            line += (f"\n  whole val split (disjoint windows): loss {row['val_full_loss']:.4f}, "
+                     f"perplexity {perplexity(row['val_full_loss']):.2f}, {row['val_full_bpb']:.4f} bits/byte")
         if row["sample"]:
             line += "\n  sample: " + row["sample"].replace("\n", "\n          ")
         return line
@@ -137,11 +161,6 @@ class LanguageModeling:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state["train_sampler"])
-
-
-def _loss_and_count(model: nn.Module, rows: tuple[Any, ...]) -> list[float]:
-    x, y = rows
-    return [model(x, targets=y, reduction="sum")[1].item(), y.size]
 
 
 def checkpoint_writer(out: Path, model: nn.Module, opt: optim.Optimizer, task: LanguageModeling,
@@ -178,6 +197,9 @@ def restore(ckpt: Checkpoint, model: nn.Module, opt: optim.Optimizer, task: Lang
 
 def unigram_note(task: LanguageModeling, vocab_size: int) -> str:
     """The loss to beat, measured once and shown beside every evaluation."""
-    task.baseline = unigram_loss(task.data.train, task.data.val, vocab_size)
-    return (f"unigram baseline (val loss of predicting train-split token frequencies): {task.baseline:.4f}; "
-            f"uniform guess: {np.log(vocab_size):.4f}")
+    val = np.asarray(task.data.val)
+    task.baseline = unigram_loss(task.data.train, val, vocab_size)
+    n_bytes = task.token_bytes[val].sum()
+    task.baseline_bpb = task.baseline * len(val) / math.log(2) / n_bytes if n_bytes else math.nan
+    return (f"unigram baseline (val loss of predicting train-split token frequencies): {task.baseline:.4f}, "
+            f"{task.baseline_bpb:.4f} bits/byte; uniform guess: {np.log(vocab_size):.4f}")
