@@ -23,7 +23,7 @@ import tinytensor.functional as F
 from bpe import Tokenizer
 from tinytensor.backend import to_device
 
-from .model import GPT, to_numpy
+from .model import GPT
 
 # rows of logits the LM head makes at a time: 2^24 numbers (64 MB in float32) whatever the vocabulary
 HEAD_ELEMENTS = 1 << 24
@@ -69,7 +69,7 @@ def token_nll(model: GPT, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray
         for i in range(0, len(keep), step):
             logits = model.logits(tt.tensor(rows[i:i + step]))            # (r, V)
             nll = F.cross_entropy(logits, wanted[i:i + step], reduction="none")
-            out[keep[i:i + step]] = to_numpy(nll.data)
+            out[keep[i:i + step]] = to_device(nll.data, "cpu")
     return out.reshape(targets.shape)
 
 
