@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bpe import Tokenizer
+from gpt.files import verify_listed
 from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, read_config, read_json_object, write_json
 from tinytensor import load, save
-from tinytensor.serialize import CorruptFileError, file_digest, fsync_dir, verify_digests
+from tinytensor.serialize import CorruptFileError, file_digest, fsync_dir
 
 CKPT_DIR = "ckpt"
 OPTIM_FILE = "optim.safetensors"
@@ -155,10 +156,10 @@ class Checkpoint:
             # checkpoints written before checksums were recorded have none to verify
             state = read_json_object(folder / STATE_FILE)
             if verify:
-                verify_digests(folder, state.get("checksums", {}), STATE_FILE)
+                verify_listed(folder, state.get("checksums", {}), STATE_FILE)
             config = read_config(folder)
             if verify:
-                verify_digests(folder, config.get("checksums", {}), CONFIG_FILE)
+                verify_listed(folder, config.get("checksums", {}), CONFIG_FILE)
             step = int(state["step"])
         except (CorruptFileError, ValueError, FileNotFoundError) as e:
             raise BrokenCheckpoint(str(e)) from None

@@ -2,7 +2,8 @@
 
     finetune_classifier(cfg)    label<TAB>text -> a GPTClassifier
     finetune_instruct(cfg)      Alpaca JSON -> a GPT that answers
-    load_finetuned(folder)      (model, tokenizer, config) of either
+
+gpt.train.inference.load_finetuned(folder) reads either back: (model, tokenizer, config).
 
 `cfg.init_from` is one of our checkpoint folders (or a training run's --out
 folder) or a Hugging Face GPT-2 / Llama / Qwen folder. Each run writes into `cfg.out`:

@@ -14,11 +14,11 @@ from typing import Callable
 import tinytensor as tt
 from bpe import Tokenizer
 from gpt import GPT, GPTClassifier, GPTConfig
+from gpt.files import verify_listed
 from gpt.lora import apply_lora
 from gpt.hf_llama import INDEX_FILE
 from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, hf_family, hf_model_type, read_config, write_json
 from tinytensor import nn
-from tinytensor.serialize import verify_digests
 
 from .checkpoint import resolve_checkpoint
 
@@ -47,7 +47,9 @@ def load_for_inference(folder: str | os.PathLike, device: str = "cpu",
         raise FileNotFoundError(f"{path} looks like {what} but lacks {', '.join(missing)}")
     model = GPT.from_pretrained(path)          # verifies the weights' checksum in our folders
     if kind is None:
-        verify_digests(path, {k: v for k, v in raw.get("checksums", {}).items() if k == TOKENIZER_FILE}, CONFIG_FILE)
+        checksums = raw.get("checksums", {})
+        verify_listed(path, {k: v for k, v in checksums.items() if k == TOKENIZER_FILE} if isinstance(checksums, dict)
+                      else checksums, CONFIG_FILE)
         tok = Tokenizer.load(path / TOKENIZER_FILE)
     elif all((path / name).is_file() for name in GPT2_VOCAB):
         tok = Tokenizer.from_gpt2(*(path / name for name in GPT2_VOCAB))
@@ -102,7 +104,7 @@ def load_finetuned(folder: str | os.PathLike, device: str = "cpu") -> tuple[nn.M
     if task not in ("classify", "instruct"):
         raise ValueError(f"{folder / CONFIG_FILE} is not a fine-tuned model (task {task!r}): "
                          "use a folder written by --task classify or --task instruct")
-    verify_digests(folder, config.get("checksums", {}), CONFIG_FILE)
+    verify_listed(folder, config.get("checksums", {}), CONFIG_FILE)
     lora = config.get("lora")
     adapters = bool(lora) and not lora["merged"]
     body = load_base(lora["base"])[0] if adapters else GPT(GPTConfig.from_dict(config["model"]))
