@@ -16,7 +16,7 @@ from gpt.lora import merge_lora
 
 from .data import EOT
 from .finetune import classify_texts
-from .inference import export_folder, load_finetuned, load_for_inference
+from .inference import check_export_folder, export_folder, load_finetuned, load_for_inference
 from .instruct import PromptTemplate, generate_response
 
 
@@ -68,10 +68,11 @@ def chat(args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
+    check_export_folder(args.out, args.overwrite)            # before the model is read
     model, tok = load_for_inference(args.checkpoint)
     if isinstance(model, GPTClassifier):
         sys.exit(f"error: {args.checkpoint} holds a classifier; only a language model is exported")
-    kind = export_folder(merge_lora(model), tok, args.out)   # LoRA adapters, if any, folded into the weights
+    kind = export_folder(merge_lora(model), tok, args.out, args.overwrite)   # LoRA adapters folded into the weights
     print(f"wrote a Hugging Face {kind} folder to {args.out}: transformers' AutoModelForCausalLM and "
           "GPT.from_pretrained open it")
 
@@ -114,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "tokenizer.json)")
     e.add_argument("--checkpoint", required=True, help="a training output folder, a checkpoint, an instruction "
                                                        "fine-tune (LoRA adapters are merged) or a Hugging Face folder")
-    e.add_argument("--out", required=True, help="the folder to write; it must not hold a model already")
+    e.add_argument("--out", required=True, help="the folder to write; it must not hold a model already "
+                                                "(unless --overwrite) nor be a training run's folder")
+    e.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     e.set_defaults(func=export)
     return ap
 

@@ -21,6 +21,7 @@ from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, hf_family, h
 from tinytensor import nn
 
 from .checkpoint import resolve_checkpoint
+from .output import check_folder_kind, check_output_folder
 
 GPT2_VOCAB = ("vocab.json", "merges.txt")
 HF_NAMES = {"gpt2": "GPT-2", "llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3"}
@@ -73,14 +74,21 @@ def _missing_files(path: Path, kind: str | None) -> list[str]:
     return missing + vocab[:-1] + [f"{vocab[-1]} (or a {TOKENIZER_FILE})"] if vocab else missing
 
 
-def export_folder(model: GPT, tok: Tokenizer, out: str | os.PathLike) -> str:
+def check_export_folder(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """--out of an export, checked before the model is loaded: not a training run's folder
+    (a config.json there would shadow its checkpoints), not a model unless `overwrite`."""
+    check_folder_kind(out, "a model", overwrite=overwrite, replaceable=("a model", "a fine-tuned model"))
+    return check_output_folder(out)
+
+
+def export_folder(model: GPT, tok: Tokenizer, out: str | os.PathLike, overwrite: bool = False) -> str:
     """Write model and tokenizer as a Hugging Face folder; returns its model_type. The tokenizer
     goes to tokenizer.json (bpe's Tokenizer.save_hf), which `tokenizers` reads, with a
-    tokenizer_config.json that makes transformers take it as it is."""
+    tokenizer_config.json that makes transformers take it as it is. A folder holding a model
+    already is replaced only with `overwrite`; a training run's folder never."""
     out = Path(out)
     kind = hf_family(model.config)             # before anything is written: a ValueError naming the options
-    if (out / CONFIG_FILE).exists():
-        raise FileExistsError(f"{out} already holds a model ({CONFIG_FILE}): choose another --out, or remove it")
+    check_export_folder(out, overwrite)
     model.save_pretrained(out)
     tok.save_hf(out / TOKENIZER_FILE)
     write_json(out / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"})
