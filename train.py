@@ -50,7 +50,7 @@ import tinytensor as tt  # noqa: E402
 from gpt import GPT  # noqa: E402
 from gpt.pretrained import write_json  # noqa: E402
 from gpt.train import distributed  # noqa: E402
-from gpt.train.checkpoint import Checkpoint, latest_checkpoint  # noqa: E402
+from gpt.train.checkpoint import Checkpoint, DiskFull, latest_checkpoint  # noqa: E402
 from gpt.train.config import CONFIGS, TASKS, ClassifyConfig, InstructConfig, PretrainConfig  # noqa: E402
 from gpt.train.data import prepare_data  # noqa: E402
 from gpt.train.finetune import finetune_classifier, finetune_instruct  # noqa: E402
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint had been written yet"
         distributed.fail(comm, f"error: {e}. Stopped without saving; {kept}. "
                                "Try a lower --lr, a longer warmup or --grad-clip 1.0.")
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, DiskFull) as e:
         distributed.fail(comm, f"error: {e}")
     except BaseException as e:
         if comm.size > 1 and not isinstance(e, SystemExit):
