@@ -54,7 +54,7 @@ def load_documents(path: str | os.PathLike | None, errors: str = "strict") -> li
     else:
         path = Path(path)
         if path.is_dir():
-            files = sorted(path.glob("*.txt"))
+            files = sorted(p for p in path.glob("*.txt") if p.is_file())   # a folder named x.txt is no document
             if not files:
                 raise ValueError(f"the folder {path} holds no .txt files (each .txt file is one document)")
             docs = [read_text(f, errors) for f in files]
@@ -227,6 +227,12 @@ def _open(folder: Path) -> PreparedData:
 
 def _memmaps(folder: Path, dtype: Any) -> tuple[np.memmap, np.memmap]:
     """The train and val token streams, read from disk as needed."""
+    itemsize = np.dtype(dtype).itemsize
+    for name in ("train.bin", "val.bin"):
+        size = (folder / name).stat().st_size
+        if size % itemsize:
+            raise ValueError(f"{folder / name} is damaged: its {size:,} bytes are not a whole number of "
+                             f"{np.dtype(dtype).name} tokens; delete {folder} to rebuild it")
     return (np.memmap(folder / "train.bin", dtype=dtype, mode="r"),
             np.memmap(folder / "val.bin", dtype=dtype, mode="r"))
 

@@ -18,6 +18,8 @@ from typing import Iterator
 def check_output_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Create `path` if needed and prove a file can be written in it; otherwise
     raise ValueError naming the flag, the folder and the reason."""
+    if not str(path).strip():
+        raise ValueError(f"{flag} is empty: give the folder to write to")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {path} is an existing file, not a folder: choose another {flag}")
