@@ -24,7 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bpe import Tokenizer  # noqa: E402
-from ceiling import parallel_ceiling  # noqa: E402  (bench/ is on the path: this script's folder)
+from bench_quick import QUICK  # noqa: E402  (bench/ is on the path: this script's folder)
+from ceiling import parallel_ceiling  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPECIALS = ["<|endoftext|>"]
@@ -130,7 +131,7 @@ def bench_encoding(table: list, fresh, name: str, text: str) -> None:
 
 def bench_long_piece(table: list, tok: Tokenizer) -> None:
     """One pre-token of 1 MB (a run of one character): the O(n log n) path, as time against tiktoken's."""
-    text = "a" * 1_000_000
+    text = "a" * (20_000 if QUICK else 1_000_000)
     ours, ids = best_of(1, lambda: tok.encode(text))
     enc = tiktoken_twin(tok)
     if enc is None:
@@ -147,14 +148,19 @@ def main() -> None:
     args = parser.parse_args()
 
     shakespeare = DATA / "tinyshakespeare.txt"
-    if not shakespeare.is_file():
+    if QUICK:                       # BENCH_QUICK=1: CPython's own docs, a slice, a small vocabulary; no ../shared
+        import pydoc_data.topics
+
+        text, vocab_sizes, args.quick = "\n\n".join(pydoc_data.topics.topics.values())[:20_000], (300,), True
+    elif not shakespeare.is_file():
         sys.exit(f"missing {shakespeare}")
+    else:
+        text, vocab_sizes = shakespeare.read_text(encoding="utf-8"), (4096,) if args.quick else (4096, 16384)
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    text = shakespeare.read_text(encoding="utf-8")
     table: list[tuple[str, str, str, str]] = []
 
     trained = None
-    for vocab_size in (4096,) if args.quick else (4096, 16384):
+    for vocab_size in vocab_sizes:
         seconds, tok = best_of(1 if args.quick else 2, lambda: Tokenizer.train(text, vocab_size, SPECIALS, progress=False))
         trained = trained or tok
         row(table, f"train shakespeare -> {vocab_size} (vs HF)", seconds, hf_train(text, vocab_size), "s", False)
@@ -166,11 +172,12 @@ def main() -> None:
         table.append(("  peak memory of that training (RSS)", f"{peak:.0f} MiB", "", ""))
 
     # Encoding uses GPT-2's ranks where the shared files are, else the tokenizer trained above.
-    gpt2_files = DATA / "gpt2" / "encoder.json", DATA / "gpt2" / "vocab.bpe"
-    fresh = (lambda: Tokenizer.from_gpt2(*gpt2_files)) if all(f.is_file() for f in gpt2_files) else (
+    gpt2_files = (DATA / "gpt2" / "encoder.json", DATA / "gpt2" / "vocab.bpe") if not QUICK else ()
+    fresh = (lambda: Tokenizer.from_gpt2(*gpt2_files)) if gpt2_files and all(f.is_file() for f in gpt2_files) else (
         lambda: Tokenizer(trained.merges, trained.pattern, list(trained.special_tokens))
     )
-    table.append((f"(encoding with {'GPT-2' if all(f.is_file() for f in gpt2_files) else 'the trained'} ranks)", "", "", ""))
+    gpt2 = gpt2_files and all(f.is_file() for f in gpt2_files)
+    table.append((f"(encoding with {'GPT-2' if gpt2 else 'the trained'} ranks)", "", "", ""))
     bench_encoding(table, fresh, "shakespeare", text)
     if not args.quick and gutenberg.is_file():
         bench_encoding(table, fresh, "gutenberg", gutenberg.read_text(encoding="utf-8"))

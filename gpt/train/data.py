@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bpe import Tokenizer
+from gpt.files import inside
 from tinytensor.serialize import write_atomically
 
 EOT = "<|endoftext|>"
@@ -221,7 +222,7 @@ def prepare_data(data: str | os.PathLike | None, tokenizer: str, cache_dir: str 
 def _open(folder: Path) -> PreparedData:
     """What an earlier call prepared in `folder`."""
     meta = json.loads((folder / "meta.json").read_text())
-    tok = Tokenizer.load(folder / meta["tokenizer"])
+    tok = Tokenizer.load(inside(folder, meta.get("tokenizer"), str(folder / "meta.json")))
     return PreparedData(folder, tok, *_memmaps(folder, meta["dtype"]), meta, cached=True)
 
 
