@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     comm = distributed.connect()      # one process, or the ranks of mpiexec
     tt.tune_allocator()               # keep freed activation memory for reuse: see tinytensor/backend.py
     try:
+        # the flags first (a resumed run's are checked against its checkpoint, in resolve_run)
+        cfg = CONFIGS[task](**given) if task != "pretrain" or not given.get("resume") else None
         out = given.get("out", CONFIGS[task].out)
         # one run per folder: rank 0 holds the lock (the other ranks write nothing)
         with hold_output_folder(out) if comm.rank == 0 else contextlib.nullcontext():
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
                 check_folder_kind(out, "a pretraining run")
                 pretrain(*resolve_run(given, comm, say=print if comm.rank == 0 else _quiet), comm)
             else:
-                finetune(CONFIGS[task](**given), comm)
+                finetune(cfg, comm)
     except Diverged as e:
         latest = latest_checkpoint(given.get("out", PretrainConfig.out)) if task == "pretrain" else None
         kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint had been written yet"
