@@ -40,6 +40,7 @@ if _ranks_here > 1 and not {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_
 
 import argparse  # noqa: E402  (the imports that load NumPy come after the lines above)
 import contextlib  # noqa: E402
+import errno  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -193,6 +194,11 @@ def main(argv: list[str] | None = None) -> None:
                                "Try a lower --lr, a longer warmup or --grad-clip 1.0.")
     except (ValueError, FileNotFoundError, DiskFull) as e:
         distributed.fail(comm, f"error: {e}")
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        distributed.fail(comm, f"error: the disk is full: writing {e.filename or 'a file'} failed ({e.strerror}); "
+                               "free some space, or choose another --out")
     except BaseException as e:
         if comm.size > 1 and not isinstance(e, SystemExit):
             import traceback

@@ -175,3 +175,20 @@ def test_weights_holding_nan_or_inf_are_refused_at_load(tmp_path, bad):
     save_file(weights, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match=r"h\.0\.mlp\.c_fc\.weight holds NaN or infinite values"):
         GPT.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("changes, named", [({"labels": None}, "'labels' must be a list"),
+                                            ({"n_classes": 7}, "'n_classes' must be the number of labels"),
+                                            ({"lora": {"rank": 2}}, "'lora' must be null or"),
+                                            ({"model": [1]}, "'model' must be an object")])
+def test_a_fine_tuned_config_with_a_malformed_field_names_it(tmp_path, changes, named):
+    from conftest import write_model_folder
+
+    from bpe import Tokenizer
+
+    write_model_folder(tmp_path, Tokenizer())
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update({"task": "classify", "labels": ["a", "b"], "n_classes": 2, "lora": None, **changes})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match=named):
+        gpt_cli(["classify", "--checkpoint", str(tmp_path), "some text"])

@@ -180,3 +180,14 @@ def test_a_symlinked_checkpoint_does_not_crash_pruning(corpus, tmp_path):
     train_run(corpus, out, "--max-iters", "4", "--resume", "--checkpoint-interval", "1")
     assert [p.name for p in list_checkpoints(out)] == ["step_000003", "step_000004"]
     assert Checkpoint.read(target).step == 1                    # what the link pointed to is untouched
+
+
+def test_disk_full_outside_a_checkpoint_is_one_line(corpus, tmp_path, monkeypatch):
+    import train
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(train, "write_json", full)           # run.json, the first file a run writes
+    with pytest.raises(SystemExit, match=r"the disk is full: writing .*run\.json failed \(No space left on device\)"):
+        train_run(corpus, tmp_path / "out", "--max-iters", "1")

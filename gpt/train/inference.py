@@ -103,6 +103,24 @@ def load_base(init_from: str | os.PathLike, device: str = "cpu") -> tuple[GPT, T
     return model.train(), tok
 
 
+def _check_finetuned(config: dict, where: Path) -> None:
+    """The fields load_finetuned reads, each of its type; ValueError names the first that is not."""
+    def need(ok: bool, field: str, expected: str) -> None:
+        if not ok:
+            raise ValueError(f"{where}: {field} must be {expected}: the file is corrupt")
+
+    need(isinstance(config.get("model"), dict), "'model'", "an object of GPTConfig fields")
+    if config["task"] == "classify":
+        labels = config.get("labels")
+        need(isinstance(labels, list) and all(isinstance(x, str) for x in labels), "'labels'", "a list of names")
+        need(config.get("n_classes") == len(labels), "'n_classes'", "the number of labels")
+    lora = config.get("lora")
+    if lora:
+        need(isinstance(lora, dict) and isinstance(lora.get("merged"), bool) and isinstance(lora.get("base"), str)
+             and isinstance(lora.get("rank"), int) and isinstance(lora.get("alpha"), (int, float)),
+             "'lora'", "null or {rank: integer, alpha: number, base: folder, merged: true or false}")
+
+
 def load_finetuned(folder: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Tokenizer, dict]:
     """(model in eval mode, tokenizer, config.json) of a folder written by finetune_*:
     a GPTClassifier for task "classify", a GPT for task "instruct". Checksums are verified first."""
@@ -113,6 +131,7 @@ def load_finetuned(folder: str | os.PathLike, device: str = "cpu") -> tuple[nn.M
         raise ValueError(f"{folder / CONFIG_FILE} is not a fine-tuned model (task {task!r}): "
                          "use a folder written by --task classify or --task instruct")
     verify_listed(folder, config.get("checksums", {}), CONFIG_FILE)
+    _check_finetuned(config, folder / CONFIG_FILE)
     lora = config.get("lora")
     adapters = bool(lora) and not lora["merged"]
     body = load_base(lora["base"])[0] if adapters else GPT(GPTConfig.from_dict(config["model"]))
