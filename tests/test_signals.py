@@ -191,3 +191,31 @@ def test_disk_full_outside_a_checkpoint_is_one_line(corpus, tmp_path, monkeypatc
     monkeypatch.setattr(train, "write_json", full)           # run.json, the first file a run writes
     with pytest.raises(SystemExit, match=r"the disk is full: writing .*run\.json failed \(No space left on device\)"):
         train_run(corpus, tmp_path / "out", "--max-iters", "1")
+
+
+def test_sigterm_during_a_fine_tune_saves_the_model_and_exits_non_zero(tmp_path, monkeypatch, capsys):
+    import train
+
+    import tinytensor.optim
+    from gpt.train.inference import load_finetuned
+
+    write_model_folder(tmp_path / "base", Tokenizer(special_tokens=["<|endoftext|>"]))
+    data = tmp_path / "d.tsv"
+    data.write_text("".join(f"{'ab'[i % 2]}\ttext number {i}\n" for i in range(40)))
+    real_clip, calls = tinytensor.optim.clip_grad_norm_, {"n": 0}
+
+    def clip_then_terminate(params, max_norm):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_clip(params, max_norm)
+
+    monkeypatch.setattr(tinytensor.optim, "clip_grad_norm_", clip_then_terminate)
+    out = tmp_path / "clf"
+    with pytest.raises(SystemExit) as stopped:
+        train.main(["--task", "classify", "--init-from", str(tmp_path / "base"), "--data", str(data), "--out", str(out),
+                    "--epochs", "5", "--eval-interval", "0", "--batch-size", "4"])
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert "SIGTERM: stopped at step 2 of" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["final"]["stopped_by"] == "SIGTERM"
+    assert load_finetuned(out)[2]["task"] == "classify"

@@ -223,7 +223,8 @@ class Trainer:
                     # at a step boundary: `self.step` optimizer steps are done
                     done = self.step >= cfg.max_steps
                     stop = done or self._stop_requested(ctrl_c)
-                    if self._eval_due(done):
+                    # a signal's stop saves at once: a SIGTERM's grace (often 10 s) has no room for an evaluation
+                    if (done or not stop) and self._eval_due(done):
                         self.evaluate()
                     if self.save is not None and self.step != last_saved and (stop or self._checkpoint_due()):
                         path = self.save(self.step)
