@@ -140,13 +140,15 @@ def _is_count(v: Any) -> bool:
 
 
 # ---- config.json values -------------------------------------------------------
-def config_int(raw: dict, key: str, where: str, default: Any = ...) -> Any:
-    """raw[key] as a whole number >= 1 (or `default` when absent, if given); ValueError names the field."""
-    value = raw.get(key, default)
-    if value is ...:
-        raise ValueError(f"{where} lacks {key!r}")
-    if value is default and default is None:
-        return None
+_REQUIRED = object()
+
+
+def config_int(raw: dict, key: str, where: str, default: Any = _REQUIRED) -> Any:
+    """raw[key] as a whole number >= 1; `default` when it is absent or null, if one is given
+    (an optional size, such as head_dim). ValueError names the field."""
+    value = raw.get(key)
+    if value is None and default is not _REQUIRED:
+        return default
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{where}: {key} must be a whole number >= 1, got {value!r}")
     return value
