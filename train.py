@@ -39,6 +39,9 @@ if _ranks_here > 1 and not {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_
         os.environ[_name] = str(max(1, (os.cpu_count() or 1) // _ranks_here))
 
 import argparse  # noqa: E402  (the imports that load NumPy come after the lines above)
+import contextlib  # noqa: E402
+import errno  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -48,14 +51,14 @@ import tinytensor as tt  # noqa: E402
 from gpt import GPT  # noqa: E402
 from gpt.pretrained import write_json  # noqa: E402
 from gpt.train import distributed  # noqa: E402
-from gpt.train.checkpoint import Checkpoint, latest_checkpoint  # noqa: E402
+from gpt.train.checkpoint import Checkpoint, DiskFull, latest_checkpoint  # noqa: E402
 from gpt.train.config import CONFIGS, TASKS, ClassifyConfig, InstructConfig, PretrainConfig  # noqa: E402
 from gpt.train.data import prepare_data  # noqa: E402
 from gpt.train.finetune import finetune_classifier, finetune_instruct  # noqa: E402
 from gpt.train.flags import build_parser, parse_given  # noqa: E402
 from gpt.train.loop import Comm, Diverged, Trainer  # noqa: E402
 from gpt.train.metrics import MetricsLog, measure_peak_flops, plot_available, plot_losses  # noqa: E402
-from gpt.train.output import check_output_folder  # noqa: E402
+from gpt.train.output import check_folder_kind, check_output_folder, hold_output_folder  # noqa: E402
 from gpt.train.pretrain import LanguageModeling, checkpoint_writer, resolve_run, restore, unigram_note  # noqa: E402
 from tinytensor import optim  # noqa: E402
 
@@ -120,6 +123,9 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
 
     # 4. train; checkpoints are saved along the way, at the end and on Ctrl-C
     trainer.run()
+    if trainer.stopped_by is not None:   # saved; a scheduler's SIGTERM (or a Ctrl-C) must not read as success
+        say(f"continue with: python train.py --resume --out {out}")
+        raise SystemExit(128 + trainer.stopped_by)
     if trainer.step < cfg.max_iters:
         say(f"continue with: python train.py --resume --out {out}")
     say(f"done: step {trainer.step} in {time.perf_counter() - start:.0f}s; "
@@ -131,12 +137,14 @@ def finetune(cfg: ClassifyConfig | InstructConfig, comm: Comm) -> None:
     distributed.check_divides(cfg.batch_size, comm)
     distributed.on_device(cfg.device, comm)
     log = print if comm.rank == 0 else _quiet
+    final = (finetune_classifier if isinstance(cfg, ClassifyConfig) else finetune_instruct)(cfg, log=log, comm=comm)
+    if "stopped_by" in final:            # saved as it was: still not a finished run
+        log(f"saved the model as it was in {cfg.out}")
+        raise SystemExit(128 + signal.Signals[final["stopped_by"]])
     if isinstance(cfg, ClassifyConfig):
-        final = finetune_classifier(cfg, log=log, comm=comm)
         log(f"test accuracy {final['test_acc']:.2%}; classify with: "
             f'python -m gpt classify --checkpoint {cfg.out} "some text"')
     else:
-        final = finetune_instruct(cfg, log=log, comm=comm)
         log(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; answers in "
             f"{cfg.out}/responses.jsonl; chat with: python -m gpt chat --checkpoint {cfg.out}")
 
@@ -169,17 +177,28 @@ def main(argv: list[str] | None = None) -> None:
     comm = distributed.connect()      # one process, or the ranks of mpiexec
     tt.tune_allocator()               # keep freed activation memory for reuse: see tinytensor/backend.py
     try:
-        if task == "pretrain":
-            pretrain(*resolve_run(given, comm, say=print if comm.rank == 0 else _quiet), comm)
-        else:
-            finetune(CONFIGS[task](**given), comm)
+        # the flags first (a resumed run's are checked against its checkpoint, in resolve_run)
+        cfg = CONFIGS[task](**given) if task != "pretrain" or not given.get("resume") else None
+        out = given.get("out", CONFIGS[task].out)
+        # one run per folder: rank 0 holds the lock (the other ranks write nothing)
+        with hold_output_folder(out) if comm.rank == 0 else contextlib.nullcontext():
+            if task == "pretrain":
+                check_folder_kind(out, "a pretraining run")
+                pretrain(*resolve_run(given, comm, say=print if comm.rank == 0 else _quiet), comm)
+            else:
+                finetune(cfg, comm)
     except Diverged as e:
         latest = latest_checkpoint(given.get("out", PretrainConfig.out)) if task == "pretrain" else None
         kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint had been written yet"
         distributed.fail(comm, f"error: {e}. Stopped without saving; {kept}. "
                                "Try a lower --lr, a longer warmup or --grad-clip 1.0.")
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, DiskFull) as e:
         distributed.fail(comm, f"error: {e}")
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        distributed.fail(comm, f"error: the disk is full: writing {e.filename or 'a file'} failed ({e.strerror}); "
+                               "free some space, or choose another --out")
     except BaseException as e:
         if comm.size > 1 and not isinstance(e, SystemExit):
             import traceback

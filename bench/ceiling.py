@@ -16,7 +16,9 @@ import multiprocessing
 import statistics
 import time
 
-LOOP = 3_000_000
+from bench_quick import QUICK, quick_defaults  # noqa: E402  (bench/ is on the path: this script's folder)
+
+LOOP = 100_000 if QUICK else 3_000_000
 
 
 def _spin(_: object = None) -> float:
@@ -44,6 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
+    quick_defaults(ap, rounds=1)
     args = ap.parse_args()
     print(f"{args.nproc} processes do {parallel_ceiling(args.nproc, args.rounds):.2f}x the work of one "
           f"in the same time here (pure Python; {args.nproc}x on dedicated cores)")

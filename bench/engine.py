@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 import tinytensor as tt
+from bench_quick import quick_defaults  # bench/bench_quick.py: this script's folder is on the path
 
 
 def make_params(width: int, n_out: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--outputs", type=int, default=10)
+    quick_defaults(ap, steps=3, batch=16, width=32)
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)

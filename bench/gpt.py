@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Callable
 
 # this script is named like the package it measures: import the package, not itself
+from bench_quick import QUICK, quick_defaults  # noqa: E402  (bench/bench_quick.py, before the path changes)
+
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np  # noqa: E402
@@ -103,10 +105,13 @@ def matmul_floor(cfg: GPTConfig, B: int) -> Callable[[], None]:
     return step
 
 
+MATMUL_N = 256 if QUICK else 2048
+
+
 def peak_matmul_flops() -> float:
-    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+    a = np.random.default_rng(0).standard_normal((MATMUL_N, MATMUL_N)).astype(np.float32)
     t = interleaved_medians([lambda: a @ a], 5)[0]
-    return 2 * 2048 ** 3 / t
+    return 2 * MATMUL_N ** 3 / t
 
 
 def train_steps(cfg: GPTConfig, B: int, with_torch: bool) -> list[Callable[[], float]]:
@@ -200,6 +205,7 @@ def main() -> None:
     ap.add_argument("--no-generation", action="store_true")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="after timing, profile N of our steps per config and print the table")
+    quick_defaults(ap, configs=["nano"], steps=1, no_torch=True, no_generation=True)
     args = ap.parse_args()
     # as train.py does: freed activation memory stays in the process for the next step
     # (without it, page faults took about a quarter of a nano step; tinytensor/backend.py)
@@ -212,13 +218,13 @@ def main() -> None:
         print(f"PyTorch {torch.__version__} eager, {torch.get_num_threads()} threads")
 
     peak = peak_matmul_flops()
-    print(f"NumPy float32 matmul rate (2048^2 @ 2048^2): {peak / 1e9:.1f} GFLOP/s")
+    print(f"NumPy float32 matmul rate ({MATMUL_N}^2 @ {MATMUL_N}^2): {peak / 1e9:.1f} GFLOP/s")
     head = f"{'config':8} {'batch':>5} {'vocab':>6} {'ms/step':>9} {'tokens/s':>9} {'MFU':>6} {'floor ms':>9} {'step/floor':>10}"
     print(head + (f" {'torch ms':>9} {'step/torch':>10}" if with_torch else ""))
     for name in args.configs:
         setup = SETUPS[name]
         cfg = GPTConfig.preset(name, vocab_size=setup["vocab"])
-        B, T = setup["batch"], cfg.block_size
+        B, T = 2 if QUICK else setup["batch"], cfg.block_size
         fns = train_steps(cfg, B, with_torch)
         fns.insert(1, matmul_floor(cfg, B))
         step, floor, *ref = interleaved_medians(fns, args.steps)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tinytensor as tt  # noqa: E402
 from tinytensor import functional as F  # noqa: E402
+from bench_quick import QUICK, quick_defaults  # noqa: E402  (bench/bench_quick.py)
 from ops import one_run  # noqa: E402  (bench/ops.py)
 
 
@@ -39,8 +40,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--reps", type=int, default=9)
+    quick_defaults(ap, reps=1)
     args = ap.parse_args()
-    B, T, H, D = 8, 256, 8, 64
+    B, T, H, D = (2, 32, 8, 16) if QUICK else (8, 256, 8, 64)
     rng = np.random.default_rng(0)
 
     def rand(*shape):

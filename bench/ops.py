@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tinytensor as tt  # noqa: E402
 from tinytensor import functional as F  # noqa: E402
+from bench_quick import QUICK, quick_defaults  # noqa: E402  (bench/bench_quick.py: this script's folder)
 from tinytensor import reference as R  # noqa: E402
 from tinytensor.backend import get_array_module  # noqa: E402
 
@@ -107,9 +108,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--ce-rows", type=int, default=2048, help="rows N for the V=50257 cross-entropy check")
+    quick_defaults(ap, reps=1, ce_rows=64)
     args = ap.parse_args()
     tt.tune_allocator()
-    B, T, C, H, V = 8, 256, 384, 6, 8192
+    B, T, C, H, V = (2, 32, 48, 6, 512) if QUICK else (8, 256, 384, 6, 8192)
     D, N = C // H, B * T
     dev, reps = args.device, args.reps
     rng = np.random.default_rng(0)

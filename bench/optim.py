@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_quick import quick_defaults  # noqa: E402  (bench/bench_quick.py, before the path changes)
+
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np  # noqa: E402
@@ -59,6 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", nargs="+", default=["nano", "mini"], choices=sorted(VOCAB))
     ap.add_argument("--steps", type=int, default=20)
+    quick_defaults(ap, configs=["nano"], steps=2)
     args = ap.parse_args()
     print(f"{'config':8} {'parameters':>11} {'flat ms':>8} {'per-parameter ms':>17} {'ratio':>6}")
     for name in args.configs:

@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from ceiling import parallel_ceiling  # bench/ceiling.py: this script's folder is on the path
+from bench_quick import QUICK, quick_defaults  # bench/bench_quick.py: this script's folder is on the path
+from ceiling import parallel_ceiling  # bench/ceiling.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUPS = {"nano": dict(batch=12, vocab=65, steps=40), "mini": dict(batch=8, vocab=50257, steps=6)}
@@ -87,6 +88,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="measurements of each setting, taken in turn")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    quick_defaults(ap, configs=["nano"], rounds=1)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.steps)
@@ -96,7 +98,7 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; one process with {os.cpu_count()} BLAS threads against "
           f"{args.nproc} ranks with {max(1, (os.cpu_count() or 1) // args.nproc)} each")
     for config in args.configs:
-        steps = SETUPS[config]["steps"]
+        steps = 2 if QUICK else SETUPS[config]["steps"]
         one, many = [], []
         for _ in range(args.rounds):
             one.append(measure(config, 1, steps))

@@ -39,8 +39,7 @@ ship, and a type NumPy lacks) becomes float32 exactly. Never a pickle.
 """
 from __future__ import annotations
 
-import json
-import struct
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,8 @@ import numpy as np
 from tinytensor import save
 
 from .config import GPTConfig
-from .files import CONFIG_FILE, MODEL_FILE, read_json_object, write_json
+from .files import (CONFIG_FILE, MODEL_FILE, config_float, config_int, inside, read_json_object,
+                    read_safetensors_header, write_json)
 
 INDEX_FILE = "model.safetensors.index.json"
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
@@ -79,7 +79,7 @@ def _rope_theta(raw: dict, where: str) -> float:
             raise ValueError(f"{where}: partial_rotary_factor {params['partial_rotary_factor']} is not supported "
                              "(RoPE here rotates every feature of a head)")
         theta = params.get("rope_theta", theta)
-    return float(theta)
+    return config_float({"rope_theta": theta}, "rope_theta", where, 10000.0)
 
 
 def _refuse_unsupported(raw: dict, kind: str, where: str) -> None:
@@ -115,16 +115,17 @@ def config_from_hf(raw: dict, where: str) -> GPTConfig:
     missing = [k for k in need if k not in raw]
     if missing:
         raise ValueError(f"{where} lacks the {kind} fields {missing}")
-    n_embd, n_head = raw["hidden_size"], raw["num_attention_heads"]
-    head_dim = raw.get("head_dim")
+    n_embd, n_head = config_int(raw, "hidden_size", where), config_int(raw, "num_attention_heads", where)
+    head_dim = config_int(raw, "head_dim", where, None)
     if head_dim is not None and n_embd % n_head == 0 and head_dim == n_embd // n_head:
         head_dim = None                                   # the one implied by hidden_size / heads
-    n_kv_head = raw.get("num_key_value_heads")
+    n_kv_head = config_int(raw, "num_key_value_heads", where, None)
     return GPTConfig(
-        vocab_size=raw["vocab_size"], block_size=raw["max_position_embeddings"], n_layer=raw["num_hidden_layers"],
-        n_head=n_head, n_embd=n_embd, n_kv_head=None if n_kv_head in (None, n_head) else n_kv_head,
-        head_dim=head_dim, intermediate_size=raw["intermediate_size"], pos="rope", mlp="swiglu", norm="rmsnorm",
-        bias=False, norm_eps=float(raw.get("rms_norm_eps", 1e-6)), rope_base=_rope_theta(raw, where),
+        vocab_size=config_int(raw, "vocab_size", where), block_size=config_int(raw, "max_position_embeddings", where),
+        n_layer=config_int(raw, "num_hidden_layers", where), n_head=n_head, n_embd=n_embd,
+        n_kv_head=None if n_kv_head in (None, n_head) else n_kv_head, head_dim=head_dim,
+        intermediate_size=config_int(raw, "intermediate_size", where), pos="rope", mlp="swiglu", norm="rmsnorm",
+        bias=False, norm_eps=config_float(raw, "rms_norm_eps", where, 1e-6), rope_base=_rope_theta(raw, where),
         qk_norm=kind == "qwen3", qkv_bias=kind == "qwen2",
         tie_embeddings=bool(raw.get("tie_word_embeddings", False)),   # False is the default of all three
     )
@@ -180,40 +181,24 @@ def hf_layout(cfg: GPTConfig) -> dict[str, tuple[str, slice | None, tuple[int, .
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """name -> array of a safetensors file, memory-mapped; bfloat16 is widened to float32
-    exactly (its 16 bits are the top half of a float32's)."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = struct.unpack("<Q", head)[0] if len(head) == 8 else size
-        if n > size - 8:
-            raise ValueError(f"{path} is not a safetensors file, or a truncated one (its header does not fit)")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            header = None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path} is not a safetensors file (its header is not a JSON object)")
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n else np.zeros(0, np.uint8)
+    exactly (its 16 bits are the top half of a float32's). The header is checked entry by
+    entry first (gpt.files.read_safetensors_header)."""
+    entries, offset = read_safetensors_header(path)
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=offset) if path.stat().st_size > offset \
+        else np.zeros(0, np.uint8)
     arrays = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _DTYPES.get(info.get("dtype"))
+    for name, e in entries.items():
+        dtype = _DTYPES.get(e.dtype)
         if dtype is None:
-            raise ValueError(f"{path}: {name} has dtype {info.get('dtype')}; weights must be F32, F16, BF16 or F64")
-        start, end = info["data_offsets"]
-        if end > data.size:
-            raise ValueError(f"{path} is truncated: {name} ends at byte {end:,} of {data.size:,}")
-        try:
-            arr = data[start:end].view(dtype).reshape(info["shape"])
-        except ValueError:
-            raise ValueError(f"{path} is corrupt: {name}'s bytes do not make its shape {info['shape']}") from None
-        arrays[name] = (arr.astype(np.uint32) << 16).view(np.float32) if info["dtype"] == "BF16" else arr
+            raise ValueError(f"{path}: {name} has dtype {e.dtype}; weights must be F32, F16, BF16 or F64")
+        arr = data[e.start:e.end].view(dtype).reshape(e.shape)
+        arrays[name] = (arr.astype(np.uint32) << 16).view(np.float32) if e.dtype == "BF16" else arr
     return arrays
 
 
 def read_hf_weights(folder: Path) -> dict[str, np.ndarray]:
-    """Every weight of the folder: model.safetensors, or each shard that the index names."""
+    """Every weight of the folder: model.safetensors, or each shard that the index names
+    (every shard inside the folder: gpt.files.inside)."""
     if (folder / MODEL_FILE).is_file():
         return read_safetensors(folder / MODEL_FILE)
     if not (folder / INDEX_FILE).is_file():
@@ -222,11 +207,14 @@ def read_hf_weights(folder: Path) -> dict[str, np.ndarray]:
     weight_map = read_json_object(folder / INDEX_FILE).get("weight_map")
     if not isinstance(weight_map, dict):
         raise ValueError(f"{folder / INDEX_FILE} has no 'weight_map' object: the file is corrupt")
+    shards = {}
+    for tensor, shard in weight_map.items():
+        shards[shard] = inside(folder, shard, f"{folder / INDEX_FILE} (weight_map[{tensor!r}])")
     weights: dict[str, np.ndarray] = {}
-    for shard in sorted(set(weight_map.values())):
-        if not (folder / shard).is_file():
+    for shard in sorted(shards):
+        if not shards[shard].is_file():
             raise FileNotFoundError(f"{folder} lacks {shard}, a shard that {INDEX_FILE} lists")
-        weights.update(read_safetensors(folder / shard))
+        weights.update(read_safetensors(shards[shard]))
     return weights
 
 
@@ -240,6 +228,11 @@ def read_hf_llama(folder: Path, raw: dict) -> tuple[GPTConfig, dict[str, Any]]:
     config implies must be there, with its shape, and no other: errors name each one."""
     config = config_from_hf(raw, str(folder / CONFIG_FILE))
     tensors = {k: v for k, v in read_hf_weights(folder).items() if not k.endswith(IGNORED_SUFFIXES)}
+    # counted before the layout of every layer is listed: a config.json may claim 100000 layers
+    layers = {int(m.group(1)) for k in tensors if (m := re.match(r"model\.layers\.(\d+)\.", k))}
+    if layers != set(range(config.n_layer)):
+        raise ValueError(f"{folder / CONFIG_FILE} declares num_hidden_layers {config.n_layer}, the weights "
+                         f"carry {len(layers)} layers")
     if config.tie_embeddings and "lm_head.weight" in tensors:
         head = tensors.pop("lm_head.weight")
         if EMBED in tensors and not np.array_equal(head, tensors[EMBED]):

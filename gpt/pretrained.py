@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from tinytensor import load, save
-from tinytensor.serialize import verify_digests
 
 from .config import GPTConfig
-from .files import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, read_json_object, write_json
+from .files import (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, check_finite, config_float, config_int, read_json_object,
+                    verify_listed, write_json)
 from .hf_llama import ARCHITECTURES, read_hf_llama, write_hf_llama
 
 __all__ = ["CONFIG_FILE", "HF_MODEL_TYPES", "MODEL_FILE", "TOKENIZER_FILE", "hf_family", "hf_model_type",
@@ -38,6 +38,8 @@ HF_MODEL_TYPES = ("gpt2", *ARCHITECTURES)
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # buffers of HF's attention module (the causal mask), not weights
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+# RoPE's cos and sin tables may take this much even when the weights take less (a tiny model, long context)
+ROPE_TABLE_BUDGET = 256 * 2**20
 
 # what each family fixes; an option at another value has no counterpart in it
 GPT2_ARCH = dict(pos="learned", mlp="gelu", norm="layernorm", bias=True, n_kv_head=None, head_dim=None,
@@ -83,32 +85,39 @@ def read_pretrained(folder: str | Path, **overrides: Any) -> tuple[GPTConfig, di
                          "give a Hugging Face folder or a checkpoint folder")
     if overrides:
         config = GPTConfig.from_dict({**config.to_dict(), **overrides})
+    check_fits(config, state, f"{folder / CONFIG_FILE}")
+    check_finite(state, str(folder))
     return config, state
 
 
 def _read_ours(folder: Path, raw: dict) -> tuple[GPTConfig, dict[str, Any]]:
     if raw.get("task") == "classify":
         raise ValueError(f"{folder} holds a classifier (a GPT with a class head), not a language model: "
-                         "use gpt.train.finetune.load_finetuned, or python -m gpt classify")
+                         "use gpt.train.inference.load_finetuned, or python -m gpt classify")
     if "checksums" in raw:
-        verify_digests(folder, {k: v for k, v in raw["checksums"].items() if k == MODEL_FILE},
-                       f"{folder / CONFIG_FILE}")
+        checksums = raw["checksums"] if isinstance(raw["checksums"], dict) else {}
+        verify_listed(folder, {k: v for k, v in checksums.items() if k == MODEL_FILE}, CONFIG_FILE)
     weights = folder / MODEL_FILE
     if not weights.is_file():
-        hint = (f"it holds LoRA adapters over {raw['lora']['base']}: load it with gpt.train.finetune.load_finetuned"
+        hint = (f"it holds LoRA adapters over {raw['lora']['base']}: load it with gpt.train.inference.load_finetuned"
                 if raw.get("lora") else "it is incomplete")
         raise FileNotFoundError(f"{folder} has no {MODEL_FILE}: {hint}")
-    return GPTConfig.from_dict(raw.get("model", raw)), load(weights)
+    model = raw.get("model", raw)
+    if not isinstance(model, dict):
+        raise ValueError(f"{folder / CONFIG_FILE}: 'model' must be an object of GPTConfig fields")
+    return GPTConfig.from_dict(model), load(weights)
 
 
 def _read_hf_gpt2(folder: Path, hf: dict) -> tuple[GPTConfig, dict[str, Any]]:
+    where = str(folder / CONFIG_FILE)
     missing = [k for k in ("n_embd", "n_layer", "n_head", "n_positions", "vocab_size") if k not in hf]
     if missing:
-        raise ValueError(f"{folder / CONFIG_FILE} lacks the GPT-2 fields {missing}")
-    inner = hf.get("n_inner")
-    config = GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
-                       n_head=hf["n_head"], n_embd=hf["n_embd"], norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-                       bias=True, intermediate_size=None if inner in (None, 4 * hf["n_embd"]) else inner)
+        raise ValueError(f"{where} lacks the GPT-2 fields {missing}")
+    n_embd, inner = config_int(hf, "n_embd", where), config_int(hf, "n_inner", where, None)
+    config = GPTConfig(vocab_size=config_int(hf, "vocab_size", where), block_size=config_int(hf, "n_positions", where),
+                       n_layer=config_int(hf, "n_layer", where), n_head=config_int(hf, "n_head", where), n_embd=n_embd,
+                       norm_eps=config_float(hf, "layer_norm_epsilon", where, 1e-5),
+                       bias=True, intermediate_size=None if inner in (None, 4 * n_embd) else inner)
     weights_path = folder / MODEL_FILE
     if not weights_path.is_file():
         raise FileNotFoundError(f"{folder} has no {MODEL_FILE} (only safetensors weights are read, never pickles)")
@@ -129,6 +138,37 @@ def _read_hf_gpt2(folder: Path, hf: dict) -> tuple[GPTConfig, dict[str, Any]]:
         elif not np.array_equal(lm_head, state["wte.weight"]):
             raise ValueError("lm_head.weight differs from wte.weight: this GPT ties them, so an untied head cannot be loaded")
     return config, state
+
+
+def check_fits(config: GPTConfig, state: dict[str, Any], where: str) -> None:
+    """Before a model is built: no size `where` declares may make a weight larger than the one
+    the folder holds, so a config.json claiming 10^9 positions or 100000 layers is an error
+    naming the field, not an allocation of hundreds of GiB. (Smaller or other shapes are left
+    to load_state_dict, which lists every weight that does not fit.) Shapes only."""
+    def carried(name: str) -> int:
+        return int(np.prod(state[name].shape)) if name in state else 0
+
+    C, qkv = config.n_embd, (config.n_head + 2 * config.kv_heads) * config.head_size
+    declared = [("vocab_size / n_embd (hidden_size)", "wte.weight", config.vocab_size * C)]
+    if config.pos == "learned":
+        declared.append(("n_positions / block_size", "wpe.weight", config.block_size * C))
+    layers = {int(name.split(".")[1]) for name in state if name.startswith("h.") and name.split(".")[1].isdigit()}
+    if config.n_layer > len(layers):
+        raise ValueError(f"{where} declares n_layer {config.n_layer}, the weights carry {len(layers)} layers")
+    for i in range(config.n_layer):
+        declared += [("n_head, n_kv_head, head_dim", f"h.{i}.attn.c_attn.weight", qkv * C),
+                     ("n_inner / intermediate_size", f"h.{i}.mlp.c_fc.weight", config.mlp_hidden * C)]
+    for fields_, name, size in declared:
+        if size > carried(name):
+            raise ValueError(f"{where} declares sizes ({fields_}) that make {name} {size:,} numbers, the weights "
+                             f"carry {carried(name):,}: the config does not belong to these weights")
+    if config.pos == "rope":       # no weight carries positions: RoPE's tables may cost what the weights do
+        table = config.block_size * config.head_size * 4
+        budget = max(sum(int(np.prod(v.shape)) * 4 for v in state.values()), ROPE_TABLE_BUDGET)
+        if table > budget:
+            raise ValueError(f"{where} declares {config.block_size:,} positions (max_position_embeddings): their "
+                             f"RoPE tables would take {table / 2**30:.1f} GiB, more than the model itself; give a "
+                             "smaller value (GPT.from_pretrained(folder, block_size=N) shortens it)")
 
 
 def hf_family(config: GPTConfig) -> str:

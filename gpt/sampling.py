@@ -31,7 +31,10 @@ def sample_next(logits: np.ndarray, temperature: float = 1.0, top_k: int | None 
     if temperature == 0:
         return logits.argmax(axis=-1)
     rng = rng if rng is not None else np.random.default_rng()
-    z = logits / temperature
+    # the largest logit first set to 0: at a tiny temperature (1e-320) the others overflow to -inf,
+    # which is the greedy limit, instead of inf - inf = NaN
+    with np.errstate(over="ignore"):
+        z = (logits - logits.max(axis=-1, keepdims=True)) / temperature
     order = np.argsort(-z, axis=-1, kind="stable")            # (B, V), likeliest first
     z_sorted = np.take_along_axis(z, order, axis=-1)
     keep = np.ones_like(z_sorted, dtype=bool)

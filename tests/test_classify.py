@@ -236,7 +236,7 @@ def test_train_py_task_classify(tmp_path, capsys, device):
     assert config["labels"] == ["spam", "ham"] and config["finetune"]["trainable"] == "all"
     assert config["finetune"]["device"] == device
     assert json.loads((tmp_path / "clf" / "metrics.json").read_text())["final"]["train_acc"] == 1.0
-    with pytest.raises(SystemExit, match="already holds a model: pass --overwrite"):
+    with pytest.raises(SystemExit, match="already holds a fine-tuned model: pass --overwrite"):
         train.main(argv)
     with pytest.raises(SystemExit, match="--merge-lora needs adapters"):
         train.main(argv + ["--overwrite", "--merge-lora"])

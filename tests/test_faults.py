@@ -238,3 +238,134 @@ def test_copying_a_run_keeps_its_checksums_valid(corpus, tmp_path):
     train_run(corpus, tmp_path / "out", "--max-iters", "1")
     shutil.copytree(tmp_path / "out", tmp_path / "copy")
     assert Checkpoint.read(latest_checkpoint(tmp_path / "copy")).step == 1
+
+
+# ---- checks before work, and messages that name the fix -------------------------------------
+def test_an_empty_out_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import train
+
+    with pytest.raises(SystemExit, match="--out is empty: give the folder to write to"):
+        train.main(["--data", str(tmp_path / "missing"), "--out", ""])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_min_lr_above_lr_names_both_flags(corpus, tmp_path):
+    import train
+
+    with pytest.raises(SystemExit, match=r"--min-lr \(0\.5\) is above --lr \(0\.001\)"):
+        train_run(corpus, tmp_path / "out", "--lr", "1e-3", "--min-lr", "0.5")
+    with pytest.raises(SystemExit, match=r"--min-lr \(0\.5\) is above --lr"):
+        train.main(["--task", "classify", "--init-from", "x", "--data", "y", "--lr", "1e-3", "--min-lr", "0.5"])
+
+
+def test_a_temperature_that_underflows_samples_the_greedy_token(tmp_path):
+    from gpt.sampling import sample_next
+
+    logits = np.array([[0.5, 3.0, -1.0, 2.9]])
+    assert sample_next(logits, 1e-320, rng=np.random.default_rng(0))[0] == 1
+    tok = Tokenizer(special_tokens=["<|endoftext|>"])
+    model = write_model_folder(tmp_path / "m", tok)
+    tiny = model.generate([[1, 2]], 6, temperature=1e-320, seed=0)
+    greedy = model.generate([[1, 2]], 6, temperature=0)
+    np.testing.assert_array_equal(tiny, greedy)
+
+
+def test_resume_with_max_iters_below_the_checkpoint_is_refused(corpus, tmp_path):
+    out = tmp_path / "out"
+    train_run(corpus, out, "--max-iters", "3")
+    with pytest.raises(SystemExit, match=r"--max-iters 2 is below the checkpoint's step 3"):
+        train_run(corpus, out, "--max-iters", "2", "--resume")
+
+
+def test_a_negative_seed_names_the_flag(corpus, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="--seed must be at least 0, got -1"):
+        train_run(corpus, tmp_path / "out", "--seed", "-1")
+    with pytest.raises(SystemExit):
+        gpt_cli(["sample", "--checkpoint", str(tmp_path), "--seed", "-1"])
+    assert "--seed: must be a whole number >= 0, got '-1'" in capsys.readouterr().err
+
+
+def test_an_odd_sized_token_file_names_the_file_and_the_fix(corpus, tmp_path):
+    out = tmp_path / "out"
+    train_run(corpus, out, "--max-iters", "1")
+    (train_bin,) = (out / "data").glob("*/train.bin")
+    with open(train_bin, "ab") as f:
+        f.write(b"\0")                          # bytes tokens are uint16: one byte too many
+    shutil.rmtree(out / "ckpt")
+    with pytest.raises(SystemExit, match=rf"{train_bin} is damaged: .* not a whole number of uint16 tokens; "
+                                         rf"delete {train_bin.parent}"):
+        train_run(corpus, out, "--max-iters", "1")
+
+
+def test_a_short_last_document_gets_advice_that_can_help(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("a long first document. " * 50)
+    (docs / "b.txt").write_text("tiny")
+    with pytest.raises(SystemExit, match=r"whole documents from the end of the corpus .* put a longer document last"):
+        train_run(docs, tmp_path / "out", "--max-iters", "1")
+
+
+def test_a_subfolder_named_txt_in_the_data_folder_is_not_a_document(corpus, tmp_path):
+    (corpus / "notes.txt").mkdir()
+    train_run(corpus, tmp_path / "out", "--max-iters", "1")
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["data"]["documents"] == 6
+
+
+def test_device_cuda_without_cupy_is_one_line(corpus, tmp_path, monkeypatch):
+    import sys
+
+    from gpt.train import distributed
+
+    monkeypatch.setattr(distributed, "cuda_is_available", lambda: False)
+    monkeypatch.setitem(sys.modules, "cupy", None)            # `import cupy` fails
+    with pytest.raises(SystemExit, match=r"--device cuda needs CuPy and a CUDA GPU, and CuPy is not installed"):
+        train_run(corpus, tmp_path / "out", "--device", "cuda")
+    with pytest.raises(SystemExit, match=r"--device cuda needs CuPy"):
+        gpt_cli(["sample", "--checkpoint", str(tmp_path / "missing"), "--device", "cuda"])
+
+
+def test_sample_into_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    write_model_folder(tmp_path / "m", Tokenizer(special_tokens=["<|endoftext|>"]))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    run = subprocess.Popen([sys.executable, "-m", "gpt", "sample", "--checkpoint", str(tmp_path / "m"),
+                            "--max-new-tokens", "100000", "--no-stop-at-eos", "--seed", "0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    run.stdout.read(1)                                         # `| head -c 1`
+    run.stdout.close()
+    err = run.stderr.read().decode()
+    run.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+    assert run.returncode == 141                               # 128 + SIGPIPE, as `cat` would end
+
+
+def test_linear_of_no_features_is_a_clear_error():
+    from tinytensor import nn
+
+    with pytest.raises(ValueError, match=r"Linear needs in_features and out_features >= 1, got \(0, 3\)"):
+        nn.Linear(0, 3)
+
+
+def test_classify_from_stdin_prints_one_line_per_input_line(tmp_path, monkeypatch, capsys):
+    import io
+
+    tok = Tokenizer(special_tokens=["<|endoftext|>"])
+    write_model_folder(tmp_path / "base", tok)
+    data = tmp_path / "d.tsv"
+    data.write_text("".join(f"{'ab'[i % 2]}\ttext number {i}\n" for i in range(20)))
+    finetune_classifier(ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "clf"),
+                                       epochs=1, eval_interval=0), log=lambda s: None)
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("first text\n\n   \nthird text\n"))
+    gpt_cli(["classify", "--checkpoint", str(tmp_path / "clf")])
+    lines = capsys.readouterr().out.split("\n")
+    assert len(lines) == 5 and lines[-1] == ""                 # four input lines, four output lines
+    assert lines[1] == lines[2] == ""
+    for line in (lines[0], lines[3]):
+        label, prob = line.split("\t")
+        assert label in ("a", "b") and 0.0 <= float(prob) <= 1.0

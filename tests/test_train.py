@@ -157,7 +157,9 @@ def test_ctrl_c_checkpoints_at_the_step_boundary(corpus, tmp_path, monkeypatch, 
 
     out = tmp_path / "out"
     monkeypatch.setattr(train.optim, "clip_grad_norm_", clip_then_interrupt)
-    train_run(corpus, out, "--max-iters", "6", *flags)
+    with pytest.raises(SystemExit) as stopped:          # saved, but not finished: not a success
+        train_run(corpus, out, "--max-iters", "6", *flags)
+    assert stopped.value.code == 128 + signal.SIGINT
     monkeypatch.undo()
     assert latest_checkpoint(out).name == "step_000003"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored

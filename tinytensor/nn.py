@@ -280,6 +280,8 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype: Any = None, device: str = "cpu"):
         super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"Linear needs in_features and out_features >= 1, got ({in_features}, {out_features})")
         self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / math.sqrt(in_features)
         rng = generator()

@@ -19,6 +19,7 @@ The newest `keep` checkpoints are kept. Nothing here unpickles.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bpe import Tokenizer
+from gpt.files import verify_listed
 from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, read_config, read_json_object, write_json
 from tinytensor import load, save
-from tinytensor.serialize import CorruptFileError, file_digest, fsync_dir, verify_digests
+from tinytensor.serialize import CorruptFileError, file_digest, fsync_dir
 
 CKPT_DIR = "ckpt"
 OPTIM_FILE = "optim.safetensors"
@@ -57,14 +59,20 @@ def save_checkpoint(out: str | os.PathLike, step: int, model_state: dict[str, An
     for leftover in [*root.glob(".tmp-*"), *root.glob(".del-*")]:
         shutil.rmtree(leftover, ignore_errors=True)   # from a run that crashed mid-write
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    tmp.mkdir()
+    writing = "the checkpoint's folder"
     try:
+        tmp.mkdir()
+        writing = MODEL_FILE
         save(model_state, tmp / MODEL_FILE)
+        writing = OPTIM_FILE
         save(optim_state["arrays"], tmp / OPTIM_FILE)
+        writing = TOKENIZER_FILE
         tokenizer.save(tmp / TOKENIZER_FILE)
+        writing = CONFIG_FILE
         write_json(tmp / CONFIG_FILE, {**config, "checksums": digests(tmp, (MODEL_FILE, OPTIM_FILE, TOKENIZER_FILE))})
         full_state = {**state, "step": step, "checksums": digests(tmp, (CONFIG_FILE,)),
                       "optimizer": {"scalars": optim_state["scalars"], "param_groups": optim_state["param_groups"]}}
+        writing = STATE_FILE
         write_json(tmp / STATE_FILE, full_state)   # last: its presence marks the folder complete
         fsync_dir(tmp)
         if final.exists():
@@ -72,12 +80,28 @@ def save_checkpoint(out: str | os.PathLike, step: int, model_state: dict[str, An
             _remove(final)
         os.replace(tmp, final)
         fsync_dir(root)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(_disk_full(out, step, writing, model_state, optim_state)) from None
         raise
     for old in list_checkpoints(out)[:-keep]:
         _remove(old)
     return final
+
+
+class DiskFull(OSError):
+    """The disk filled up while a checkpoint was written (the previous ones are untouched)."""
+
+
+def _disk_full(out: str | os.PathLike, step: int, writing: str, model_state: dict, optim_state: dict) -> str:
+    """One line: what was being written, which checkpoint is intact, how much space a checkpoint needs."""
+    needed = sum(getattr(a, "nbytes", 0) for a in (*model_state.values(), *optim_state["arrays"].values()))
+    previous = latest_checkpoint(out)
+    kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint was written"
+    return (f"the disk is full: writing {writing} of the step-{step} checkpoint in {Path(out) / CKPT_DIR} failed; "
+            f"{kept}. A checkpoint needs about {needed / 2**20:,.1f} MiB: free that much (or more) and resume "
+            "with --resume")
 
 
 def digests(folder: Path, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -90,7 +114,9 @@ def list_checkpoints(out: str | os.PathLike) -> list[Path]:
     root = Path(out) / CKPT_DIR
     if not root.is_dir():
         return []
-    folders = [p for p in root.glob("step_*") if p.name[5:].isdigit() and (p / STATE_FILE).is_file()]
+    # a symlink is not a checkpoint this run wrote (and may lead anywhere): passed by, never pruned
+    folders = [p for p in root.glob("step_*")
+               if p.name[5:].isdigit() and not p.is_symlink() and (p / STATE_FILE).is_file()]
     return sorted(folders, key=lambda p: int(p.name[5:]))
 
 
@@ -155,10 +181,10 @@ class Checkpoint:
             # checkpoints written before checksums were recorded have none to verify
             state = read_json_object(folder / STATE_FILE)
             if verify:
-                verify_digests(folder, state.get("checksums", {}), STATE_FILE)
+                verify_listed(folder, state.get("checksums", {}), STATE_FILE)
             config = read_config(folder)
             if verify:
-                verify_digests(folder, config.get("checksums", {}), CONFIG_FILE)
+                verify_listed(folder, config.get("checksums", {}), CONFIG_FILE)
             step = int(state["step"])
         except (CorruptFileError, ValueError, FileNotFoundError) as e:
             raise BrokenCheckpoint(str(e)) from None
@@ -178,6 +204,9 @@ class Checkpoint:
 
 
 def _remove(folder: Path) -> None:
+    if folder.is_symlink():
+        folder.unlink()                   # the link, never what it points to
+        return
     # rename first: a folder half deleted by a crash must not look like a checkpoint
     trash = folder.with_name(f".del-{folder.name}-{os.getpid()}")
     os.replace(folder, trash)

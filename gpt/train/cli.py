@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import os
+import signal
 import sys
 
 from gpt import GPTClassifier
@@ -17,8 +19,9 @@ from gpt.lora import merge_lora
 
 from . import evaluate
 from .data import EOT
+from .distributed import check_device_ready
 from .finetune import classify_texts
-from .inference import export_folder, load_finetuned, load_for_inference
+from .inference import check_export_folder, export_folder, load_finetuned, load_for_inference
 from .instruct import PromptTemplate, generate_response
 
 
@@ -47,9 +50,14 @@ def classify(args: argparse.Namespace) -> None:
     model, tok, config = load_finetuned(args.checkpoint, device=args.device)
     if config["task"] != "classify":
         sys.exit(f"error: {args.checkpoint} holds a model for task {config['task']!r}, not a classifier")
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    for label, prob in classify_texts(model, tok, config["labels"], texts, config["finetune"]["max_length"]):
-        print(f"{label}\t{prob:.4f}")
+    # one output line per input line, in order, so labels line up with their texts (`paste`);
+    # a blank line has nothing to classify and gets a blank line
+    texts = args.text or [line.rstrip("\r\n") for line in sys.stdin]
+    given = [i for i, text in enumerate(texts) if text.strip()]
+    results = dict(zip(given, classify_texts(model, tok, config["labels"], [texts[i] for i in given],
+                                             config["finetune"]["max_length"]))) if given else {}
+    for i in range(len(texts)):
+        print(f"{results[i][0]}\t{results[i][1]:.4f}" if i in results else "")
 
 
 def chat(args: argparse.Namespace) -> None:
@@ -70,10 +78,11 @@ def chat(args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
+    check_export_folder(args.out, args.overwrite)            # before the model is read
     model, tok = load_for_inference(args.checkpoint)
     if isinstance(model, GPTClassifier):
         sys.exit(f"error: {args.checkpoint} holds a classifier; only a language model is exported")
-    kind = export_folder(merge_lora(model), tok, args.out)   # LoRA adapters, if any, folded into the weights
+    kind = export_folder(merge_lora(model), tok, args.out, args.overwrite)   # LoRA adapters folded into the weights
     print(f"wrote a Hugging Face {kind} folder to {args.out}: transformers' AutoModelForCausalLM and "
           "GPT.from_pretrained open it")
 
@@ -91,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     s.add_argument("--top-k", type=int, default=None)
     s.add_argument("--top-p", type=float, default=None)
-    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--seed", type=non_negative_seed, default=None)
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--stop-at-eos", action=argparse.BooleanOptionalAction, default=True,
                    help="stop at <|endoftext|> (default: yes)")
@@ -108,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--input", default="", help="an input passed along with every instruction (Alpaca's 'input')")
     ch.add_argument("--max-new-tokens", type=int, default=256)
     ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the default)")
-    ch.add_argument("--seed", type=int, default=None)
+    ch.add_argument("--seed", type=non_negative_seed, default=None)
     ch.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ch.set_defaults(func=chat)
 
@@ -116,19 +125,39 @@ def build_parser() -> argparse.ArgumentParser:
                                       "tokenizer.json)")
     e.add_argument("--checkpoint", required=True, help="a training output folder, a checkpoint, an instruction "
                                                        "fine-tune (LoRA adapters are merged) or a Hugging Face folder")
-    e.add_argument("--out", required=True, help="the folder to write; it must not hold a model already")
+    e.add_argument("--out", required=True, help="the folder to write; it must not hold a model already "
+                                                "(unless --overwrite) nor be a training run's folder")
+    e.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     e.set_defaults(func=export)
 
     evaluate.add_parser(sub)                  # python -m gpt eval: gpt/train/evaluate.py
     return ap
 
 
+def non_negative_seed(text: str) -> int:
+    """--seed: a whole number >= 0 (NumPy's generators take no negative seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        if "device" in args:
+            check_device_ready(args.device)
         args.func(args)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         sys.exit(f"error: {e}")
+    except BrokenPipeError:
+        # the reader went away (`python -m gpt sample ... | head`): stop quietly, as cat does;
+        # stdout goes to devnull so that Python's flush at exit does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + signal.SIGPIPE)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class PretrainConfig:
     device: str = setting("cpu", "where the arrays live", group="run", choices=DEVICES, on_resume=True)
     dtype: str = setting("float32", "floating-point type of the weights", group="run",
                          choices=("float32", "float64"))
-    seed: int = setting(1337, "seeds the weights, the batches and dropout", group="run")
+    seed: int = setting(1337, "seeds the weights, the batches and dropout", group="run", check=at_least(0))
     plot: bool = setting(False, "write loss.png (needs matplotlib)", group="run", on_resume=True)
     peak_flops: float | None = setting(None, "the device's FLOP/s for MFU", group="run", check=positive,
                                        default_text="measured with a matmul at start", on_resume=True)
@@ -105,6 +105,9 @@ class PretrainConfig:
                 object.__setattr__(self, name, getattr(preset, name))
         if self.lr_decay_iters is None:
             object.__setattr__(self, "lr_decay_iters", self.max_iters)
+        if self.min_lr > self.lr:
+            raise ValueError(f"--min-lr ({self.min_lr}) is above --lr ({self.lr}): the schedule decays from --lr "
+                             "down to --min-lr, so give a --min-lr at most --lr")
         if self.warmup_iters > self.lr_decay_iters:
             raise ValueError(f"--warmup-iters ({self.warmup_iters}) must be between 0 and --lr-decay-iters "
                              f"(which is {self.lr_decay_iters}; it defaults to --max-iters): lower it for a short run")
@@ -152,7 +155,7 @@ class FinetuneConfig:
     eval_interval: int = setting(50, "steps between evaluations; 0: only at the end", check=at_least(0))
     eval_batches: int | None = setting(5, "batches per split at those evaluations (the final one uses all)",
                                        check=at_least(1))
-    seed: int = setting(123, "fixes the split, the batches and the new weights")
+    seed: int = setting(123, "fixes the split, the batches and the new weights", check=at_least(0))
     device: str = setting("cpu", "where the arrays live", choices=DEVICES)
     lora_rank: int = setting(0, "train low-rank adapters of this rank instead of the weights; 0: off",
                              check=at_least(0))
@@ -161,6 +164,9 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.min_lr is not None and self.min_lr > self.lr:
+            raise ValueError(f"--min-lr ({self.min_lr}) is above --lr ({self.lr}): the schedule decays from --lr "
+                             "down to --min-lr, so give a --min-lr at most --lr")
         if self.merge_lora and not self.lora_rank:
             raise ValueError("--merge-lora needs adapters to merge: give a --lora-rank too")
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bpe import Tokenizer
+from gpt.files import inside
 from tinytensor.serialize import write_atomically
 
 EOT = "<|endoftext|>"
@@ -54,7 +55,7 @@ def load_documents(path: str | os.PathLike | None, errors: str = "strict") -> li
     else:
         path = Path(path)
         if path.is_dir():
-            files = sorted(path.glob("*.txt"))
+            files = sorted(p for p in path.glob("*.txt") if p.is_file())   # a folder named x.txt is no document
             if not files:
                 raise ValueError(f"the folder {path} holds no .txt files (each .txt file is one document)")
             docs = [read_text(f, errors) for f in files]
@@ -221,12 +222,18 @@ def prepare_data(data: str | os.PathLike | None, tokenizer: str, cache_dir: str 
 def _open(folder: Path) -> PreparedData:
     """What an earlier call prepared in `folder`."""
     meta = json.loads((folder / "meta.json").read_text())
-    tok = Tokenizer.load(folder / meta["tokenizer"])
+    tok = Tokenizer.load(inside(folder, meta.get("tokenizer"), str(folder / "meta.json")))
     return PreparedData(folder, tok, *_memmaps(folder, meta["dtype"]), meta, cached=True)
 
 
 def _memmaps(folder: Path, dtype: Any) -> tuple[np.memmap, np.memmap]:
     """The train and val token streams, read from disk as needed."""
+    itemsize = np.dtype(dtype).itemsize
+    for name in ("train.bin", "val.bin"):
+        size = (folder / name).stat().st_size
+        if size % itemsize:
+            raise ValueError(f"{folder / name} is damaged: its {size:,} bytes are not a whole number of "
+                             f"{np.dtype(dtype).name} tokens; delete {folder} to rebuild it")
     return (np.memmap(folder / "train.bin", dtype=dtype, mode="r"),
             np.memmap(folder / "val.bin", dtype=dtype, mode="r"))
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from tinytensor import Tensor
-from tinytensor.backend import get_array_module, to_device
+from tinytensor.backend import cuda_is_available, get_array_module, to_device
 from tinytensor.random import set_rng_state
 
 from .loop import Comm, SingleProcess
@@ -159,8 +159,22 @@ def check_divides(n: int, comm: Comm, flag: str = "--batch-size") -> None:
                          f"{comm.size} (it is the whole step's batch, shared out between the ranks)")
 
 
+def check_device_ready(device: str, flag: str = "--device") -> None:
+    """Before any work: --device cuda needs CuPy and a GPU it sees; ValueError naming the flag and the fix."""
+    if device == "cuda" and not cuda_is_available():
+        try:
+            import cupy  # noqa: F401
+            problem = "CuPy sees no CUDA GPU on this machine"
+        except ImportError:
+            problem = "CuPy is not installed"
+        raise ValueError(f"{flag} cuda needs CuPy and a CUDA GPU, and {problem}: pip install 'cupy-cuda12x' "
+                         f"(the build matching your CUDA), or use {flag} cpu")
+
+
 def on_device(device: str, comm: Comm) -> None:
-    """With several ranks on CUDA, rank r works on GPU r modulo the GPUs this machine has."""
+    """With several ranks on CUDA, rank r works on GPU r modulo the GPUs this machine has
+    (and --device cuda without CuPy or a GPU is an error naming the flag)."""
+    check_device_ready(device)
     if device == "cuda" and comm.size > 1:
         import cupy
 

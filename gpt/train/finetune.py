@@ -2,7 +2,8 @@
 
     finetune_classifier(cfg)    label<TAB>text -> a GPTClassifier
     finetune_instruct(cfg)      Alpaca JSON -> a GPT that answers
-    load_finetuned(folder)      (model, tokenizer, config) of either
+
+gpt.train.inference.load_finetuned(folder) reads either back: (model, tokenizer, config).
 
 `cfg.init_from` is one of our checkpoint folders (or a training run's --out
 folder) or a Hugging Face GPT-2 / Llama / Qwen folder. Each run writes into `cfg.out`:
@@ -44,7 +45,7 @@ from .data import EOT
 from .inference import LORA_FILE, load_base
 from .loop import Comm, LoopConfig, SingleProcess, Task, Trainer
 from .metrics import MetricsLog
-from .output import check_output_folder
+from .output import check_folder_kind, check_output_folder
 
 METRICS_FILE = "metrics.json"
 RESPONSES_FILE = "responses.jsonl"
@@ -56,10 +57,9 @@ Log = Callable[[str], None]
 def check_output(cfg: FinetuneConfig) -> Path:
     """--out, checked before any data or model is loaded."""
     out = Path(cfg.out)
-    if (out / CONFIG_FILE).exists() and not cfg.overwrite:
-        raise ValueError(f"{out} already holds a model: pass --overwrite to replace it, or choose another --out")
     if Path(cfg.init_from).resolve() == out.resolve():
         raise ValueError(f"--out {out} is the --init-from folder: write the fine-tuned model elsewhere")
+    check_folder_kind(out, "a fine-tuned model", overwrite=cfg.overwrite, replaceable=("a fine-tuned model", "a model"))
     return check_output_folder(out)
 
 
@@ -100,8 +100,11 @@ def _fit(model: nn.Module, task: Task, steps: int, cfg: FinetuneConfig, out: Pat
     trainer.log.clear()
     start = time.time()
     history = trainer.run()
-    if trainer.step < steps:
-        log(f"stopped at step {trainer.step} of {steps}: the model is saved as it is")
+    if trainer.stopped_by is not None:
+        # a SIGTERM's grace is seconds: save at once, without the final evaluation over all the data
+        log(f"{trainer.stopped_by.name}: stopped at step {trainer.step} of {steps}: the model is saved as it is, "
+            "without the final evaluation")
+        return {"train_time_s": round(time.time() - start, 1), "stopped_by": trainer.stopped_by.name}, history
     final = {"train_time_s": round(time.time() - start, 1), **trainer.evaluate(final=True)}
     trainer.log.close()           # run() closed it; the final evaluation's row opened it again
     return final, history[:-1]
@@ -214,7 +217,9 @@ def finetune_instruct(cfg: InstructConfig, log: Log = print, comm: Comm | None =
     if comm is None or comm.rank == 0:
         _save(out, model, model, tok, {"task": "instruct", "prompt_template": template.to_dict()}, cfg, {}, base)
         _write_metrics(out, final, history)
-        _write_responses(out, model, tok, template, [entries[i] for i in splits["test"][:cfg.n_responses]], cfg, log)
+        if "stopped_by" not in final:
+            _write_responses(out, model, tok, template, [entries[i] for i in splits["test"][:cfg.n_responses]], cfg,
+                             log)
     return final
 
 

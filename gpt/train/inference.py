@@ -14,13 +14,14 @@ from typing import Callable
 import tinytensor as tt
 from bpe import Tokenizer
 from gpt import GPT, GPTClassifier, GPTConfig
+from gpt.files import verify_listed
 from gpt.lora import apply_lora
 from gpt.hf_llama import INDEX_FILE
 from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, hf_family, hf_model_type, read_config, write_json
 from tinytensor import nn
-from tinytensor.serialize import verify_digests
 
 from .checkpoint import resolve_checkpoint
+from .output import check_folder_kind, check_output_folder
 
 GPT2_VOCAB = ("vocab.json", "merges.txt")
 HF_NAMES = {"gpt2": "GPT-2", "llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3"}
@@ -47,7 +48,9 @@ def load_for_inference(folder: str | os.PathLike, device: str = "cpu",
         raise FileNotFoundError(f"{path} looks like {what} but lacks {', '.join(missing)}")
     model = GPT.from_pretrained(path)          # verifies the weights' checksum in our folders
     if kind is None:
-        verify_digests(path, {k: v for k, v in raw.get("checksums", {}).items() if k == TOKENIZER_FILE}, CONFIG_FILE)
+        checksums = raw.get("checksums", {})
+        verify_listed(path, {k: v for k, v in checksums.items() if k == TOKENIZER_FILE} if isinstance(checksums, dict)
+                      else checksums, CONFIG_FILE)
         tok = Tokenizer.load(path / TOKENIZER_FILE)
     elif all((path / name).is_file() for name in GPT2_VOCAB):
         tok = Tokenizer.from_gpt2(*(path / name for name in GPT2_VOCAB))
@@ -71,14 +74,21 @@ def _missing_files(path: Path, kind: str | None) -> list[str]:
     return missing + vocab[:-1] + [f"{vocab[-1]} (or a {TOKENIZER_FILE})"] if vocab else missing
 
 
-def export_folder(model: GPT, tok: Tokenizer, out: str | os.PathLike) -> str:
+def check_export_folder(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """--out of an export, checked before the model is loaded: not a training run's folder
+    (a config.json there would shadow its checkpoints), not a model unless `overwrite`."""
+    check_folder_kind(out, "a model", overwrite=overwrite, replaceable=("a model", "a fine-tuned model"))
+    return check_output_folder(out)
+
+
+def export_folder(model: GPT, tok: Tokenizer, out: str | os.PathLike, overwrite: bool = False) -> str:
     """Write model and tokenizer as a Hugging Face folder; returns its model_type. The tokenizer
     goes to tokenizer.json (bpe's Tokenizer.save_hf), which `tokenizers` reads, with a
-    tokenizer_config.json that makes transformers take it as it is."""
+    tokenizer_config.json that makes transformers take it as it is. A folder holding a model
+    already is replaced only with `overwrite`; a training run's folder never."""
     out = Path(out)
     kind = hf_family(model.config)             # before anything is written: a ValueError naming the options
-    if (out / CONFIG_FILE).exists():
-        raise FileExistsError(f"{out} already holds a model ({CONFIG_FILE}): choose another --out, or remove it")
+    check_export_folder(out, overwrite)
     model.save_pretrained(out)
     tok.save_hf(out / TOKENIZER_FILE)
     write_json(out / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"})
@@ -93,6 +103,24 @@ def load_base(init_from: str | os.PathLike, device: str = "cpu") -> tuple[GPT, T
     return model.train(), tok
 
 
+def _check_finetuned(config: dict, where: Path) -> None:
+    """The fields load_finetuned reads, each of its type; ValueError names the first that is not."""
+    def need(ok: bool, field: str, expected: str) -> None:
+        if not ok:
+            raise ValueError(f"{where}: {field} must be {expected}: the file is corrupt")
+
+    need(isinstance(config.get("model"), dict), "'model'", "an object of GPTConfig fields")
+    if config["task"] == "classify":
+        labels = config.get("labels")
+        need(isinstance(labels, list) and all(isinstance(x, str) for x in labels), "'labels'", "a list of names")
+        need(config.get("n_classes") == len(labels), "'n_classes'", "the number of labels")
+    lora = config.get("lora")
+    if lora:
+        need(isinstance(lora, dict) and isinstance(lora.get("merged"), bool) and isinstance(lora.get("base"), str)
+             and isinstance(lora.get("rank"), int) and isinstance(lora.get("alpha"), (int, float)),
+             "'lora'", "null or {rank: integer, alpha: number, base: folder, merged: true or false}")
+
+
 def load_finetuned(folder: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Tokenizer, dict]:
     """(model in eval mode, tokenizer, config.json) of a folder written by finetune_*:
     a GPTClassifier for task "classify", a GPT for task "instruct". Checksums are verified first."""
@@ -102,7 +130,8 @@ def load_finetuned(folder: str | os.PathLike, device: str = "cpu") -> tuple[nn.M
     if task not in ("classify", "instruct"):
         raise ValueError(f"{folder / CONFIG_FILE} is not a fine-tuned model (task {task!r}): "
                          "use a folder written by --task classify or --task instruct")
-    verify_digests(folder, config.get("checksums", {}), CONFIG_FILE)
+    verify_listed(folder, config.get("checksums", {}), CONFIG_FILE)
+    _check_finetuned(config, folder / CONFIG_FILE)
     lora = config.get("lora")
     adapters = bool(lora) and not lora["merged"]
     body = load_base(lora["base"])[0] if adapters else GPT(GPTConfig.from_dict(config["model"]))

@@ -145,24 +145,34 @@ class LoopConfig:
 
 
 class StopOnCtrlC:
-    """Turn the first Ctrl-C into a request to stop at the end of the current step;
-    a second one interrupts at once."""
+    """Turn the first Ctrl-C (SIGINT), or a SIGTERM (what schedulers, `timeout` and container
+    stops send, seconds before a SIGKILL), into a request to stop at the end of the current
+    step; a second signal interrupts at once. `signal` is the one that came (None if none)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, say: Callable[[str], None] = tqdm.write):
         self.say = say
 
     def __enter__(self) -> "StopOnCtrlC":
-        self.requested = False
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self.signal: int | None = None
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
     def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
+        self.signal = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        self.say("Ctrl-C: stopping after this step (press again to quit now)")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.say(f"{name}: stopping after this step and saving (press Ctrl-C again to quit now)")
 
     def __exit__(self, *exc: Any) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 class Trainer:
@@ -187,6 +197,7 @@ class Trainer:
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.step = 0
         self.resumed_at: int | None = None
+        self.stopped_by: signal.Signals | None = None   # the signal that stopped run() early, on every process
         self.history: list[dict] = []
         self._tokens_per_s: float | None = None
         self._start = time.perf_counter()
@@ -212,13 +223,14 @@ class Trainer:
                     # at a step boundary: `self.step` optimizer steps are done
                     done = self.step >= cfg.max_steps
                     stop = done or self._stop_requested(ctrl_c)
-                    if self._eval_due(done):
+                    # a signal's stop saves at once: a SIGTERM's grace (often 10 s) has no room for an evaluation
+                    if (done or not stop) and self._eval_due(done):
                         self.evaluate(final=done)
                     if self.save is not None and self.step != last_saved and (stop or self._checkpoint_due()):
                         path = self.save(self.step)
                         last_saved = self.step
                         if stop and not done and self.main:
-                            self.say(f"stopped at step {self.step}; saved {path}")
+                            self.say(f"{self.stopped_by.name}: stopped at step {self.step}; saved {path}")
                     if stop:
                         break
                     row = self.train_step()
@@ -233,8 +245,12 @@ class Trainer:
         return self.history
 
     def _stop_requested(self, ctrl_c: StopOnCtrlC) -> bool:
-        """A Ctrl-C on any process stops them all at the same step."""
-        return bool(self.comm.sum([float(ctrl_c.requested)])[0] > 0)
+        """A Ctrl-C or SIGTERM on any process stops them all at the same step (SIGTERM's name wins)."""
+        interrupts, terms = self.comm.sum([float(ctrl_c.signal == signal.SIGINT),
+                                           float(ctrl_c.signal == signal.SIGTERM)])
+        if terms or interrupts:
+            self.stopped_by = signal.SIGTERM if terms else signal.SIGINT
+        return self.stopped_by is not None
 
     def _eval_due(self, done: bool) -> bool:
         cfg, step = self.cfg, self.step

@@ -76,6 +76,9 @@ def _resolve(given: dict[str, Any], say: Callable[[str], None]) -> tuple[Pretrai
             + "\ndrop these flags to continue it as it was, or start a new run with another --out"
         )
     cfg = PretrainConfig(**{**saved.to_dict(), **{k: v for k, v in given.items() if k in may_change}})
+    if cfg.max_iters < ckpt.step:
+        raise ValueError(f"--max-iters {cfg.max_iters} is below the checkpoint's step {ckpt.step} ({ckpt.folder}): "
+                         f"give a --max-iters above {ckpt.step} to train on, or sample from it as it is")
     if cfg.max_iters > cfg.lr_decay_iters:
         say(f"note: the learning-rate schedule ends at step {cfg.lr_decay_iters} (--lr-decay-iters, fixed by the "
             f"first run); steps past it run at --min-lr {cfg.min_lr}")
@@ -92,6 +95,13 @@ class LanguageModeling:
         self.data, self.cfg, self.block_size = data, cfg, block_size
         self.main = main                                      # only the process that prints samples
         self.sampler = BatchSampler(data.train, block_size, cfg.batch_size, seed=[cfg.seed, 1], name="train")
+        if len(data.val) < block_size + 1 and data.meta.get("documents", 1) > 1:
+            # the split falls between documents, so --val-fraction cannot lengthen a last document that is short
+            raise ValueError(
+                f"the val split has {len(data.val)} tokens, fewer than block_size + 1 = {block_size + 1}: it holds "
+                f"whole documents from the end of the corpus ({data.meta['documents']} documents), and those are "
+                "too short; give a smaller --block-size, put a longer document last, or give the corpus as one "
+                "file (one document is cut at --val-fraction)")
         BatchSampler(data.val, block_size, cfg.batch_size, seed=0, name="val")   # fail now if val is too short
         self.baseline: float | None = None
         self.baseline_bpb: float | None = None
