@@ -115,7 +115,8 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
     say(f"MFU is measured against {peak / 1e9:.1f} GFLOP/s ({'given' if cfg.peak_flops else 'matmuls on this device'})")
 
     if cfg.profile:                    # where a step's time goes, op by op (tinytensor/profiler.py)
-        tt.profile_steps(trainer.train_step, cfg.profile, file=sys.stdout if main else open(os.devnull, "w"))
+        with open(os.devnull, "w") as quiet:   # the other ranks profile too, and print nothing
+            tt.profile_steps(trainer.train_step, cfg.profile, file=sys.stdout if main else quiet)
         return
 
     # 4. train; checkpoints are saved along the way, at the end and on Ctrl-C
