@@ -177,15 +177,11 @@ def predict_proba(model: GPTClassifier, token_lists: Sequence[Sequence[int]], pa
                   max_length: int | None = None, batch_size: int = 32) -> np.ndarray:
     """Class probabilities (N, n_classes) for tokenized texts, in eval mode without a graph."""
     limit = min(max_length or model.gpt.config.block_size, model.gpt.config.block_size)
-    was_training = model.training
-    model.eval()
     out = []
-    try:
+    with model.evaluating():
         with tt.no_grad():
             for start in range(0, len(token_lists), batch_size):
                 idx, lengths, _ = pad_batch(token_lists[start:start + batch_size], pad_id, limit)
                 probs = F.softmax(model(idx, lengths), axis=-1)
                 out.append(probs.numpy().astype(np.float64))
-    finally:
-        model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, model.head.out_features))

@@ -296,12 +296,8 @@ class Trainer:
     # ---- evaluation -------------------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict[str, Any]:
         """Evaluate now (also called by a fine-tune for its final, full evaluation)."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self.model.evaluating():
             row = {"step": self.step, **self.task.evaluate(self.model, self.comm, final)}
-        finally:
-            self.model.train(was_training)
         self.history.append(row)
         if self.main:
             if self.log is not None:
