@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bpe import Tokenizer
+from gpt.files import read_json_object, write_json
 from tinytensor.serialize import write_atomically
 
 EOT = "<|endoftext|>"
@@ -214,13 +215,13 @@ def prepare_data(data: str | os.PathLike | None, tokenizer: str, cache_dir: str 
         "source": str(data) if data is not None else "pydoc_data.topics (embedded in CPython)",
         "key": key,
     }
-    write_atomically(folder / "meta.json", json.dumps(meta, indent=2).encode())
+    write_json(folder / "meta.json", meta)
     return PreparedData(folder, tok, *_memmaps(folder, dtype), meta, cached=False)
 
 
 def _open(folder: Path) -> PreparedData:
     """What an earlier call prepared in `folder`."""
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = read_json_object(folder / "meta.json")
     tok = Tokenizer.load(folder / meta["tokenizer"])
     return PreparedData(folder, tok, *_memmaps(folder, meta["dtype"]), meta, cached=True)
 
