@@ -6,6 +6,7 @@
     pad_batch(token_lists, pad_id)     right-padded ids (B, T) and true lengths (B,)
     Classification(...)                the task: shuffled epochs, summed cross-entropy, loss and accuracy per split
     predict_proba(model, ...)          class probabilities of tokenized texts
+    classify_texts(model, tok, ...)    the likeliest label of each text, and its probability
 
 The model is `gpt.GPTClassifier`: the GPT body, then a linear head on the last real token.
 """
@@ -22,11 +23,12 @@ import numpy as np
 
 import tinytensor as tt
 import tinytensor.functional as F
+from bpe import Tokenizer
 from gpt import GPTClassifier
 from tinytensor import Tensor
 from tinytensor.backend import to_device
 
-from .data import read_text
+from .data import pad_id, read_text
 from .loop import Batch, Comm, summed
 from .epochs import EpochBatches, EpochTask
 
@@ -185,3 +187,10 @@ def predict_proba(model: GPTClassifier, token_lists: Sequence[Sequence[int]], pa
                 probs = F.softmax(model(idx, lengths), axis=-1)
                 out.append(probs.numpy().astype(np.float64))
     return np.concatenate(out) if out else np.zeros((0, model.head.out_features))
+
+
+def classify_texts(model: GPTClassifier, tok: Tokenizer, labels: Sequence[str], texts: Sequence[str],
+                   max_length: int | None = None) -> list[tuple[str, float]]:
+    """(label, probability) of the likeliest class for each text."""
+    probs = predict_proba(model, tok.encode_batch(list(texts)), pad_id(tok), max_length)
+    return [(labels[int(p.argmax())], float(p.max())) for p in probs]

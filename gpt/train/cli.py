@@ -15,7 +15,7 @@ from gpt import GPTClassifier
 from gpt.lora import merge_lora
 
 from .data import EOT
-from .finetune import classify_texts
+from .classify import classify_texts
 from .inference import export_folder, load_finetuned, load_for_inference
 from .instruct import PromptTemplate, generate_response
 

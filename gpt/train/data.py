@@ -34,6 +34,11 @@ TOKENIZERS = ("bpe", "bytes", "gpt2")  # or the path of a saved tokenizer file
 CACHE_VERSION = 1
 
 
+def pad_id(tok: Tokenizer) -> int:
+    # any id works for padding (targets there are ignored, and attention is causal); end-of-text is GPT-2's choice
+    return tok.special_tokens.get(EOT, 0)
+
+
 # ---- documents -------------------------------------------------------------
 
 def load_documents(path: str | os.PathLike | None, errors: str = "strict") -> list[str]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -40,7 +40,7 @@ from tinytensor import nn, optim
 from . import classify, instruct
 from .checkpoint import digests, resolve_checkpoint
 from .config import ClassifyConfig, FinetuneConfig, InstructConfig
-from .data import EOT
+from .data import pad_id
 from .inference import LORA_FILE, load_base
 from .loop import Comm, LoopConfig, SingleProcess, Task, Trainer
 from .metrics import MetricsLog
@@ -72,11 +72,6 @@ def split_dataset(n: int, seed: int, fractions: tuple[float, float, float]) -> d
     if len(train) == 0:
         raise ValueError(f"{n} examples leave none for training: give more data")
     return {"train": train, "val": val, "test": test}
-
-
-def pad_id(tok: Tokenizer) -> int:
-    # any id works for padding (targets there are ignored, and attention is causal); end-of-text is GPT-2's choice
-    return tok.special_tokens.get(EOT, 0)
 
 
 def _adapt(body: GPT, cfg: FinetuneConfig, log: Log) -> None:
@@ -174,13 +169,6 @@ def finetune_classifier(cfg: ClassifyConfig, log: Log = print, comm: Comm | None
         _save(out, model, body, tok, {"task": "classify", "labels": labels, "n_classes": len(labels)}, cfg, head, base)
         _write_metrics(out, final, history)
     return final
-
-
-def classify_texts(model: GPTClassifier, tok: Tokenizer, labels: Sequence[str], texts: Sequence[str],
-                   max_length: int | None = None) -> list[tuple[str, float]]:
-    """(label, probability) of the likeliest class for each text."""
-    probs = classify.predict_proba(model, tok.encode_batch(list(texts)), pad_id(tok), max_length)
-    return [(labels[int(p.argmax())], float(p.max())) for p in probs]
 
 
 # ---- instruction following ------------------------------------------------------------
