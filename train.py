@@ -53,7 +53,8 @@ from gpt.train.config import CONFIGS, TASKS, ClassifyConfig, InstructConfig, Pre
 from gpt.train.data import prepare_data  # noqa: E402
 from gpt.train.finetune import finetune_classifier, finetune_instruct  # noqa: E402
 from gpt.train.flags import build_parser, parse_given  # noqa: E402
-from gpt.train.loop import Comm, Diverged, Trainer  # noqa: E402
+from gpt.train.distributed import Comm  # noqa: E402
+from gpt.train.loop import Diverged, Trainer  # noqa: E402
 from gpt.train.metrics import MetricsLog, measure_peak_flops, plot_available, plot_losses  # noqa: E402
 from gpt.train.output import check_output_folder  # noqa: E402
 from gpt.train.pretrain import LanguageModeling, checkpoint_writer, resolve_run, restore, unigram_note  # noqa: E402
@@ -64,7 +65,7 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
     """Train a GPT from scratch on cfg.data, or continue the checkpoint `ckpt`. With
     several ranks, each takes its share of every batch; rank 0 alone writes and prints."""
     main = comm.rank == 0
-    say = print if main else (lambda *args: None)
+    say = comm.print
     out = check_output_folder(cfg.out)
     distributed.check_divides(cfg.batch_size, comm)
     distributed.on_device(cfg.device, comm)
@@ -131,7 +132,7 @@ def finetune(cfg: ClassifyConfig | InstructConfig, comm: Comm) -> None:
     """Fine-tune a pretrained GPT through the same loop (gpt/train/finetune.py has the steps)."""
     distributed.check_divides(cfg.batch_size, comm)
     distributed.on_device(cfg.device, comm)
-    log = print if comm.rank == 0 else _quiet
+    log = comm.print
     if isinstance(cfg, ClassifyConfig):
         final = finetune_classifier(cfg, log=log, comm=comm)
         log(f"test accuracy {final['test_acc']:.2%}; classify with: "
@@ -140,10 +141,6 @@ def finetune(cfg: ClassifyConfig | InstructConfig, comm: Comm) -> None:
         final = finetune_instruct(cfg, log=log, comm=comm)
         log(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; answers in "
             f"{cfg.out}/responses.jsonl; chat with: python -m gpt chat --checkpoint {cfg.out}")
-
-
-def _quiet(*args: object) -> None:
-    pass
 
 
 # ---- the command line -----------------------------------------------------------------
@@ -171,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     tt.tune_allocator()               # keep freed activation memory for reuse: see tinytensor/backend.py
     try:
         if task == "pretrain":
-            pretrain(*resolve_run(given, comm, say=print if comm.rank == 0 else _quiet), comm)
+            pretrain(*resolve_run(given, comm, say=comm.print), comm)
         else:
             finetune(CONFIGS[task](**given), comm)
     except Diverged as e:

@@ -64,8 +64,7 @@ def worker(config: str, steps: int) -> None:
     for _ in range(steps):
         trainer.train_step()
     elapsed = time.perf_counter() - start
-    if comm.rank == 0:
-        print(json.dumps({"tokens_per_s": steps * setup["batch"] * cfg.block_size / elapsed}))
+    comm.print(json.dumps({"tokens_per_s": steps * setup["batch"] * cfg.block_size / elapsed}))
 
 
 def measure(config: str, nproc: int, steps: int) -> float:

@@ -29,7 +29,8 @@ from tinytensor import Tensor
 from tinytensor.backend import to_device
 
 from .data import pad_id, read_text
-from .loop import Batch, Comm, summed
+from .distributed import Comm
+from .loop import Batch, summed
 from .epochs import EpochBatches, EpochTask
 
 SPLIT = (0.7, 0.1, 0.2)          # train / val / test

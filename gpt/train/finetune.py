@@ -42,7 +42,8 @@ from .checkpoint import digests, resolve_checkpoint
 from .config import ClassifyConfig, FinetuneConfig, InstructConfig
 from .data import pad_id
 from .inference import LORA_FILE, load_base
-from .loop import Comm, LoopConfig, SingleProcess, Task, Trainer
+from .distributed import Comm, SingleProcess
+from .loop import LoopConfig, Task, Trainer
 from .metrics import MetricsLog
 from .output import check_output_folder
 

@@ -27,7 +27,8 @@ from tinytensor.functional import IGNORE_INDEX
 
 from .data import EOT, read_text
 from .epochs import EpochBatches, EpochTask
-from .loop import Batch, Comm, summed
+from .distributed import Comm
+from .loop import Batch, summed
 
 SPLIT = (0.85, 0.05, 0.10)          # train / val / test
 

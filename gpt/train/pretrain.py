@@ -24,8 +24,8 @@ from .checkpoint import Checkpoint, latest_checkpoint, latest_good_checkpoint, s
 from .config import PretrainConfig, changeable_on_resume
 from .data import EOT, BatchSampler, PreparedData, unigram_loss
 from .flags import flag_name
-from .distributed import seed_per_rank
-from .loop import Batch, Comm, SingleProcess, summed
+from .distributed import Comm, SingleProcess, seed_per_rank
+from .loop import Batch, summed
 from .metrics import perplexity
 
 
