@@ -50,7 +50,7 @@ from gpt.pretrained import write_json  # noqa: E402
 from gpt.train import distributed  # noqa: E402
 from gpt.train.checkpoint import Checkpoint, latest_checkpoint  # noqa: E402
 from gpt.train.config import CONFIGS, TASKS, ClassifyConfig, InstructConfig, PretrainConfig  # noqa: E402
-from gpt.train.data import prepare_data  # noqa: E402
+from gpt.train.data import prepare_data, unigram_loss  # noqa: E402
 from gpt.train.finetune import finetune_classifier, finetune_instruct  # noqa: E402
 from gpt.train.flags import build_parser, parse_given  # noqa: E402
 from gpt.train.distributed import Comm  # noqa: E402
@@ -112,7 +112,8 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
     say(f"model: {cfg.preset} {mcfg.n_layer} layers, {mcfg.n_head} heads, width {mcfg.n_embd}, "
         f"block {mcfg.block_size}: {model.num_parameters():,} parameters; "
         f"{cfg.batch_size * cfg.grad_accum * mcfg.block_size:,} tokens per step")
-    say(unigram_note(task, mcfg.vocab_size))
+    task.baseline = unigram_loss(data.train, data.val, mcfg.vocab_size)   # measured once, shown at every evaluation
+    say(unigram_note(task.baseline, mcfg.vocab_size))
     say(f"MFU is measured against {peak / 1e9:.1f} GFLOP/s ({'given' if cfg.peak_flops else 'matmuls on this device'})")
 
     if cfg.profile:                    # where a step's time goes, op by op (tinytensor/profiler.py)
@@ -132,14 +133,14 @@ def finetune(cfg: ClassifyConfig | InstructConfig, comm: Comm) -> None:
     """Fine-tune a pretrained GPT through the same loop (gpt/train/finetune.py has the steps)."""
     distributed.check_divides(cfg.batch_size, comm)
     distributed.on_device(cfg.device, comm)
-    log = comm.print
+    say = comm.print
     if isinstance(cfg, ClassifyConfig):
-        final = finetune_classifier(cfg, log=log, comm=comm)
-        log(f"test accuracy {final['test_acc']:.2%}; classify with: "
+        final = finetune_classifier(cfg, say=say, comm=comm)
+        say(f"test accuracy {final['test_acc']:.2%}; classify with: "
             f'python -m gpt classify --checkpoint {cfg.out} "some text"')
     else:
-        final = finetune_instruct(cfg, log=log, comm=comm)
-        log(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; answers in "
+        final = finetune_instruct(cfg, say=say, comm=comm)
+        say(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; answers in "
             f"{cfg.out}/responses.jsonl; chat with: python -m gpt chat --checkpoint {cfg.out}")
 
 

@@ -49,7 +49,7 @@ def worker(config: str, steps: int) -> None:
     class RandomTokens:
         def next_batch(self) -> Batch:
             ids = rng.integers(0, cfg.vocab_size, (setup["batch"], cfg.block_size + 1))
-            return Batch((ids[:, :-1], ids[:, 1:]), targets=ids[:, 1:].size, tokens=ids[:, :-1].size)
+            return Batch((ids[:, :-1], ids[:, 1:]), n_targets=ids[:, 1:].size, n_tokens=ids[:, :-1].size)
 
         def loss(self, model, rows):
             return model(rows[0], targets=rows[1], reduction="sum")[1]

@@ -140,7 +140,7 @@ class Classification(EpochTask):
     def batch(self, rows: np.ndarray) -> Batch:
         """Rows of the dataset as a Batch of (ids (B, T), lengths (B,), labels (B,))."""
         idx, lengths, _ = pad_batch([self.tokens[i] for i in rows], self.pad, self.limit)
-        return Batch((idx, lengths, self.ids[rows]), targets=len(rows), tokens=int(lengths.sum()))
+        return Batch((idx, lengths, self.ids[rows]), n_targets=len(rows), n_tokens=int(lengths.sum()))
 
     def loss(self, model: GPTClassifier, rows: tuple[Any, ...]) -> Tensor:
         logits, targets = _logits(model, rows)

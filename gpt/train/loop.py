@@ -44,12 +44,12 @@ class Diverged(RuntimeError):
 
 @dataclass(frozen=True)
 class Batch:
-    """One micro-batch, whole. `arrays` share their first axis (the rows); `targets`
+    """One micro-batch, whole. `arrays` share their first axis (the rows); `n_targets`
     counts what the loss is summed over in all rows (tokens, or examples);
-    `tokens` counts the input tokens (for tokens/s)."""
+    `n_tokens` counts the input tokens (for tokens/s)."""
     arrays: tuple[Any, ...]
-    targets: int
-    tokens: int
+    n_targets: int
+    n_tokens: int
 
     def rows(self, rank: int, size: int) -> tuple[Any, ...]:
         """Process `rank`'s share of the rows: the contiguous slice one process would
@@ -224,9 +224,9 @@ class Trainer:
             loss = self.task.loss(self.model, batch.rows(comm.rank, comm.size))
             # scaled before backward, so the summed gradient is the mean over the step's targets:
             # the learning rate and the clipping threshold mean the same at any --grad-accum
-            (loss * (1.0 / (batch.targets * cfg.grad_accum))).backward()
-            mean_losses += loss.item() / batch.targets
-            tokens += batch.tokens
+            (loss * (1.0 / (batch.n_targets * cfg.grad_accum))).backward()
+            mean_losses += loss.item() / batch.n_targets
+            tokens += batch.n_tokens
         comm.sum_gradients(self.params)
         loss_value = float(comm.sum([mean_losses])[0]) / cfg.grad_accum
         if not math.isfinite(loss_value) or loss_value > EXPLODED_LOSS:

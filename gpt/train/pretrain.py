@@ -22,7 +22,7 @@ from tinytensor.random import get_rng_state, set_rng_state
 
 from .checkpoint import Checkpoint, latest_checkpoint, latest_good_checkpoint, save_checkpoint, step_folder
 from .config import PretrainConfig, changeable_on_resume
-from .data import EOT, BatchSampler, PreparedData, unigram_loss
+from .data import EOT, BatchSampler, PreparedData
 from .flags import flag_name
 from .distributed import Comm, SingleProcess, seed_per_rank
 from .loop import Batch, summed
@@ -93,7 +93,7 @@ class LanguageModeling:
 
     def next_batch(self) -> Batch:
         x, y = self.sampler.sample()                          # (B, T) each
-        return Batch((x, y), targets=y.size, tokens=x.size)
+        return Batch((x, y), n_targets=y.size, n_tokens=x.size)
 
     def loss(self, model: nn.Module, rows: tuple[Any, ...]) -> Any:
         x, y = rows
@@ -107,7 +107,7 @@ class LanguageModeling:
         for i, (split, tokens) in enumerate((("train", self.data.train), ("val", self.data.val))):
             sampler = BatchSampler(tokens, self.block_size, self.cfg.batch_size, seed=[self.cfg.seed, 100 + i],
                                    name=split)
-            batches = [Batch(sampler.sample(), targets=0, tokens=0) for _ in range(self.cfg.eval_iters)]
+            batches = [Batch(sampler.sample(), n_targets=0, n_tokens=0) for _ in range(self.cfg.eval_iters)]
             loss_sum, count = summed(model, batches, _loss_and_count, comm)
             losses[split] = loss_sum / count
         text = self.sample(model) if self.cfg.sample_tokens and self.main else ""
@@ -176,8 +176,7 @@ def restore(ckpt: Checkpoint, model: nn.Module, opt: optim.Optimizer, task: Lang
         seed_per_rank(task.cfg.seed, comm, ckpt.step)
 
 
-def unigram_note(task: LanguageModeling, vocab_size: int) -> str:
-    """The loss to beat, measured once and shown beside every evaluation."""
-    task.baseline = unigram_loss(task.data.train, task.data.val, vocab_size)
-    return (f"unigram baseline (val loss of predicting train-split token frequencies): {task.baseline:.4f}; "
+def unigram_note(baseline: float, vocab_size: int) -> str:
+    """The line that introduces the loss to beat (`data.unigram_loss`) beside a uniform guess's."""
+    return (f"unigram baseline (val loss of predicting train-split token frequencies): {baseline:.4f}; "
             f"uniform guess: {np.log(vocab_size):.4f}")
