@@ -56,10 +56,11 @@ from gpt.train.config import CONFIGS, TASKS, ClassifyConfig, InstructConfig, Pre
 from gpt.train.data import prepare_data  # noqa: E402
 from gpt.train.finetune import finetune_classifier, finetune_instruct  # noqa: E402
 from gpt.train.flags import build_parser, parse_given  # noqa: E402
-from gpt.train.loop import Comm, Diverged, Trainer  # noqa: E402
+from gpt.train.distributed import Comm  # noqa: E402
+from gpt.train.loop import Diverged, Trainer  # noqa: E402
 from gpt.train.metrics import MetricsLog, measure_peak_flops, plot_available, plot_losses  # noqa: E402
 from gpt.train.output import check_folder_kind, check_output_folder, hold_output_folder  # noqa: E402
-from gpt.train.pretrain import LanguageModeling, checkpoint_writer, resolve_run, restore, unigram_note  # noqa: E402
+from gpt.train.pretrain import LanguageModeling, checkpoint_writer, resolve_run, restore, unigram_baselines, unigram_note  # noqa: E402
 from tinytensor import optim  # noqa: E402
 
 
@@ -67,7 +68,7 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
     """Train a GPT from scratch on cfg.data, or continue the checkpoint `ckpt`. With
     several ranks, each takes its share of every batch; rank 0 alone writes and prints."""
     main = comm.rank == 0
-    say = print if main else (lambda *args: None)
+    say = comm.print
     out = check_output_folder(cfg.out)
     distributed.check_divides(cfg.batch_size, comm)
     distributed.on_device(cfg.device, comm)
@@ -114,11 +115,13 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
     say(f"model: {cfg.preset} {mcfg.n_layer} layers, {mcfg.n_head} heads, width {mcfg.n_embd}, "
         f"block {mcfg.block_size}: {model.num_parameters():,} parameters; "
         f"{cfg.batch_size * cfg.grad_accum * mcfg.block_size:,} tokens per step")
-    say(unigram_note(task, mcfg.vocab_size))
+    task.baseline, task.baseline_bpb = unigram_baselines(task, mcfg.vocab_size)   # measured once, shown at every evaluation
+    say(unigram_note(task.baseline, task.baseline_bpb, mcfg.vocab_size))
     say(f"MFU is measured against {peak / 1e9:.1f} GFLOP/s ({'given' if cfg.peak_flops else 'matmuls on this device'})")
 
     if cfg.profile:                    # where a step's time goes, op by op (tinytensor/profiler.py)
-        tt.profile_steps(trainer.train_step, cfg.profile, file=sys.stdout if main else open(os.devnull, "w"))
+        with open(os.devnull, "w") as quiet:   # the other ranks profile too, and print nothing
+            tt.profile_steps(trainer.train_step, cfg.profile, file=sys.stdout if main else quiet)
         return
 
     # 4. train; checkpoints are saved along the way, at the end and on Ctrl-C
@@ -136,21 +139,17 @@ def finetune(cfg: ClassifyConfig | InstructConfig, comm: Comm) -> None:
     """Fine-tune a pretrained GPT through the same loop (gpt/train/finetune.py has the steps)."""
     distributed.check_divides(cfg.batch_size, comm)
     distributed.on_device(cfg.device, comm)
-    log = print if comm.rank == 0 else _quiet
-    final = (finetune_classifier if isinstance(cfg, ClassifyConfig) else finetune_instruct)(cfg, log=log, comm=comm)
+    say = comm.print
+    final = (finetune_classifier if isinstance(cfg, ClassifyConfig) else finetune_instruct)(cfg, say=say, comm=comm)
     if "stopped_by" in final:            # saved as it was: still not a finished run
-        log(f"saved the model as it was in {cfg.out}")
+        say(f"saved the model as it was in {cfg.out}")
         raise SystemExit(128 + signal.Signals[final["stopped_by"]])
     if isinstance(cfg, ClassifyConfig):
-        log(f"test accuracy {final['test_acc']:.2%}; classify with: "
+        say(f"test accuracy {final['test_acc']:.2%}; classify with: "
             f'python -m gpt classify --checkpoint {cfg.out} "some text"')
     else:
-        log(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; answers in "
+        say(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; answers in "
             f"{cfg.out}/responses.jsonl; chat with: python -m gpt chat --checkpoint {cfg.out}")
-
-
-def _quiet(*args: object) -> None:
-    pass
 
 
 # ---- the command line -----------------------------------------------------------------
@@ -184,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         with hold_output_folder(out) if comm.rank == 0 else contextlib.nullcontext():
             if task == "pretrain":
                 check_folder_kind(out, "a pretraining run")
-                pretrain(*resolve_run(given, comm, say=print if comm.rank == 0 else _quiet), comm)
+                pretrain(*resolve_run(given, comm, say=comm.print), comm)
             else:
                 finetune(cfg, comm)
     except Diverged as e:

@@ -50,7 +50,7 @@ def worker(config: str, steps: int) -> None:
     class RandomTokens:
         def next_batch(self) -> Batch:
             ids = rng.integers(0, cfg.vocab_size, (setup["batch"], cfg.block_size + 1))
-            return Batch((ids[:, :-1], ids[:, 1:]), targets=ids[:, 1:].size, tokens=ids[:, :-1].size)
+            return Batch((ids[:, :-1], ids[:, 1:]), n_targets=ids[:, 1:].size, n_tokens=ids[:, :-1].size)
 
         def loss(self, model, rows):
             return model(rows[0], targets=rows[1], reduction="sum")[1]
@@ -65,8 +65,7 @@ def worker(config: str, steps: int) -> None:
     for _ in range(steps):
         trainer.train_step()
     elapsed = time.perf_counter() - start
-    if comm.rank == 0:
-        print(json.dumps({"tokens_per_s": steps * setup["batch"] * cfg.block_size / elapsed}))
+    comm.print(json.dumps({"tokens_per_s": steps * setup["batch"] * cfg.block_size / elapsed}))
 
 
 def measure(config: str, nproc: int, steps: int) -> float:

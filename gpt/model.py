@@ -283,9 +283,7 @@ class GPT(nn.Module):
             raise ValueError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
         idx = np.array(to_device(self._check_ids(idx), "cpu"))
         rng = np.random.default_rng(seed) if seed is not None else generator()
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             with tt.no_grad():
                 caches = None
                 for _ in range(max_new_tokens):
@@ -304,8 +302,6 @@ class GPT(nn.Module):
                     yield nxt
                     if eos_id is not None and bool(np.all(nxt == eos_id)):
                         return
-        finally:
-            self.train(was_training)
 
     def generate(self, idx: Any, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, eos_id: int | None = None, seed: int | None = None,

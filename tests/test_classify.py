@@ -15,9 +15,9 @@ import tinytensor.functional as F
 from bpe import Tokenizer
 from gpt import GPT, GPTClassifier, GPTConfig
 from gpt.train.cli import main
-from gpt.train.classify import balance, label_ids, pad_batch, read_labeled
+from gpt.train.classify import balance, classify_texts, label_ids, pad_batch, read_labeled
 from gpt.train.config import ClassifyConfig
-from gpt.train.finetune import classify_texts, finetune_classifier
+from gpt.train.finetune import finetune_classifier
 from gpt.train.inference import load_base, load_finetuned
 from gpt.lora import LoRALinear
 from tinytensor import optim
@@ -140,7 +140,7 @@ def test_finetune_writes_a_checkpoint_the_cli_reads(tmp_path, capsys, device):
     data = write_tsv(tmp_path / "d.tsv", [("ham", t) for t in HAM] + [("spam", t) for t in SPAM])
     cfg = ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "clf"), epochs=15,
                          lr=3e-3, trainable="all", eval_interval=10, batch_size=4, device=device)
-    final = finetune_classifier(cfg, log=lambda s: None)
+    final = finetune_classifier(cfg, say=lambda s: None)
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"} <= set(final)
     assert final["train_acc"] == 1.0
     history = json.loads((tmp_path / "clf" / "metrics.json").read_text())["history"]
@@ -166,7 +166,7 @@ def test_warmup_applies_without_a_decay(tmp_path):
         cfg = ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / f"w{warmup}"),
                              epochs=1, lr=1.0, warmup_steps=warmup, weight_decay=0.0, trainable="all",
                              eval_interval=0, batch_size=4)
-        finetune_classifier(cfg, log=lambda s: None)
+        finetune_classifier(cfg, say=lambda s: None)
         weights = tt.load(tmp_path / f"w{warmup}" / "model.safetensors")
         moved[warmup] = max(float(np.abs(weights["gpt." + k] - v).max()) for k, v in base.items())
     assert moved[0] > 0.5 and moved[10**6] < 1e-4
@@ -177,7 +177,7 @@ def test_lora_classifier_saves_adapters_and_head_only(tmp_path, device):
     data = write_tsv(tmp_path / "d.tsv", [("ham", t) for t in HAM] + [("spam", t) for t in SPAM])
     cfg = ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "lora"), epochs=2,
                          lr=1e-2, lora_rank=2, lora_alpha=4.0, eval_interval=0, batch_size=4, device=device)
-    finetune_classifier(cfg, log=lambda s: None)
+    finetune_classifier(cfg, say=lambda s: None)
     assert not (tmp_path / "lora" / "model.safetensors").exists()
     saved = tt.load(tmp_path / "lora" / "lora.safetensors")
     assert {k for k in saved if not k.startswith("head.")} == {k for k in saved if ".lora_" in k}
@@ -189,7 +189,7 @@ def test_lora_classifier_saves_adapters_and_head_only(tmp_path, device):
     for name, value in base.items():   # frozen: the base weights are exactly the base checkpoint's
         np.testing.assert_array_equal(as_numpy(model.gpt.state_dict()[name]), value)
 
-    finetune_classifier(replace(cfg, merge_lora=True, out=str(tmp_path / "merged")), log=lambda s: None)
+    finetune_classifier(replace(cfg, merge_lora=True, out=str(tmp_path / "merged")), say=lambda s: None)
     merged, _, _ = load_finetuned(tmp_path / "merged", device=device)
     adapted = load_finetuned(tmp_path / "lora", device=device)[0]
     ids, lengths, _ = pad_batch(tok.encode_batch(HAM[:3]), 0, 48)
@@ -214,7 +214,7 @@ def test_empty_dataset_is_an_error(tmp_path):
     (tmp_path / "empty.tsv").write_text("")
     with pytest.raises(ValueError, match="no examples"):
         finetune_classifier(ClassifyConfig(init_from=str(tmp_path / "base"), data=str(tmp_path / "empty.tsv"),
-                                           out=str(tmp_path / "out")), log=lambda s: None)
+                                           out=str(tmp_path / "out")), say=lambda s: None)
 
 
 def test_spam_collection_parses(shared_data):

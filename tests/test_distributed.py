@@ -187,6 +187,17 @@ def _two_rank_comm():
     return comm, fake
 
 
+def test_comm_print_prints_on_rank_0_alone(capsys):
+    from gpt.train.distributed import SingleProcess
+
+    comm, _ = _two_rank_comm()
+    for rank in (0, 1):
+        comm.rank = rank
+        comm.print(f"from rank {rank}")
+    SingleProcess().print("from the only process")
+    assert capsys.readouterr().out == "from rank 0\nfrom the only process\n"
+
+
 @pytest.mark.parametrize("flat", [True, False], ids=["optimizer-flat-buffer", "separate-arrays"])
 def test_sum_gradients_adds_every_gradient_with_one_allreduce(device, flat):
     import tinytensor as tt

@@ -194,7 +194,7 @@ def test_sample_on_a_classifier_points_to_classify(tmp_path):
     data = tmp_path / "d.tsv"
     data.write_text("".join(f"{'ab'[i % 2]}\ttext number {i}\n" for i in range(20)))
     finetune_classifier(ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "clf"),
-                                       epochs=1, eval_interval=0), log=lambda s: None)
+                                       epochs=1, eval_interval=0), say=lambda s: None)
     assert isinstance(load_for_inference(tmp_path / "clf")[0], GPTClassifier)
     with pytest.raises(SystemExit, match="holds a classifier.*python -m gpt classify"):
         gpt_cli(["sample", "--checkpoint", str(tmp_path / "clf")])
@@ -212,7 +212,7 @@ def test_non_utf8_fine_tuning_data_names_the_file_and_line(tmp_path):
     data.write_bytes(b"a\tfine\nb\tbad \xff byte\n")
     with pytest.raises(ValueError, match=r"d\.tsv is not valid UTF-8: byte \d+ \(line 2, column 7\)"):
         finetune_classifier(ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data),
-                                           out=str(tmp_path / "out")), log=lambda s: None)
+                                           out=str(tmp_path / "out")), say=lambda s: None)
 
 
 def test_from_pretrained_opens_our_own_checkpoints(corpus, tmp_path):

@@ -19,7 +19,7 @@ class _RandomWindows:
 
     def next_batch(self):
         x = self.rng.integers(0, 11, (2, 9))
-        return Batch((x[:, :-1], x[:, 1:]), targets=16, tokens=16)
+        return Batch((x[:, :-1], x[:, 1:]), n_targets=16, n_tokens=16)
 
     def loss(self, model, rows):
         x, y = rows

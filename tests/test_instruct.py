@@ -132,7 +132,7 @@ def test_finetune_run_writes_responses_and_chat_answers(tmp_path, monkeypatch, c
     data.write_text(json.dumps(ENTRIES * 3))
     cfg = InstructConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "inst"), epochs=10,
                          lr=1e-2, batch_size=8, eval_interval=5, mask_prompt=True, max_new_tokens=8, device=device)
-    final = finetune_instruct(cfg, log=lambda s: None)
+    final = finetune_instruct(cfg, say=lambda s: None)
     assert final["val_loss"] < final["val_loss_before"]
     responses = [json.loads(line) for line in (tmp_path / "inst" / "responses.jsonl").read_text().splitlines()]
     assert len(responses) == 3 and all("model_response" in r for r in responses)   # 24 - 20 train - 1 val
@@ -152,7 +152,7 @@ def test_lora_instruct_checkpoint_is_small_and_reloads(tmp_path, device):
     data.write_text("".join(json.dumps(e) + "\n" for e in ENTRIES * 2))
     cfg = InstructConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "lora"), epochs=2,
                          lr=1e-2, lora_rank=2, eval_interval=0, n_responses=1, max_new_tokens=4, device=device)
-    finetune_instruct(cfg, log=lambda s: None)
+    finetune_instruct(cfg, say=lambda s: None)
     adapters = (tmp_path / "lora" / "lora.safetensors").stat().st_size
     assert adapters < (tmp_path / "base" / "model.safetensors").stat().st_size / 4
     model, _, config = load_finetuned(tmp_path / "lora", device=device)
@@ -171,7 +171,7 @@ def test_starts_from_a_hugging_face_folder(tmp_path, shared_data):
     data.write_text(json.dumps(ENTRIES))
     cfg = InstructConfig(init_from=str(tmp_path / "hf"), data=str(data), out=str(tmp_path / "out"), epochs=1,
                          lr=1e-3, eval_interval=0, n_responses=1, max_new_tokens=2)
-    final = finetune_instruct(cfg, log=lambda s: None)
+    final = finetune_instruct(cfg, say=lambda s: None)
     assert np.isfinite(final["train_loss"])
     model, tok, _ = load_finetuned(tmp_path / "out")
     assert tok.vocab_size == 50257 and model.config.block_size == 128
@@ -209,4 +209,4 @@ def test_mask_prompt_with_a_context_too_short_for_any_response_is_an_error(tmp_p
     cfg = InstructConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "out"), epochs=1,
                          mask_prompt=True, eval_interval=0)
     with pytest.raises(ValueError, match="no training example has a token to learn"):
-        finetune_instruct(cfg, log=lambda s: None)
+        finetune_instruct(cfg, say=lambda s: None)

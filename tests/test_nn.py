@@ -139,6 +139,19 @@ def test_train_and_eval_reach_every_descendant():
     assert all(m.training for m in model.modules())
 
 
+def test_evaluating_is_eval_inside_and_the_mode_before_after():
+    model = TinyModel()
+    with pytest.raises(KeyError):
+        with model.evaluating() as inside:
+            assert inside is model and not any(m.training for m in model.modules())
+            raise KeyError("an error inside still restores the mode")
+    assert all(m.training for m in model.modules())
+    model.eval()
+    with model.evaluating():
+        pass
+    assert not any(m.training for m in model.modules())
+
+
 def test_dropout_is_identity_in_eval_and_drops_in_training(device):
     drop = nn.Dropout(0.5)
     x = tt.ones(1000, device=device)

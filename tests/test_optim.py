@@ -163,7 +163,7 @@ def test_clip_grad_norm_scales_to_max_norm(device):
 
 # ---- schedule -----------------------------------------------------------------------------
 def test_cosine_schedule_boundaries():
-    lr = lambda step: optim.cosine_schedule(step, max_lr=1.0, min_lr=0.1, warmup_steps=10, decay_steps=110)
+    lr = lambda step: optim.cosine_schedule(step, max_lr=1.0, min_lr=0.1, warmup_steps=10, decay_steps=110)  # noqa: E731
     assert lr(0) == pytest.approx(0.1)  # (0 + 1) / 10 of max_lr
     assert lr(4) == pytest.approx(0.5)
     assert lr(9) == pytest.approx(1.0)  # warmup reaches max_lr on its last step

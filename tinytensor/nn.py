@@ -11,6 +11,7 @@ on every device and in every dtype.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Iterable, Iterator, NamedTuple
 
@@ -212,6 +213,16 @@ class Module:
     def eval(self) -> "Module":
         """Evaluation mode: `train(False)`."""
         return self.train(False)
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator["Module"]:
+        """`with model.evaluating():` eval mode inside, the mode it had before after, even on an error."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     def zero_grad(self) -> None:
         """Drop every parameter's gradient (None, so the next backward writes fresh)."""

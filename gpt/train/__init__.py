@@ -4,6 +4,7 @@
     flags       dataclass fields -> command-line flags
     data        corpus -> tokens -> cached .bin files -> random batches (pretraining)
     loop        the one training loop: accumulation, clipping, schedule, evaluation, checkpoint hooks
+    distributed the processes of a run, one or MPI ranks (Comm): gradients summed, comm.print on rank 0
     pretrain    next-token prediction as a task of the loop; resume resolution
     classify    labelled texts as a task of the loop
     instruct    instruction-response pairs as a task of the loop

@@ -6,6 +6,7 @@
     pad_batch(token_lists, pad_id)     right-padded ids (B, T) and true lengths (B,)
     Classification(...)                the task: shuffled epochs, summed cross-entropy, loss and accuracy per split
     predict_proba(model, ...)          class probabilities of tokenized texts
+    classify_texts(model, tok, ...)    the likeliest label of each text, and its probability
 
 The model is `gpt.GPTClassifier`: the GPT body, then a linear head on the last real token.
 """
@@ -22,12 +23,14 @@ import numpy as np
 
 import tinytensor as tt
 import tinytensor.functional as F
+from bpe import Tokenizer
 from gpt import GPTClassifier
 from tinytensor import Tensor
 from tinytensor.backend import to_device
 
-from .data import read_text
-from .loop import Batch, Comm, summed
+from .data import pad_id, read_text
+from .distributed import Comm
+from .loop import Batch, summed
 from .epochs import EpochBatches, EpochTask
 
 SPLIT = (0.7, 0.1, 0.2)          # train / val / test
@@ -137,7 +140,7 @@ class Classification(EpochTask):
     def batch(self, rows: np.ndarray) -> Batch:
         """Rows of the dataset as a Batch of (ids (B, T), lengths (B,), labels (B,))."""
         idx, lengths, _ = pad_batch([self.tokens[i] for i in rows], self.pad, self.limit)
-        return Batch((idx, lengths, self.ids[rows]), targets=len(rows), tokens=int(lengths.sum()))
+        return Batch((idx, lengths, self.ids[rows]), n_targets=len(rows), n_tokens=int(lengths.sum()))
 
     def loss(self, model: GPTClassifier, rows: tuple[Any, ...]) -> Tensor:
         logits, targets = _logits(model, rows)
@@ -177,15 +180,18 @@ def predict_proba(model: GPTClassifier, token_lists: Sequence[Sequence[int]], pa
                   max_length: int | None = None, batch_size: int = 32) -> np.ndarray:
     """Class probabilities (N, n_classes) for tokenized texts, in eval mode without a graph."""
     limit = min(max_length or model.gpt.config.block_size, model.gpt.config.block_size)
-    was_training = model.training
-    model.eval()
     out = []
-    try:
+    with model.evaluating():
         with tt.no_grad():
             for start in range(0, len(token_lists), batch_size):
                 idx, lengths, _ = pad_batch(token_lists[start:start + batch_size], pad_id, limit)
                 probs = F.softmax(model(idx, lengths), axis=-1)
                 out.append(probs.numpy().astype(np.float64))
-    finally:
-        model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, model.head.out_features))
+
+
+def classify_texts(model: GPTClassifier, tok: Tokenizer, labels: Sequence[str], texts: Sequence[str],
+                   max_length: int | None = None) -> list[tuple[str, float]]:
+    """(label, probability) of the likeliest class for each text."""
+    probs = predict_proba(model, tok.encode_batch(list(texts)), pad_id(tok), max_length)
+    return [(labels[int(p.argmax())], float(p.max())) for p in probs]

@@ -19,8 +19,8 @@ from gpt.lora import merge_lora
 
 from . import evaluate
 from .data import EOT
+from .classify import classify_texts
 from .distributed import check_device_ready
-from .finetune import classify_texts
 from .inference import check_export_folder, export_folder, load_finetuned, load_for_inference
 from .instruct import PromptTemplate, generate_response
 

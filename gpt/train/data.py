@@ -25,13 +25,18 @@ from typing import Any
 import numpy as np
 
 from bpe import Tokenizer
-from gpt.files import inside
+from gpt.files import inside, read_json_object, write_json
 from tinytensor.serialize import write_atomically
 
 EOT = "<|endoftext|>"
 TOKENIZERS = ("bpe", "bytes", "gpt2")  # or the path of a saved tokenizer file
 # bump when the cache layout or the way tokens are produced changes, so old caches are not reused
 CACHE_VERSION = 1
+
+
+def pad_id(tok: Tokenizer) -> int:
+    # any id works for padding (targets there are ignored, and attention is causal); end-of-text is GPT-2's choice
+    return tok.special_tokens.get(EOT, 0)
 
 
 # ---- documents -------------------------------------------------------------
@@ -215,13 +220,13 @@ def prepare_data(data: str | os.PathLike | None, tokenizer: str, cache_dir: str 
         "source": str(data) if data is not None else "pydoc_data.topics (embedded in CPython)",
         "key": key,
     }
-    write_atomically(folder / "meta.json", json.dumps(meta, indent=2).encode())
+    write_json(folder / "meta.json", meta)
     return PreparedData(folder, tok, *_memmaps(folder, dtype), meta, cached=False)
 
 
 def _open(folder: Path) -> PreparedData:
     """What an earlier call prepared in `folder`."""
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = read_json_object(folder / "meta.json")
     tok = Tokenizer.load(inside(folder, meta.get("tokenizer"), str(folder / "meta.json")))
     return PreparedData(folder, tok, *_memmaps(folder, meta["dtype"]), meta, cached=True)
 

@@ -9,8 +9,8 @@ divides each rank's summed loss by the whole batch's target count, so the sum
 over ranks is exactly the batch mean a single process computes.
 
     connect()            the Comm of this run: SingleProcess, or MPIComm under mpiexec
-    MPIComm              rank, size, sum(values), sum_gradients(params), gather_json, broadcast_json,
-                         first_on_rank_0
+    Comm                 rank, size, sum(values), sum_gradients(params), gather_json, broadcast_json,
+                         first_on_rank_0, print (on rank 0 only)
     check_divides(n)     a batch size must split evenly over the ranks
     on_device(device)    with CuPy, rank r uses GPU r modulo the GPUs present
     fail(comm, message)  print an error once and end every rank
@@ -26,15 +26,14 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
+from tqdm import tqdm
 
 from tinytensor import Tensor
 from tinytensor.backend import cuda_is_available, get_array_module, to_device
 from tinytensor.random import set_rng_state
-
-from .loop import Comm, SingleProcess
 
 # the variables an MPI launcher sets to the number of ranks (MPICH / Intel MPI, Open MPI, PMIx)
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
@@ -48,6 +47,53 @@ def launched_size() -> int:
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
     return 1
+
+
+class Comm(Protocol):
+    """The processes of a data-parallel run, as the training loop sees them."""
+    rank: int
+    size: int
+
+    def sum(self, values: Iterable[float]) -> np.ndarray:
+        """The element-wise sum of `values` over all processes (float64)."""
+
+    def sum_gradients(self, params: list[Tensor]) -> None:
+        """Replace every gradient by its sum over all processes, in place."""
+
+    def gather_json(self, value: Any) -> list[Any] | None:
+        """Every process's JSON-able value, as a list on rank 0 (None elsewhere)."""
+
+    def broadcast_json(self, value: Any) -> Any:
+        """Rank 0's JSON-able value, on every process."""
+
+    def first_on_rank_0(self, work: Callable[[], Any]) -> Any:
+        """work() on rank 0, then on the others (which find what rank 0 wrote)."""
+
+    def print(self, text: str) -> None:
+        """Print on rank 0 only (llm.c's print0), between a progress bar's redraws."""
+
+
+class SingleProcess:
+    """The Comm of a run in one process: nothing to add up."""
+    rank, size = 0, 1
+
+    def sum(self, values: Iterable[float]) -> np.ndarray:
+        return np.asarray(list(values), dtype=np.float64)
+
+    def sum_gradients(self, params: list[Tensor]) -> None:
+        pass
+
+    def gather_json(self, value: Any) -> list[Any]:
+        return [value]
+
+    def broadcast_json(self, value: Any) -> Any:
+        return value
+
+    def first_on_rank_0(self, work: Callable[[], Any]) -> Any:
+        return work()
+
+    def print(self, text: str) -> None:
+        tqdm.write(text)
 
 
 class MPIComm:
@@ -124,6 +170,10 @@ class MPIComm:
             return result
         self.comm.Barrier()
         return work()
+
+    def print(self, text: str) -> None:
+        if self.rank == 0:
+            tqdm.write(text)
 
     def hosts(self) -> list[str]:
         return sorted(set(self.comm.allgather(self.MPI.Get_processor_name())))

@@ -26,10 +26,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
-from tqdm import tqdm
 
 import tinytensor as tt
 from bpe import Tokenizer
@@ -41,16 +40,17 @@ from tinytensor import nn, optim
 from . import classify, instruct
 from .checkpoint import digests, resolve_checkpoint
 from .config import ClassifyConfig, FinetuneConfig, InstructConfig
-from .data import EOT
+from .data import pad_id
 from .inference import LORA_FILE, load_base
-from .loop import Comm, LoopConfig, SingleProcess, Task, Trainer
+from .distributed import Comm, SingleProcess
+from .loop import LoopConfig, Task, Trainer
 from .metrics import MetricsLog
 from .output import check_folder_kind, check_output_folder
 
 METRICS_FILE = "metrics.json"
 RESPONSES_FILE = "responses.jsonl"
 
-Log = Callable[[str], None]
+Say = Callable[[str], None]   # print-like: one line of text
 
 
 # ---- shared pieces -----------------------------------------------------------------
@@ -74,18 +74,13 @@ def split_dataset(n: int, seed: int, fractions: tuple[float, float, float]) -> d
     return {"train": train, "val": val, "test": test}
 
 
-def pad_id(tok: Tokenizer) -> int:
-    # any id works for padding (targets there are ignored, and attention is causal); end-of-text is GPT-2's choice
-    return tok.special_tokens.get(EOT, 0)
-
-
-def _adapt(body: GPT, cfg: FinetuneConfig, log: Log) -> None:
+def _adapt(body: GPT, cfg: FinetuneConfig, say: Say) -> None:
     if cfg.lora_rank:
         apply_lora(body, cfg.lora_rank, cfg.lora_alpha)
-        log(f"LoRA rank {cfg.lora_rank}, alpha {cfg.lora_alpha}: the base weights are frozen")
+        say(f"LoRA rank {cfg.lora_rank}, alpha {cfg.lora_alpha}: the base weights are frozen")
 
 
-def _fit(model: nn.Module, task: Task, steps: int, cfg: FinetuneConfig, out: Path, log: Log,
+def _fit(model: nn.Module, task: Task, steps: int, cfg: FinetuneConfig, out: Path, say: Say,
          comm: Comm | None) -> tuple[dict, list[dict]]:
     """Train through the loop, then evaluate on all the data: (final metrics, evaluations along the way)."""
     if not any(p.requires_grad for p in model.parameters()):
@@ -96,13 +91,13 @@ def _fit(model: nn.Module, task: Task, steps: int, cfg: FinetuneConfig, out: Pat
                       warmup_steps=cfg.warmup_steps, decay_steps=max(steps, cfg.warmup_steps),
                       grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, eval_interval=cfg.eval_interval)
     trainer = Trainer(model, opt, task, loop, log=MetricsLog(out / "metrics.jsonl"), comm=comm, desc="fine-tune",
-                      say=tqdm.write if log is print else log)
+                      say=say)
     trainer.log.clear()
     start = time.time()
     history = trainer.run()
     if trainer.stopped_by is not None:
         # a SIGTERM's grace is seconds: save at once, without the final evaluation over all the data
-        log(f"{trainer.stopped_by.name}: stopped at step {trainer.step} of {steps}: the model is saved as it is, "
+        say(f"{trainer.stopped_by.name}: stopped at step {trainer.step} of {steps}: the model is saved as it is, "
             "without the final evaluation")
         return {"train_time_s": round(time.time() - start, 1), "stopped_by": trainer.stopped_by.name}, history
     final = {"train_time_s": round(time.time() - start, 1), **trainer.evaluate(final=True)}
@@ -138,40 +133,41 @@ def _write_metrics(out: Path, final: dict, history: list[dict]) -> None:
     write_json(out / METRICS_FILE, {"final": final, "history": history})
 
 
-def _report_truncation(n_long: int, n: int, limit: int, log: Log) -> None:
+def _report_truncation(n_long: int, n: int, limit: int, say: Say) -> None:
     if n_long:
-        log(f"warning: {n_long} of {n} examples are longer than {limit} tokens and are truncated")
+        say(f"warning: {n_long} of {n} examples are longer than {limit} tokens and are truncated")
 
 
 # ---- classification ------------------------------------------------------------------
-def finetune_classifier(cfg: ClassifyConfig, log: Log = print, comm: Comm | None = None) -> dict:
+def finetune_classifier(cfg: ClassifyConfig, say: Say | None = None, comm: Comm | None = None) -> dict:
     """Fine-tune a classifier on cfg.data from the GPT in cfg.init_from; write it to
     cfg.out and return the final metrics (loss and accuracy on train / val / test)."""
+    say = say or (comm or SingleProcess()).print
     out = check_output(cfg)
     tt.manual_seed(cfg.seed)
     examples = classify.read_labeled(cfg.data)
     labels, ids = classify.label_ids(examples, cfg.labels)
     if cfg.balance:
         examples, ids = classify.balance(examples, ids, cfg.seed)
-    base = resolve_checkpoint(cfg.init_from, log)   # once: the adapters name the checkpoint that was loaded
+    base = resolve_checkpoint(cfg.init_from, say)   # once: the adapters name the checkpoint that was loaded
     body, tok = load_base(base, cfg.device)
     limit = min(cfg.max_length or body.config.block_size, body.config.block_size)
     tokens = tok.encode_batch([text for _, text in examples])
-    _report_truncation(sum(len(t) > limit for t in tokens), len(tokens), limit, log)
+    _report_truncation(sum(len(t) > limit for t in tokens), len(tokens), limit, say)
     splits = split_dataset(len(examples), cfg.seed, classify.SPLIT)
     counts = {name: np.bincount(ids[rows], minlength=len(labels)).tolist() for name, rows in splits.items()}
-    log(f"{len(examples)} examples, labels {labels}; per split (train/val/test) {counts}")
+    say(f"{len(examples)} examples, labels {labels}; per split (train/val/test) {counts}")
 
     model = GPTClassifier(body, len(labels))
     if cfg.lora_rank:
-        _adapt(body, cfg, log)        # the head stays trainable beside the adapters
+        _adapt(body, cfg, say)        # the head stays trainable beside the adapters
     else:
         model.set_trainable(cfg.trainable)
     trainable, total = count_parameters(model)
-    log(f"training {trainable:,} of {total:,} parameters")
+    say(f"training {trainable:,} of {total:,} parameters")
     task = classify.Classification(tokens, ids, splits, pad_id(tok), limit, cfg.batch_size, cfg.epochs, cfg.seed,
                                    cfg.eval_batches)
-    final, history = _fit(model, task, task.epochs.total, cfg, out, log, comm)
+    final, history = _fit(model, task, task.epochs.total, cfg, out, say, comm)
     if comm is None or comm.rank == 0:
         head = {f"head.{k}": v for k, v in model.head.state_dict().items()}
         _save(out, model, body, tok, {"task": "classify", "labels": labels, "n_classes": len(labels)}, cfg, head, base)
@@ -179,51 +175,45 @@ def finetune_classifier(cfg: ClassifyConfig, log: Log = print, comm: Comm | None
     return final
 
 
-def classify_texts(model: GPTClassifier, tok: Tokenizer, labels: Sequence[str], texts: Sequence[str],
-                   max_length: int | None = None) -> list[tuple[str, float]]:
-    """(label, probability) of the likeliest class for each text."""
-    probs = classify.predict_proba(model, tok.encode_batch(list(texts)), pad_id(tok), max_length)
-    return [(labels[int(p.argmax())], float(p.max())) for p in probs]
-
-
 # ---- instruction following ------------------------------------------------------------
-def finetune_instruct(cfg: InstructConfig, log: Log = print, comm: Comm | None = None) -> dict:
+def finetune_instruct(cfg: InstructConfig, say: Say | None = None, comm: Comm | None = None) -> dict:
     """Instruction-tune the GPT in cfg.init_from on Alpaca-style cfg.data (85/5/10
     train/val/test, seeded); write it to cfg.out, then its greedy answers to the
     test split to out/responses.jsonl. Returns the final metrics (val loss
     before and after, train loss)."""
+    say = say or (comm or SingleProcess()).print
     out = check_output(cfg)
     template = instruct.PromptTemplate.from_file(cfg.prompt_template) if cfg.prompt_template else instruct.ALPACA
     tt.manual_seed(cfg.seed)
     entries = instruct.read_instructions(cfg.data)
-    base = resolve_checkpoint(cfg.init_from, log)   # once: the adapters name the checkpoint that was loaded
+    base = resolve_checkpoint(cfg.init_from, say)   # once: the adapters name the checkpoint that was loaded
     model, tok = load_base(base, cfg.device)
     limit = min(cfg.max_length or model.config.block_size, model.config.block_size)
     encoded = [instruct.encode_example(tok, template, e) for e in entries]
-    _report_truncation(sum(len(s) - 1 > limit for s, _ in encoded), len(encoded), limit, log)
+    _report_truncation(sum(len(s) - 1 > limit for s, _ in encoded), len(encoded), limit, say)
     splits = split_dataset(len(entries), cfg.seed, instruct.SPLIT)
     if cfg.mask_prompt:
-        _check_prompts_fit(encoded, splits["train"], limit, log)
-    log(f"{len(entries)} examples: {len(splits['train'])} train, {len(splits['val'])} val, {len(splits['test'])} test")
-    _adapt(model, cfg, log)
+        _check_prompts_fit(encoded, splits["train"], limit, say)
+    say(f"{len(entries)} examples: {len(splits['train'])} train, {len(splits['val'])} val, {len(splits['test'])} test")
+    _adapt(model, cfg, say)
     trainable, total = count_parameters(model)
-    log(f"training {trainable:,} of {total:,} parameters")
+    say(f"training {trainable:,} of {total:,} parameters")
     task = instruct.Instructions(encoded, splits, pad_id(tok), limit, cfg.mask_prompt, cfg.batch_size, cfg.epochs,
                                  cfg.seed, cfg.eval_batches)
     val_before = task.measure(model.eval(), "val", comm or SingleProcess(), final=True)
-    log(f"val loss before fine-tuning {val_before:.4f}")
-    final, history = _fit(model, task, task.epochs.total, cfg, out, log, comm)
+    say(f"val loss before fine-tuning {val_before:.4f}")
+    final, history = _fit(model, task, task.epochs.total, cfg, out, say, comm)
     final = {**final, "val_loss_before": val_before}
     if comm is None or comm.rank == 0:
         _save(out, model, model, tok, {"task": "instruct", "prompt_template": template.to_dict()}, cfg, {}, base)
         _write_metrics(out, final, history)
         if "stopped_by" not in final:
             _write_responses(out, model, tok, template, [entries[i] for i in splits["test"][:cfg.n_responses]], cfg,
-                             log)
+                             say)
     return final
 
 
-def _check_prompts_fit(encoded: list[tuple[list[int], int]], train: np.ndarray, limit: int, log: Log) -> None:
+def _check_prompts_fit(encoded: list[tuple[list[int], int]], train: np.ndarray, limit: int, say: Say) -> None:
     """With --mask-prompt only the response is learned: a prompt that fills the
     context leaves nothing to learn in its example."""
     # the first target is the token after the prompt, at input position prompt_len - 1
@@ -233,14 +223,14 @@ def _check_prompts_fit(encoded: list[tuple[list[int], int]], train: np.ndarray, 
                          f"than the {limit} tokens the model sees (its block_size or --max-length). Start from "
                          "a model with a larger block_size, use a shorter --prompt-template, or drop --mask-prompt")
     if no_target:
-        log(f"warning: in {len(no_target)} examples the prompt alone fills {limit} tokens, so with --mask-prompt "
+        say(f"warning: in {len(no_target)} examples the prompt alone fills {limit} tokens, so with --mask-prompt "
             "nothing of them is learned")
 
 
 def _write_responses(out: Path, model: GPT, tok: Tokenizer, template: instruct.PromptTemplate,
-                     entries: list[dict[str, str]], cfg: InstructConfig, log: Log) -> None:
+                     entries: list[dict[str, str]], cfg: InstructConfig, say: Say) -> None:
     with open(out / RESPONSES_FILE, "w", encoding="utf-8") as f:
         for e in entries:
             answer = instruct.generate_response(model, tok, template, e["instruction"], e["input"], cfg.max_new_tokens)
             f.write(json.dumps({**e, "model_response": answer}) + "\n")
-    log(f"wrote {len(entries)} test responses to {out / RESPONSES_FILE}")
+    say(f"wrote {len(entries)} test responses to {out / RESPONSES_FILE}")

@@ -27,7 +27,8 @@ from tinytensor.functional import IGNORE_INDEX
 
 from .data import EOT, read_text
 from .epochs import EpochBatches, EpochTask
-from .loop import Batch, Comm, summed
+from .distributed import Comm
+from .loop import Batch, summed
 
 SPLIT = (0.85, 0.05, 0.10)          # train / val / test
 
@@ -179,7 +180,7 @@ class Instructions(EpochTask):
         inputs, targets, _ = collate([self.encoded[i] for i in rows], self.pad, self.mask_prompt, self.limit)
         learned = int((targets != IGNORE_INDEX).sum())
         # a batch whose every target is masked adds 0 to the loss; dividing by 1 keeps it 0
-        return Batch((inputs, targets), targets=max(learned, 1), tokens=inputs.size)
+        return Batch((inputs, targets), n_targets=max(learned, 1), n_tokens=inputs.size)
 
     def loss(self, model: nn.Module, rows: tuple[Any, ...]) -> Tensor:
         inputs, targets = rows

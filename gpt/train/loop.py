@@ -30,6 +30,7 @@ from tqdm import tqdm
 import tinytensor as tt
 from tinytensor import Tensor, nn, optim
 
+from .distributed import Comm, SingleProcess
 from .metrics import MetricsLog, progress
 
 # a mean loss above this many nats per target has exploded (a uniform guess over
@@ -43,12 +44,12 @@ class Diverged(RuntimeError):
 
 @dataclass(frozen=True)
 class Batch:
-    """One micro-batch, whole. `arrays` share their first axis (the rows); `targets`
+    """One micro-batch, whole. `arrays` share their first axis (the rows); `n_targets`
     counts what the loss is summed over in all rows (tokens, or examples);
-    `tokens` counts the input tokens (for tokens/s)."""
+    `n_tokens` counts the input tokens (for tokens/s)."""
     arrays: tuple[Any, ...]
-    targets: int
-    tokens: int
+    n_targets: int
+    n_tokens: int
 
     def rows(self, rank: int, size: int) -> tuple[Any, ...]:
         """Process `rank`'s share of the rows: the contiguous slice one process would
@@ -74,47 +75,6 @@ class Task(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class Comm(Protocol):
-    """The processes of a data-parallel run (see gpt.train.distributed)."""
-    rank: int
-    size: int
-
-    def sum(self, values: Iterable[float]) -> np.ndarray:
-        """The element-wise sum of `values` over all processes (float64)."""
-
-    def sum_gradients(self, params: list[Tensor]) -> None:
-        """Replace every gradient by its sum over all processes, in place."""
-
-    def gather_json(self, value: Any) -> list[Any] | None:
-        """Every process's JSON-able value, as a list on rank 0 (None elsewhere)."""
-
-    def broadcast_json(self, value: Any) -> Any:
-        """Rank 0's JSON-able value, on every process."""
-
-    def first_on_rank_0(self, work: Callable[[], Any]) -> Any:
-        """work() on rank 0, then on the others (which find what rank 0 wrote)."""
-
-
-class SingleProcess:
-    """The Comm of a run in one process: nothing to add up."""
-    rank, size = 0, 1
-
-    def sum(self, values: Iterable[float]) -> np.ndarray:
-        return np.asarray(list(values), dtype=np.float64)
-
-    def sum_gradients(self, params: list[Tensor]) -> None:
-        pass
-
-    def gather_json(self, value: Any) -> list[Any]:
-        return [value]
-
-    def broadcast_json(self, value: Any) -> Any:
-        return value
-
-    def first_on_rank_0(self, work: Callable[[], Any]) -> Any:
-        return work()
 
 
 def summed(model: nn.Module, batches: Iterable[Batch], measure: Callable[[nn.Module, tuple], list[float]],
@@ -181,19 +141,19 @@ class Trainer:
     log: where step and evaluation rows go (rank 0 only writes); save(step) writes
     a checkpoint and returns its folder; after_eval(row) runs after each
     evaluation (a plot, say). flops_per_token and peak_flops add MFU to the rows.
-    say(text) prints between the progress bar's redraws.
+    say(text) prints between the progress bar's redraws; the default, comm.print, prints on rank 0 only.
     """
 
     def __init__(self, model: nn.Module, optimizer: optim.Optimizer, task: Task, cfg: LoopConfig, *,
                  log: MetricsLog | None = None, save: Callable[[int], Path] | None = None,
                  after_eval: Callable[[dict], None] | None = None, flops_per_token: float | None = None,
                  peak_flops: float | None = None, comm: Comm | None = None, desc: str = "train",
-                 say: Callable[[str], None] = tqdm.write):
+                 say: Callable[[str], None] | None = None):
         self.model, self.optimizer, self.task, self.cfg = model, optimizer, task, cfg
         self.log, self.save, self.after_eval = log, save, after_eval
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
         self.comm = comm or SingleProcess()
-        self.desc, self.say = desc, say
+        self.desc, self.say = desc, say or self.comm.print
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.step = 0
         self.resumed_at: int | None = None
@@ -218,7 +178,7 @@ class Trainer:
         self.model.train()
         bar = progress(cfg.max_steps, self.step, self.desc, enabled=self.main)
         try:
-            with StopOnCtrlC(self.say if self.main else (lambda text: None)) as ctrl_c:
+            with StopOnCtrlC(self.say) as ctrl_c:
                 while True:
                     # at a step boundary: `self.step` optimizer steps are done
                     done = self.step >= cfg.max_steps
@@ -280,9 +240,9 @@ class Trainer:
             loss = self.task.loss(self.model, batch.rows(comm.rank, comm.size))
             # scaled before backward, so the summed gradient is the mean over the step's targets:
             # the learning rate and the clipping threshold mean the same at any --grad-accum
-            (loss * (1.0 / (batch.targets * cfg.grad_accum))).backward()
-            mean_losses += loss.item() / batch.targets
-            tokens += batch.tokens
+            (loss * (1.0 / (batch.n_targets * cfg.grad_accum))).backward()
+            mean_losses += loss.item() / batch.n_targets
+            tokens += batch.n_tokens
         comm.sum_gradients(self.params)
         loss_value = float(comm.sum([mean_losses])[0]) / cfg.grad_accum
         if not math.isfinite(loss_value) or loss_value > EXPLODED_LOSS:
@@ -312,12 +272,8 @@ class Trainer:
     # ---- evaluation -------------------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict[str, Any]:
         """Evaluate now (also called by a fine-tune for its final, full evaluation)."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self.model.evaluating():
             row = {"step": self.step, **self.task.evaluate(self.model, self.comm, final)}
-        finally:
-            self.model.train(was_training)
         self.history.append(row)
         if self.main:
             if self.log is not None:

@@ -27,8 +27,8 @@ from .checkpoint import Checkpoint, latest_checkpoint, latest_good_checkpoint, s
 from .config import PretrainConfig, changeable_on_resume
 from .data import EOT, BatchSampler, PreparedData, unigram_loss
 from .flags import flag_name
-from .distributed import seed_per_rank
-from .loop import Batch, Comm, SingleProcess, summed
+from .distributed import Comm, SingleProcess, seed_per_rank
+from .loop import Batch, summed
 from .metrics import perplexity
 
 
@@ -109,7 +109,7 @@ class LanguageModeling:
 
     def next_batch(self) -> Batch:
         x, y = self.sampler.sample()                          # (B, T) each
-        return Batch((x, y), targets=y.size, tokens=x.size)
+        return Batch((x, y), n_targets=y.size, n_tokens=x.size)
 
     def loss(self, model: nn.Module, rows: tuple[Any, ...]) -> Any:
         x, y = rows
@@ -123,14 +123,14 @@ class LanguageModeling:
         for i, (split, tokens) in enumerate((("train", self.data.train), ("val", self.data.val))):
             sampler = BatchSampler(tokens, self.block_size, self.cfg.batch_size, seed=[self.cfg.seed, 100 + i],
                                    name=split)
-            batches = [Batch(sampler.sample(), targets=0, tokens=0) for _ in range(self.cfg.eval_iters)]
+            batches = [Batch(sampler.sample(), n_targets=0, n_tokens=0) for _ in range(self.cfg.eval_iters)]
             losses[split], bpb[split] = self._loss_and_bpb(model, batches, comm)
         row = {"train_loss": losses["train"], "val_loss": losses["val"], "val_ppl": perplexity(losses["val"]),
                "val_bpb": bpb["val"]}
         if final and self.cfg.full_val:
             # disjoint windows of block_size: every val token but the first scored once
             windows = sliding_windows(len(self.data.val), self.block_size, self.block_size)
-            batches = [Batch(rows, targets=0, tokens=0)
+            batches = [Batch(rows, n_targets=0, n_tokens=0)
                        for rows in window_batches(self.data.val, windows, self.cfg.batch_size)]
             row["val_full_loss"], row["val_full_bpb"] = self._loss_and_bpb(model, batches, comm)
         row["sample"] = self.sample(model) if self.cfg.sample_tokens and self.main else ""
@@ -205,11 +205,15 @@ def restore(ckpt: Checkpoint, model: nn.Module, opt: optim.Optimizer, task: Lang
         seed_per_rank(task.cfg.seed, comm, ckpt.step)
 
 
-def unigram_note(task: LanguageModeling, vocab_size: int) -> str:
-    """The loss to beat, measured once and shown beside every evaluation."""
+def unigram_baselines(task: LanguageModeling, vocab_size: int) -> tuple[float, float]:
+    """The loss to beat (`data.unigram_loss`, nats per token) and the same in bits per UTF-8 byte."""
     val = np.asarray(task.data.val)
-    task.baseline = unigram_loss(task.data.train, val, vocab_size)
+    nats = unigram_loss(task.data.train, val, vocab_size)
     n_bytes = task.token_bytes[val].sum()
-    task.baseline_bpb = task.baseline * len(val) / math.log(2) / n_bytes if n_bytes else math.nan
-    return (f"unigram baseline (val loss of predicting train-split token frequencies): {task.baseline:.4f}, "
-            f"{task.baseline_bpb:.4f} bits/byte; uniform guess: {np.log(vocab_size):.4f}")
+    return nats, (nats * len(val) / math.log(2) / n_bytes if n_bytes else math.nan)
+
+
+def unigram_note(baseline: float, baseline_bpb: float, vocab_size: int) -> str:
+    """The line that introduces the loss to beat beside a uniform guess's."""
+    return (f"unigram baseline (val loss of predicting train-split token frequencies): {baseline:.4f}, "
+            f"{baseline_bpb:.4f} bits/byte; uniform guess: {np.log(vocab_size):.4f}")
