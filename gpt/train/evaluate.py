@@ -29,7 +29,7 @@ from tinytensor.functional import IGNORE_INDEX
 
 from .checkpoint import CKPT_DIR, STATE_FILE, resolve_checkpoint
 from .data import EOT, load_documents, read_text
-from .finetune import pad_id
+from .data import pad_id
 from .inference import load_for_inference
 from .instruct import ALPACA, PromptTemplate, collate, encode_example, generate_response, read_instructions
 
