@@ -4,6 +4,7 @@
     python -m gpt classify --checkpoint DIR "some text"      label and probability (a classify fine-tune)
     python -m gpt chat --checkpoint DIR                      answer instructions typed at the prompt (an instruct fine-tune)
     python -m gpt export --checkpoint DIR --out HF_DIR       a Hugging Face folder (GPT-2, Llama, Qwen2 or Qwen3)
+    python -m gpt prepare --data PATH... --out DIR           token shards for train.py --data DIR (see --help)
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .data import EOT
 from .finetune import classify_texts
 from .inference import export_folder, load_finetuned, load_for_inference
 from .instruct import PromptTemplate, generate_response
+from .prepare import command as prepare_command
 
 
 def sample(args: argparse.Namespace) -> None:
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "fine-tune (LoRA adapters are merged) or a Hugging Face folder")
     e.add_argument("--out", required=True, help="the folder to write; it must not hold a model already")
     e.set_defaults(func=export)
+
+    prepare_command.register(sub)
     return ap
 
 

@@ -22,7 +22,7 @@ from tinytensor.random import get_rng_state, set_rng_state
 
 from .checkpoint import Checkpoint, latest_checkpoint, latest_good_checkpoint, save_checkpoint, step_folder
 from .config import PretrainConfig, changeable_on_resume
-from .data import EOT, BatchSampler, PreparedData, unigram_loss
+from .data import EOT, BatchSampler, PreparedData, make_sampler, unigram_loss
 from .flags import flag_name
 from .distributed import seed_per_rank
 from .loop import Batch, Comm, SingleProcess, summed
@@ -87,7 +87,7 @@ class LanguageModeling:
     def __init__(self, data: PreparedData, cfg: PretrainConfig, block_size: int, main: bool = True):
         self.data, self.cfg, self.block_size = data, cfg, block_size
         self.main = main                                      # only the process that prints samples
-        self.sampler = BatchSampler(data.train, block_size, cfg.batch_size, seed=[cfg.seed, 1], name="train")
+        self.sampler = make_sampler(cfg.sampling, data.train, block_size, cfg.batch_size, seed=[cfg.seed, 1])
         BatchSampler(data.val, block_size, cfg.batch_size, seed=0, name="val")   # fail now if val is too short
         self.baseline: float | None = None
 
@@ -120,7 +120,7 @@ class LanguageModeling:
         else from the corpus's first token."""
         tok = self.data.tokenizer
         eot = tok.special_tokens.get(EOT)
-        prompt = [eot] if self.data.meta["documents"] > 1 and eot is not None else [int(self.data.train[0])]
+        prompt = [eot] if self.data.meta["documents_kept"] > 1 and eot is not None else [int(self.data.train[0])]
         ids = model.generate([prompt], self.cfg.sample_tokens, temperature=0.8, top_k=50, seed=self.cfg.seed)[0]
         return tok.decode(ids[1:].tolist() if prompt == [eot] else ids.tolist())
 
