@@ -141,10 +141,15 @@ def test_ftfy_repairs_mojibake_first(tmp_path):
     text = prose(1).replace("The ", "The café ", 3)
     broken = text.encode("utf-8").decode("latin-1")          # the classic mojibake: cafÃ©
     p = jsonl(tmp_path / "c.jsonl", [broken])
-    assert "cafÃ©" in bytes(open_prepared(tmp_path / "out", "").train.tolist() if run(tmp_path, p) else []).decode()
+
+    def text_of(folder):
+        prepared = open_prepared(folder, "")
+        return bytes(prepared.train.tolist() + prepared.val.tolist()).decode()
+
+    run(tmp_path, p)
+    assert "cafÃ©" in text_of(tmp_path / "out")
     run(tmp_path, p, "fixed", fix_text=True)
-    prepared = open_prepared(tmp_path / "fixed", "")
-    assert bytes(prepared.train.tolist() + prepared.val.tolist()).decode() == text
+    assert text_of(tmp_path / "fixed") == text
 
 
 def test_val_text_copied_into_train_shows_in_the_overlap_report(tmp_path):
@@ -233,9 +238,8 @@ def test_shards_have_a_header_and_read_back_as_one_stream(tmp_path):
     assert np.array_equal(stream.take(positions), flat[positions])
     x, y = BatchSampler(stream, 16, 64, seed=0).sample()        # windows straddle shard boundaries
     assert np.array_equal(x[:, 1:], y[:, :-1])
-    starts = x[:, 0]
-    assert all(any(np.array_equal(row, flat[s:s + 16]) for s in np.flatnonzero(flat == row[0])) for row in x[:8])
-    assert len(starts) == 64
+    # each window is a run of the stream: some start in the stream matches the whole row
+    assert all(any(np.array_equal(row, flat[s:s + 16]) for s in np.flatnonzero(flat == row[0])) for row in x)
 
 
 # ---- the command and train.py ------------------------------------------------------------

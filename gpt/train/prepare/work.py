@@ -27,7 +27,7 @@ from .settings import PrepareConfig
 
 BATCH_CHARS = 1 << 20       # text per batch sent to a worker
 IN_FLIGHT_PER_WORKER = 2
-INLINE_CHARS = 4 << 20      # a corpus smaller than this is done in this process: no pool to start
+INLINE_CHARS = 1 << 20      # a corpus smaller than this is done in this process: no pool to start
 
 
 @dataclass
