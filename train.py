@@ -112,6 +112,8 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
     say(f"model: {cfg.preset} {mcfg.n_layer} layers, {mcfg.n_head} heads, width {mcfg.n_embd}, "
         f"block {mcfg.block_size}: {model.num_parameters():,} parameters; "
         f"{cfg.batch_size * cfg.grad_accum * mcfg.block_size:,} tokens per step")
+    if cfg.sampling == "epoch":
+        say(f"one pass over the train split: {task.sampler.steps_per_epoch(cfg.grad_accum):,.1f} steps")
     say(unigram_note(task, mcfg.vocab_size))
     say(f"MFU is measured against {peak / 1e9:.1f} GFLOP/s ({'given' if cfg.peak_flops else 'matmuls on this device'})")
 

@@ -2,6 +2,7 @@
 
     python bench/prepare.py                 # all three parts; the 2 GB corpus is built under /tmp and deleted
     python bench/prepare.py --no-big        # leave out the 2 GB memory run (minutes)
+    python bench/prepare.py --big-only      # the 2 GB memory run alone
     BENCH_QUICK=1 python bench/prepare.py   # a tiny corpus from CPython's docs, bytes tokenizer: seconds
 
 1. memory: a corpus of --big-mb built from the shared corpora (each document a
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))   # the packages, ahead of this folder (which has a bpe.py of its own)
 DATA = ROOT.parent / "shared" / "data"
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 EOT = "<|endoftext|>"
@@ -100,17 +102,16 @@ def build_corpus(path: Path, megabytes: float, seed: int = 0) -> int:
 
 # ---- the tiktoken baseline (run as: python bench/prepare.py --tiktoken-baseline FILE OUT WORKERS) ----
 
-_enc = None
+_enc = None     # made before the pool forks, so every worker has it
 
 
-def _tiktoken_init(ranks_file: str) -> None:
-    global _enc
+def _tiktoken_encoding(tokenizer_file: str):
     import tiktoken
 
     from bpe import Tokenizer
 
-    tok = Tokenizer.load(ranks_file)
-    _enc = tiktoken.Encoding("gpt2-local", pat_str=tok.pattern, mergeable_ranks=tok.mergeable_ranks(),
+    tok = Tokenizer.load(tokenizer_file)
+    return tiktoken.Encoding("gpt2-local", pat_str=tok.pattern, mergeable_ranks=tok.mergeable_ranks(),
                              special_tokens={EOT: tok.special_tokens[EOT]})
 
 
@@ -126,11 +127,12 @@ def tiktoken_baseline(data: str, out: str, workers: int, tokenizer_file: str) ->
 
     import numpy as np
 
+    global _enc
+    _enc = _tiktoken_encoding(tokenizer_file)
     text = Path(data).read_text(encoding="utf-8")
     docs = (d for d in text.split("\n\n\n") if d.strip())
     eot = np.array([50256], dtype=np.uint16)
-    with open(out, "wb") as f, multiprocessing.get_context("fork").Pool(workers, _tiktoken_init,
-                                                                        (tokenizer_file,)) as pool:
+    with open(out, "wb") as f, multiprocessing.get_context("fork").Pool(workers) as pool:
         for ids in pool.imap(_tiktoken_doc, docs, chunksize=16):
             f.write(eot.tobytes())
             f.write(ids.tobytes())
@@ -142,6 +144,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--big-mb", type=float, default=2000.0, help="size of the memory run's corpus")
     ap.add_argument("--no-big", action="store_true", help="leave out the memory run")
+    ap.add_argument("--big-only", action="store_true", help="the memory run alone")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tiktoken-baseline", nargs=4, metavar=("FILE", "OUT", "WORKERS", "TOKENIZER"),
                     help=argparse.SUPPRESS)
@@ -182,6 +185,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         print(f"memory: {size / 1e6:,.0f} MB corpus ({meta['documents_in']:,} documents, "
               f"{meta['train_tokens'] + meta['val_tokens']:,} tokens), --workers {workers} --dedup: "
               f"peak RSS {peak / 1e6:,.0f} MB (bound 1,000 MB for 2 GB), {size / 1e6 / seconds:.2f} MB/s")
+    if args.big_only:
+        return
 
     # 2. throughput, filters off, against tiktoken
     mb = text.stat().st_size / 1e6

@@ -17,7 +17,6 @@ on part of the data.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from bpe import Tokenizer
 
+# EOT, TOKENIZERS and token_dtype are also this module's names, as the training code has always imported them
 from .prepare import EOT, TOKENIZERS, PrepareConfig, TokenStream, is_prepared, open_prepared, prepare, token_dtype
 from .prepare.sources import fingerprint
 from .prepare.tokenizer import build_tokenizer, tokenizer_digest, tokenizer_files

@@ -29,7 +29,7 @@ from bpe import Tokenizer
 from tinytensor.serialize import fsync_dir
 
 from .dedup import NearDuplicates
-from .hashing import WordHasher
+from .hashing import WordHasher, ngram_hashes
 from .overlap import NgramSample, NGRAM
 from .quality import QualityRules
 from .settings import PrepareConfig
@@ -224,8 +224,6 @@ def _empty_message(cfg: PrepareConfig, stats: SourceStats, counts: Counts) -> st
 def _check_against(cfg: PrepareConfig, grams: NgramSample | None) -> dict[str, Any]:
     if not cfg.check_against or grams is None:
         return {}
-    from .hashing import ngram_hashes
-
     words = WordHasher()
     found = [ngram_hashes(words.words(d.text), NGRAM) for d in documents([cfg.check_against], SourceStats(),
                                                                            "replace")]
