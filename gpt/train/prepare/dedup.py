@@ -39,7 +39,11 @@ class NearDuplicates:
     def __init__(self, threshold: float):
         ds = require("datasketch", "--near-dedup")
         self.LeanMinHash = ds.LeanMinHash
-        self.lsh = ds.MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+        try:
+            self.lsh = ds.MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+        except ValueError as e:   # no banding of NUM_PERM values reaches that threshold
+            raise ValueError(f"--near-threshold {threshold} cannot be banded from {NUM_PERM} MinHash values ({e}): "
+                             "choose a lower one") from None
         self.count = 0
 
     def seen(self, signature: np.ndarray) -> bool:
