@@ -8,8 +8,8 @@
     python train.py --task classify --init-from out --data spam.tsv --balance   # fine-tune (see below)
     python train.py --task instruct --init-from gpt2/ --data instruction-data.json --mask-prompt
 
-Pretraining, top to bottom: documents -> tokenizer -> train.bin / val.bin (cached
-under --cache-dir) -> a GPT -> the training loop (random windows of block_size + 1
+Pretraining, top to bottom: documents -> tokenizer -> token shards (a folder from
+python -m gpt prepare, or prepared here once and cached under --cache-dir) -> a GPT -> the training loop (random windows of block_size + 1
 tokens, AdamW with warmup + cosine decay, gradient accumulation and clipping;
 every --eval-interval steps the mean train/val loss on fixed batches, val
 perplexity and a sample; a checkpoint every --checkpoint-interval steps).
@@ -81,7 +81,8 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
     data = comm.first_on_rank_0(lambda: prepare_data(cfg.data, cfg.tokenizer, cfg.cache_dir or out / "data",
                                                      cfg.vocab_size, cfg.gpt2_vocab, cfg.val_fraction, cfg.errors))
     meta = data.meta
-    say(f"data: {meta['source']}: {meta['documents']} document{'s' * (meta['documents'] != 1)}, "
+    docs = meta["documents_kept"]
+    say(f"data: {meta['source']}: {docs} document{'s' * (docs != 1)}, "
         f"{meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens, vocabulary {meta['vocab_size']} "
         f"({'cached' if data.cached else 'prepared'} in {data.folder}, {time.perf_counter() - start:.1f}s)")
 
@@ -115,6 +116,8 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
     say(f"model: {cfg.preset} {mcfg.n_layer} layers, {mcfg.n_head} heads, width {mcfg.n_embd}, "
         f"block {mcfg.block_size}: {model.num_parameters():,} parameters; "
         f"{cfg.batch_size * cfg.grad_accum * mcfg.block_size:,} tokens per step")
+    if cfg.sampling == "epoch":
+        say(f"one pass over the train split: {task.sampler.steps_per_epoch(cfg.grad_accum):,.1f} steps")
     task.baseline, task.baseline_bpb = unigram_baselines(task, mcfg.vocab_size)   # measured once, shown at every evaluation
     say(unigram_note(task.baseline, task.baseline_bpb, mcfg.vocab_size))
     say(f"MFU is measured against {peak / 1e9:.1f} GFLOP/s ({'given' if cfg.peak_flops else 'matmuls on this device'})")

@@ -1,4 +1,5 @@
-"""The data pipeline: documents, <|endoftext|> joins, the split, the cache, memmaps, errors."""
+"""train.py's data: documents, <|endoftext|> joins, the split, the cache, the samplers, errors.
+(The pipeline's stages have their own tests in test_prepare.py.)"""
 from __future__ import annotations
 
 import json
@@ -7,9 +8,13 @@ import numpy as np
 import pytest
 
 from bpe import Tokenizer
-from gpt.train import data as gdata
-from gpt.train.data import (EOT, BatchSampler, load_documents, prepare_data, split_documents, token_dtype,
-                      unigram_loss)
+from gpt.train.data import (EOT, BatchSampler, EpochSampler, prepare_data, token_dtype, unigram_loss)
+from gpt.train.prepare import pipeline
+from gpt.train.prepare.sources import SourceStats, documents
+
+
+def load_documents(path, errors="strict"):
+    return [d.text for d in documents(None if path is None else [str(path)], SourceStats(), errors)]
 
 
 @pytest.fixture
@@ -43,40 +48,43 @@ def test_default_corpus_is_embedded_and_needs_no_download():
     assert len(docs) > 50 and sum(map(len, docs)) > 100_000
 
 
-def test_documents_are_joined_with_endoftext_and_split_on_boundaries():
-    docs = [[1, 2], [3], [4, 5, 6], [7, 8], [9]]
-    train, val = split_documents(docs, eot=0, val_fraction=0.25)
-    # 9 tokens, 75% of them is 6.75: the nearest document boundary is after the third document (6 tokens)
-    assert train == [1, 2, 0, 3, 0, 4, 5, 6]
-    assert val == [7, 8, 0, 9]
+def test_a_single_document_is_cut_by_tokens(tmp_path):
+    p = tmp_path / "one.txt"
+    p.write_text("".join(chr(97 + i % 26) for i in range(100)))
+    d = prepare_data(p, "bytes", tmp_path / "cache", val_fraction=0.1)
+    assert d.train.tolist() == list(p.read_bytes()[:90]) and d.val.tolist() == list(p.read_bytes()[90:])
 
 
-def test_split_keeps_a_document_on_each_side():
-    train, val = split_documents([[1] * 100, [2]], eot=0, val_fraction=0.9)
-    assert train == [1] * 100 and val == [2]
-    train, val = split_documents([[1], [2] * 100], eot=0, val_fraction=0.01)
-    assert train == [1] and val == [2] * 100
-
-
-def test_single_document_is_cut_by_tokens():
-    train, val = split_documents([list(range(100))], eot=None, val_fraction=0.1)
-    assert train == list(range(90)) and val == list(range(90, 100))
-
-
-def test_prepare_data_writes_memmaps_with_endoftext_between_documents(folder, tmp_path):
-    d = prepare_data(folder, "bytes", tmp_path / "cache", val_fraction=0.5)
-    assert isinstance(d.train, np.memmap) and d.train.dtype == np.uint16
-    assert d.meta["dtype"] == "uint16" and d.meta["documents"] == 2
+def test_few_documents_give_val_the_last_one_when_no_hash_chose_it(folder, tmp_path):
+    # both documents hash to train at val_fraction 0.01: the last one becomes val
+    d = prepare_data(folder, "bytes", tmp_path / "cache", val_fraction=0.01)
     assert d.tokenizer.decode(d.train.tolist()) == "first document\n"
     assert d.tokenizer.decode(d.val.tolist()) == "second document\n"
+    assert (d.meta["train_documents"], d.meta["val_documents"]) == (1, 1)
 
-    (folder / "c.txt").write_text("third document\n")
-    d = prepare_data(folder, "bytes", tmp_path / "cache", val_fraction=0.3)
+
+def test_prepare_data_writes_shards_with_endoftext_between_documents(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    texts = [f"document number {i}\n" for i in range(40)]
+    for i, t in enumerate(texts):
+        (docs / f"{i:02d}.txt").write_text(t)
+    d = prepare_data(docs, "bytes", tmp_path / "cache", val_fraction=0.3)
+    assert d.train.dtype == np.uint16 and d.meta["dtype"] == "uint16" and d.meta["documents_kept"] == 40
     eot = d.tokenizer.special_tokens[EOT]
-    assert d.tokenizer.decode(d.train.tolist()) == f"first document\n{EOT}second document\n"
-    assert d.train.tolist().count(eot) == 1 and eot not in d.val.tolist()
+    train = d.tokenizer.decode(d.train.tolist()).split(EOT)
+    val = d.tokenizer.decode(d.val.tolist()).split(EOT)
+    # every document once, in input order within each split, joined by <|endoftext|>
+    assert sorted(train + val) == sorted(texts)
+    for part in (train, val):
+        positions = [texts.index(t) for t in part]
+        assert positions == sorted(positions)
+    assert 4 <= len(val) <= 20 and d.train.tolist().count(eot) == len(train) - 1
     header = json.loads((d.folder / "meta.json").read_text())
     assert header["train_tokens"] == len(d.train) and header["vocab_size"] == 257
+    # the split is the documents' hashes: the same on a second preparation elsewhere
+    again = prepare_data(docs, "bytes", tmp_path / "cache2", val_fraction=0.3)
+    assert again.val.tolist() == d.val.tolist()
 
 
 def test_literal_endoftext_inside_a_document_stays_text(tmp_path):
@@ -118,10 +126,10 @@ def test_memmap_dtype_choice():
 
 
 def test_large_vocabulary_is_stored_as_uint32(folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(gdata, "token_dtype", lambda vocab_size: np.dtype(np.uint32))
+    monkeypatch.setattr(pipeline, "token_dtype", lambda vocab_size: np.dtype(np.uint32))
     d = prepare_data(folder, "bytes", tmp_path / "cache", val_fraction=0.5)
     assert d.train.dtype == np.uint32 and d.meta["dtype"] == "uint32"
-    assert (d.folder / "train.bin").stat().st_size == 4 * len(d.train)
+    assert (d.folder / "train_000000.bin").stat().st_size == 32 + 4 * len(d.train)
 
 
 def test_gpt2_tokenizer_from_shared_files(shared_data, tmp_path):
@@ -179,23 +187,24 @@ def test_empty_inputs(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     with pytest.raises(ValueError, match="empty"):
-        load_documents(empty)
+        prepare_data(empty, "bytes", tmp_path / "cache")
     blank = tmp_path / "blank.txt"
     blank.write_text("  \n\n")
     with pytest.raises(ValueError, match="empty"):
-        load_documents(blank)
+        prepare_data(blank, "bytes", tmp_path / "cache")
     (tmp_path / "nothing").mkdir()
-    with pytest.raises(ValueError, match="no .txt files"):
-        load_documents(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="no .txt, .jsonl or .parquet files"):
+        prepare_data(tmp_path / "nothing", "bytes", tmp_path / "cache")
     with pytest.raises(FileNotFoundError, match="no data at"):
-        load_documents(tmp_path / "missing.txt")
+        prepare_data(tmp_path / "missing.txt", "bytes", tmp_path / "cache")
+    assert not list((tmp_path / "cache").iterdir())     # nothing half-written left behind
 
 
 def test_undecodable_bytes_say_where_and_offer_replace(tmp_path):
     p = tmp_path / "bad.txt"
     p.write_bytes(b"fine\nab\xffcd\n")
     with pytest.raises(ValueError, match=r"byte 7 \(line 2, column 3\).*--errors replace"):
-        load_documents(p)
+        prepare_data(p, "bytes", tmp_path / "cache")
     assert load_documents(p, errors="replace") == ["fine\nab\ufffdcd\n"]
 
 
@@ -206,7 +215,7 @@ def test_bad_jsonl_lines(tmp_path):
         load_documents(p)
     p.write_text('{"text": "ok"}\nnot json\n')
     with pytest.raises(ValueError, match="line 2: not valid JSON"):
-        load_documents(p)
+        prepare_data(p, "bytes", tmp_path / "cache")
 
 
 def test_tokenizer_choice_errors(folder, tmp_path):
@@ -215,7 +224,7 @@ def test_tokenizer_choice_errors(folder, tmp_path):
     with pytest.raises(FileNotFoundError, match="neither one of"):
         prepare_data(folder, "no-such-tokenizer.json", tmp_path / "cache")
     with pytest.raises(ValueError, match="val-fraction"):
-        split_documents([[1, 2]], eot=None, val_fraction=0.0)
+        prepare_data(folder, "bytes", tmp_path / "cache", val_fraction=0.0)
     nosep = tmp_path / "nosep.json"
     Tokenizer().save(nosep)
     with pytest.raises(ValueError, match="no <\\|endoftext\\|> token"):
@@ -227,3 +236,21 @@ def test_too_short_to_split(tmp_path):
     p.write_text("abc")
     with pytest.raises(ValueError, match="too short to split"):
         prepare_data(p, "bytes", tmp_path / "cache", val_fraction=0.1)
+
+
+def test_epoch_sampling_takes_every_window_once_per_pass_and_resumes():
+    tokens = np.arange(81, dtype=np.uint16)            # 10 windows of 8 + 1 tokens at 0, 8, ..., 72
+    s = EpochSampler(tokens, block_size=8, batch_size=4, seed=[1, 2])
+    firsts = np.concatenate([s.sample()[0][:, 0] for _ in range(5)])   # 20 windows: two passes
+    assert sorted(firsts[:10].tolist()) == list(range(0, 80, 8)) == sorted(firsts[10:].tolist())
+    assert firsts[:10].tolist() != firsts[10:].tolist()               # each pass in its own order
+    x, y = s.sample()
+    assert np.array_equal(y, x + 1)
+    state = json.loads(json.dumps(s.state_dict()))
+    expected = [s.sample() for _ in range(3)]
+    s2 = EpochSampler(tokens, block_size=8, batch_size=4, seed=[1, 2])
+    s2.load_state_dict(state)
+    assert all(np.array_equal(a, b) for e, got in zip(expected, [s2.sample() for _ in range(3)])
+               for a, b in zip(e, got))
+    with pytest.raises(ValueError, match="does not fit this split"):
+        s2.load_state_dict({"epoch": 0, "position": 99})

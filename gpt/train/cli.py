@@ -5,6 +5,7 @@
     python -m gpt chat --checkpoint DIR                      answer instructions typed at the prompt (an instruct fine-tune)
     python -m gpt export --checkpoint DIR --out HF_DIR       a Hugging Face folder (GPT-2, Llama, Qwen2 or Qwen3)
     python -m gpt eval --checkpoint DIR --data FILE          perplexity, bits per byte; or --choices, --instruct
+    python -m gpt prepare --data PATH... --out DIR           token shards for train.py --data DIR (see --help)
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .classify import classify_texts
 from .distributed import check_device_ready
 from .inference import check_export_folder, export_folder, load_finetuned, load_for_inference
 from .instruct import PromptTemplate, generate_response
+from .prepare import command as prepare_command
 
 
 def sample(args: argparse.Namespace) -> None:
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=export)
 
     evaluate.add_parser(sub)                  # python -m gpt eval: gpt/train/evaluate.py
+    prepare_command.register(sub)             # python -m gpt prepare: gpt/train/prepare/
     return ap
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from gpt import PRESETS, GPTConfig
 from gpt.classifier import TRAINABLE
 
-from .data import TOKENIZERS
+from .data import SAMPLING, TOKENIZERS
 from .loop import LoopConfig
 from .flags import at_least, fraction, non_negative, positive, probability, setting, validate
 
@@ -31,11 +31,13 @@ class PretrainConfig:
     """The defaults are the no-argument run: BPE on CPython's reference docs and a
     nano-sized GPT, a few minutes on 2 CPU cores."""
     # data
-    data: str | None = setting(None, "a text file, a folder of .txt files (one document each) or a .jsonl with a "
-                               "'text' field", group="data", default_text="CPython's reference docs (pydoc_data.topics)")
+    data: str | None = setting(None, "a folder made by python -m gpt prepare, or raw text: a text file, a .jsonl "
+                               "with a 'text' field, or a folder of them (one document per file or line)",
+                               group="data", default_text="CPython's reference docs (pydoc_data.topics)")
     errors: str = setting("strict", "undecodable UTF-8 in the data: an error, or U+FFFD", group="data",
                           choices=("strict", "replace"))
-    tokenizer: str = setting("bpe", f"one of {', '.join(TOKENIZERS)}, or a saved tokenizer file", group="data")
+    tokenizer: str | None = setting(None, f"one of {', '.join(TOKENIZERS)}, or a saved tokenizer file", group="data",
+                                    default_text="bpe; a prepared --data folder's own")
     vocab_size: int = setting(1024, "vocabulary of a trained --tokenizer bpe, <|endoftext|> included",
                               group="data", check=at_least(257))
     gpt2_vocab: str | None = setting(None, "folder with GPT-2's encoder.json and vocab.bpe, for --tokenizer gpt2",
@@ -44,6 +46,8 @@ class PretrainConfig:
                                   group="data", check=fraction)
     cache_dir: str | None = setting(None, "where tokenized data is kept", group="data", default_text="OUT/data",
                                     on_resume=True)
+    sampling: str = setting("random", "training windows drawn anywhere at random, or each window once per pass "
+                            "over the data in a seeded order", group="data", choices=SAMPLING)
     # model: a preset, then these override it (None keeps the preset's value)
     preset: str = setting("nano", "model size", group="model", choices=tuple(PRESETS))
     n_layer: int | None = setting(None, "overrides the preset", group="model", check=at_least(1),

@@ -1,22 +1,22 @@
-"""Training data: raw text -> documents -> tokens -> flat .bin files -> batches.
+"""Training data: a corpus -> a prepared folder of token shards -> batches.
 
-    load_documents(path)            a text file, a folder of .txt files, a .jsonl with a "text" field,
-                                    or (path None) the reference text that ships with CPython
-    build_tokenizer(kind, docs)     "bpe" (trained here), "bytes", "gpt2", or a saved tokenizer file
-    prepare_data(...)               tokenize once, split train/val, write train.bin / val.bin + meta.json;
-                                    a second call with the same input and tokenizer reuses them
+    prepare_data(data, ...)         a prepared folder (python -m gpt prepare) opened as it is, or a raw
+                                    corpus prepared once into OUT/data/<key>/ by the same pipeline
+                                    (gpt/train/prepare/) and reused while its inputs are unchanged
     BatchSampler(tokens, T, B)      random windows of T + 1 tokens: inputs and next-token targets
+    EpochSampler(tokens, T, B)      every window once per pass, in a seeded order (--sampling epoch)
     unigram_loss(train, val, V)     the loss of predicting token frequencies: the baseline to beat
 
 Documents are joined with <|endoftext|>, so the model sees where one ends and
-the next begins. The .bin files hold the ids as flat uint16 (uint32 when the
-vocabulary does not fit), read back with np.memmap: a corpus larger than
-memory costs only the pages a batch touches.
+the next begins. The shards hold the ids as uint16 (uint32 when the vocabulary
+does not fit), read back through memory maps: a corpus larger than memory costs
+only the pages a batch touches. Every shard's size and sha256 are checked when
+the folder is opened, so a shard cut short is an error, never silent training
+on part of the data.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 
 from bpe import Tokenizer
-from gpt.files import inside, read_json_object, write_json
-from tinytensor.serialize import write_atomically
 
-EOT = "<|endoftext|>"
-TOKENIZERS = ("bpe", "bytes", "gpt2")  # or the path of a saved tokenizer file
-# bump when the cache layout or the way tokens are produced changes, so old caches are not reused
-CACHE_VERSION = 1
+# EOT, TOKENIZERS and token_dtype are also this module's names, as the training code has always imported them
+from .prepare import EOT, TOKENIZERS, PrepareConfig, TokenStream, is_prepared, open_prepared, prepare, token_dtype  # noqa: F401
+from .prepare.sources import fingerprint
+from .prepare.tokenizer import build_tokenizer, tokenizer_digest, tokenizer_files
+
+SAMPLING = ("random", "epoch")
 
 
 def pad_id(tok: Tokenizer) -> int:
@@ -39,41 +39,10 @@ def pad_id(tok: Tokenizer) -> int:
     return tok.special_tokens.get(EOT, 0)
 
 
-# ---- documents -------------------------------------------------------------
+# bump when the cache layout or the way tokens are produced changes, so old caches are not reused
+CACHE_VERSION = 2
 
-def load_documents(path: str | os.PathLike | None, errors: str = "strict") -> list[str]:
-    """The documents of a corpus, in a fixed order.
-
-    - None: the embedded default, CPython's own reference text (`pydoc_data.topics`),
-      one document per topic, so no download is ever needed;
-    - a folder: every `*.txt` in it (sorted by name), one document each;
-    - a `.jsonl` file: the "text" field of each line, one document each;
-    - any other file: the whole file as one document.
-
-    `errors` is how undecodable UTF-8 is handled: "strict" raises an error naming
-    the file and byte, "replace" substitutes U+FFFD. Empty documents are dropped.
-    """
-    if path is None:
-        import pydoc_data.topics
-
-        docs = [pydoc_data.topics.topics[name] for name in sorted(pydoc_data.topics.topics)]
-    else:
-        path = Path(path)
-        if path.is_dir():
-            files = sorted(p for p in path.glob("*.txt") if p.is_file())   # a folder named x.txt is no document
-            if not files:
-                raise ValueError(f"the folder {path} holds no .txt files (each .txt file is one document)")
-            docs = [read_text(f, errors) for f in files]
-        elif path.is_file():
-            text = read_text(path, errors)
-            docs = _jsonl_documents(path, text) if path.suffix == ".jsonl" else [text]
-        else:
-            raise FileNotFoundError(f"no data at {path}: give a text file, a folder of .txt files or a .jsonl file")
-    docs = [d for d in docs if d]
-    if not docs or not any(d.strip() for d in docs):
-        raise ValueError(f"the corpus {path} is empty: it holds no text to train on")
-    return docs
-
+# ---- a corpus, prepared -------------------------------------------------------
 
 def read_text(path: Path, errors: str = "strict", hint: str | None = "pass --errors replace") -> str:
     """A file's text as UTF-8. Undecodable bytes are an error naming the file, line and
@@ -91,172 +60,68 @@ def read_text(path: Path, errors: str = "strict", hint: str | None = "pass --err
         ) from None
 
 
-def _jsonl_documents(path: Path, text: str) -> list[str]:
-    docs = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise ValueError(f'{path}, line {n}: expected an object with a string "text" field')
-        docs.append(record["text"])
-    return docs
-
-
-# ---- tokenizer ---------------------------------------------------------------
-
-def build_tokenizer(kind: str, docs: list[str], vocab_size: int = 1024,
-                    gpt2_vocab: str | os.PathLike | None = None) -> Tokenizer:
-    """A tokenizer for `docs`: "bpe" trains one of `vocab_size` ids (counting
-    <|endoftext|>), "bytes" is the 256 byte values (+ <|endoftext|>), "gpt2" loads
-    GPT-2's files from the folder `gpt2_vocab`, anything else is a saved tokenizer file."""
-    if kind == "bpe":
-        return Tokenizer.train(docs, vocab_size, special_tokens=[EOT], progress=False)
-    if kind == "bytes":
-        return Tokenizer(special_tokens=[EOT])
-    files = _tokenizer_files(kind, gpt2_vocab)
-    return Tokenizer.from_gpt2(*files) if kind == "gpt2" else Tokenizer.load(files[0])
-
-
-def _tokenizer_files(kind: str, gpt2_vocab: str | os.PathLike | None) -> tuple[Path, ...]:
-    """The files a --tokenizer choice reads: none for bpe and bytes, GPT-2's two, or the saved tokenizer."""
-    if kind in ("bpe", "bytes"):
-        return ()
-    if kind == "gpt2":
-        return _gpt2_files(gpt2_vocab)
-    if not Path(kind).is_file():
-        raise FileNotFoundError(f"--tokenizer {kind!r} is neither one of {TOKENIZERS} nor a tokenizer file")
-    return (Path(kind),)
-
-
-def _gpt2_files(folder: str | os.PathLike | None) -> tuple[Path, Path]:
-    """GPT-2's (encoder.json, vocab.bpe) as OpenAI named them, or Hugging Face's (vocab.json, merges.txt)."""
-    if folder is None:
-        raise ValueError("--tokenizer gpt2 needs --gpt2-vocab DIR, a folder with GPT-2's encoder.json and vocab.bpe")
-    folder = Path(folder)
-    for encoder, merges in (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")):
-        if (folder / encoder).is_file() and (folder / merges).is_file():
-            return folder / encoder, folder / merges
-    raise FileNotFoundError(f"{folder} holds neither encoder.json + vocab.bpe nor vocab.json + merges.txt")
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    """The smallest unsigned dtype that holds every id: uint16 up to 65536 ids (GPT-2's 50257 fit)."""
-    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
-
-
-# ---- tokenize, split, store ------------------------------------------------------
-
-def split_documents(doc_ids: list[list[int]], eot: int | None, val_fraction: float) -> tuple[list[int], list[int]]:
-    """(train ids, val ids). Several documents split on a document boundary, the
-    one closest to `val_fraction` of the tokens, with at least one document on
-    each side; the documents of each part are joined with `eot`. A single
-    document is cut at that fraction of its tokens."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
-    if len(doc_ids) == 1:
-        ids = doc_ids[0]
-        cut = round(len(ids) * (1.0 - val_fraction))
-        return ids[:cut], ids[cut:]
-    if eot is None:
-        raise ValueError(f"the tokenizer has no {EOT} token, which is needed to join {len(doc_ids)} documents")
-    ends = np.cumsum([len(ids) for ids in doc_ids])   # tokens in the first k + 1 documents
-    target = ends[-1] * (1.0 - val_fraction)
-    k = 1 + int(np.argmin(np.abs(ends[:-1] - target)))  # documents that go to train, 1 .. n - 1
-
-    def join(parts: list[list[int]]) -> list[int]:
-        out = list(parts[0])
-        for ids in parts[1:]:
-            out.append(eot)
-            out.extend(ids)
-        return out
-
-    return join(doc_ids[:k]), join(doc_ids[k:])
-
 
 @dataclass
 class PreparedData:
-    folder: Path          # where train.bin, val.bin, meta.json and tokenizer.json live
+    folder: Path          # the prepared folder: shards, tokenizer.json, meta.json
     tokenizer: Tokenizer
-    train: np.memmap
-    val: np.memmap
-    meta: dict            # the JSON header: dtype, sizes, source, cache key
-    cached: bool          # True when an earlier run's files were reused
+    train: TokenStream
+    val: TokenStream
+    meta: dict            # meta.json: counts, tokens, shards, settings, key
+    cached: bool          # True when an earlier run's folder was used
 
 
-def prepare_data(data: str | os.PathLike | None, tokenizer: str, cache_dir: str | os.PathLike,
+def prepare_data(data: str | os.PathLike | None, tokenizer: str | None, cache_dir: str | os.PathLike,
                  vocab_size: int = 1024, gpt2_vocab: str | os.PathLike | None = None,
                  val_fraction: float = 0.1, errors: str = "strict") -> PreparedData:
-    """Load, tokenize and split a corpus into `cache_dir/<key>/`, or reuse what an
-    earlier call left there. The key hashes the documents, the tokenizer choice
-    and the split, so changing any of them prepares afresh."""
-    docs = load_documents(data, errors)
-    key = _cache_key(docs, tokenizer, vocab_size, gpt2_vocab, val_fraction)
+    """`data` when it is a prepared folder (its tokenizer must be the one asked for,
+    if one is); else the corpus prepared into `cache_dir/<key>/`, or what an earlier
+    call left there. The key hashes the inputs, the tokenizer choice and the split,
+    so changing any of them prepares afresh."""
+    if is_prepared(data):
+        found = open_prepared(data, fix=f"prepare it again with python -m gpt prepare --out {data} --overwrite")
+        _check_tokenizer(found.folder, found.meta, tokenizer, vocab_size, gpt2_vocab)
+        return PreparedData(found.folder, found.tokenizer, found.train, found.val, found.meta, cached=True)
+    tokenizer = tokenizer or "bpe"
+    key = _cache_key(data, tokenizer, vocab_size, gpt2_vocab, val_fraction, errors)
     folder = Path(cache_dir) / key
-    if (folder / "meta.json").is_file():  # written last, so its presence means complete
-        return _open(folder)
-
-    tok = build_tokenizer(tokenizer, docs, vocab_size, gpt2_vocab)
-    # "none": a literal "<|endoftext|>" inside a document stays text; only our joins are separators
-    doc_ids = tok.encode_batch(docs, allowed_special="none")
-    train, val = split_documents(doc_ids, tok.special_tokens.get(EOT), val_fraction)
-    if not val:
-        raise ValueError(f"the corpus is too short to split: {len(train)} tokens leave none for validation")
-    dtype = token_dtype(tok.vocab_size)
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save(folder / "tokenizer.json")
-    for name, ids in (("train", train), ("val", val)):
-        write_atomically(folder / f"{name}.bin", np.asarray(ids, dtype=dtype).tobytes())
-    meta = {
-        "dtype": dtype.name,
-        "tokenizer": "tokenizer.json",
-        "vocab_size": tok.vocab_size,
-        "train_tokens": len(train),
-        "val_tokens": len(val),
-        "documents": len(docs),
-        "source": str(data) if data is not None else "pydoc_data.topics (embedded in CPython)",
-        "key": key,
-    }
-    write_json(folder / "meta.json", meta)
-    return PreparedData(folder, tok, *_memmaps(folder, dtype), meta, cached=False)
+    cached = is_prepared(folder)
+    if not cached:
+        prepare(PrepareConfig(data=None if data is None else (str(data),), out=str(folder), overwrite=True,
+                              errors=errors, tokenizer=tokenizer, vocab_size=vocab_size,
+                              gpt2_vocab=None if gpt2_vocab is None else str(gpt2_vocab),
+                              val_fraction=val_fraction, overlap=False, progress=False))
+    found = open_prepared(folder, fix=f"delete {cache_dir} to rebuild it")
+    return PreparedData(folder, found.tokenizer, found.train, found.val, found.meta, cached)
 
 
-def _open(folder: Path) -> PreparedData:
-    """What an earlier call prepared in `folder`."""
-    meta = read_json_object(folder / "meta.json")
-    tok = Tokenizer.load(inside(folder, meta.get("tokenizer"), str(folder / "meta.json")))
-    return PreparedData(folder, tok, *_memmaps(folder, meta["dtype"]), meta, cached=True)
+def _check_tokenizer(folder: Path, meta: dict, kind: str | None, vocab_size: int, gpt2_vocab: Any) -> None:
+    """A prepared folder is read with its own tokenizer; a --tokenizer given must be that one."""
+    if kind is None:
+        return
+    settings = meta.get("settings", {})
+    if kind == "bpe":
+        same = settings.get("tokenizer") == "bpe" and settings.get("vocab_size") == vocab_size
+    else:
+        same = tokenizer_digest(build_tokenizer(kind, None, vocab_size, gpt2_vocab)) == meta["tokenizer_sha256"]
+    if not same:
+        raise ValueError(f"{folder} was prepared with another tokenizer (--tokenizer {settings.get('tokenizer')!r}, "
+                         f"vocabulary {meta['vocab_size']}) than --tokenizer {kind!r}: drop --tokenizer to use the "
+                         "folder's own, or prepare the corpus again with this one")
 
 
-def _memmaps(folder: Path, dtype: Any) -> tuple[np.memmap, np.memmap]:
-    """The train and val token streams, read from disk as needed."""
-    itemsize = np.dtype(dtype).itemsize
-    for name in ("train.bin", "val.bin"):
-        size = (folder / name).stat().st_size
-        if size % itemsize:
-            raise ValueError(f"{folder / name} is damaged: its {size:,} bytes are not a whole number of "
-                             f"{np.dtype(dtype).name} tokens; delete {folder} to rebuild it")
-    return (np.memmap(folder / "train.bin", dtype=dtype, mode="r"),
-            np.memmap(folder / "val.bin", dtype=dtype, mode="r"))
-
-
-def _cache_key(docs: list[str], tokenizer: str, vocab_size: int, gpt2_vocab: Any, val_fraction: float) -> str:
-    h = hashlib.sha256(f"v{CACHE_VERSION} val_fraction={val_fraction!r}\n".encode())
+def _cache_key(data: Any, tokenizer: str, vocab_size: int, gpt2_vocab: Any, val_fraction: float,
+               errors: str) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION} val_fraction={val_fraction!r} errors={errors}\n".encode())
     if tokenizer == "bpe":
         h.update(f"bpe vocab_size={vocab_size}\n".encode())
     elif tokenizer == "bytes":
         h.update(b"bytes\n")
     else:  # gpt2 or a file: hash the files' contents, not their names
         h.update(f"{tokenizer if tokenizer == 'gpt2' else 'file'}\n".encode())
-        for p in _tokenizer_files(tokenizer, gpt2_vocab):
+        for p in tokenizer_files(tokenizer, gpt2_vocab):
             h.update(p.read_bytes())
-    for doc in docs:
-        data = doc.encode("utf-8", errors="surrogatepass")
-        h.update(len(data).to_bytes(8, "little"))  # length-prefixed, so ["ab", "c"] and ["a", "bc"] differ
-        h.update(data)
+    h.update(fingerprint(None if data is None else [str(data)]).encode())
     return h.hexdigest()[:16]
 
 
@@ -291,10 +156,67 @@ class BatchSampler:
         self.rng.bit_generator.state = state
 
 
-def unigram_loss(train: np.ndarray, val: np.ndarray, vocab_size: int) -> float:
+class EpochSampler:
+    """Each pass over the split takes every window of `block_size + 1` tokens that starts at
+    a multiple of block_size exactly once, in an order drawn afresh for each pass from
+    (seed, pass). Its state is where it is: the pass and the position in that pass's order."""
+
+    def __init__(self, tokens: Any, block_size: int, batch_size: int, seed: int | list[int], name: str = "train"):
+        BatchSampler(tokens, block_size, batch_size, 0, name)     # the same check of the split's length
+        self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
+        self.seed = [seed] if isinstance(seed, int) else list(seed)
+        self.windows = (len(tokens) - 1) // block_size            # starts 0, T, 2T, ... with T + 1 tokens each
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation()
+        self._offsets = np.arange(block_size + 1)
+
+    def _permutation(self) -> np.ndarray:
+        return np.random.default_rng([*self.seed, self.epoch]).permutation(self.windows)
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        picked, need = [], self.batch_size
+        while need:                                   # a batch may end one pass and begin the next
+            take = self._order[self.position:self.position + need]
+            picked.append(take)
+            need -= len(take)
+            self.position += len(take)
+            if self.position == self.windows:
+                self.epoch, self.position = self.epoch + 1, 0
+                self._order = self._permutation()
+        starts = np.concatenate(picked) * self.block_size
+        windows = self.tokens[starts[:, None] + self._offsets].astype(np.int64)   # (B, T + 1)
+        return windows[:, :-1], windows[:, 1:]
+
+    def steps_per_epoch(self, grad_accum: int = 1) -> float:
+        return self.windows / (self.batch_size * grad_accum)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        epoch, position = state.get("epoch"), state.get("position")
+        if not (isinstance(epoch, int) and isinstance(position, int) and 0 <= position < self.windows and epoch >= 0):
+            raise ValueError(f"the checkpoint's epoch sampler state {state!r} does not fit this split "
+                             f"({self.windows} windows)")
+        self.epoch, self.position = epoch, position
+        self._order = self._permutation()
+
+
+def make_sampler(kind: str, tokens: Any, block_size: int, batch_size: int, seed: int | list[int],
+                 name: str = "train") -> BatchSampler | EpochSampler:
+    """--sampling random (windows anywhere, drawn independently) or epoch (each window once per pass)."""
+    return (EpochSampler if kind == "epoch" else BatchSampler)(tokens, block_size, batch_size, seed, name)
+
+
+def _chunks(tokens: Any) -> Any:
+    return tokens.chunks() if isinstance(tokens, TokenStream) else [np.asarray(tokens)]
+
+
+def unigram_loss(train: Any, val: Any, vocab_size: int) -> float:
     """Cross-entropy (nats per token) on `val` of always predicting the token
     frequencies of `train`: the loss to beat. Add-one smoothing gives tokens
-    unseen in train a finite cost."""
-    counts = np.bincount(np.asarray(train), minlength=vocab_size).astype(np.float64) + 1.0
+    unseen in train a finite cost. Both are counted a piece at a time."""
+    counts = sum(np.bincount(c, minlength=vocab_size) for c in _chunks(train)).astype(np.float64) + 1.0
     log_p = np.log(counts / counts.sum())
-    return float(-log_p[np.asarray(val)].mean())
+    val_counts = sum(np.bincount(c, minlength=vocab_size) for c in _chunks(val))
+    return float(-(val_counts * log_p).sum() / len(val))

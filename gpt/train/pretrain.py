@@ -25,7 +25,7 @@ from tinytensor.random import get_rng_state, set_rng_state
 
 from .checkpoint import Checkpoint, latest_checkpoint, latest_good_checkpoint, save_checkpoint, step_folder
 from .config import PretrainConfig, changeable_on_resume
-from .data import EOT, BatchSampler, PreparedData, unigram_loss
+from .data import EOT, BatchSampler, PreparedData, make_sampler, unigram_loss
 from .flags import flag_name
 from .distributed import Comm, SingleProcess, seed_per_rank
 from .loop import Batch, summed
@@ -94,12 +94,12 @@ class LanguageModeling:
     def __init__(self, data: PreparedData, cfg: PretrainConfig, block_size: int, main: bool = True):
         self.data, self.cfg, self.block_size = data, cfg, block_size
         self.main = main                                      # only the process that prints samples
-        self.sampler = BatchSampler(data.train, block_size, cfg.batch_size, seed=[cfg.seed, 1], name="train")
-        if len(data.val) < block_size + 1 and data.meta.get("documents", 1) > 1:
+        self.sampler = make_sampler(cfg.sampling, data.train, block_size, cfg.batch_size, seed=[cfg.seed, 1])
+        if len(data.val) < block_size + 1 and data.meta.get("documents_kept", 1) > 1:
             # the split falls between documents, so --val-fraction cannot lengthen a last document that is short
             raise ValueError(
                 f"the val split has {len(data.val)} tokens, fewer than block_size + 1 = {block_size + 1}: it holds "
-                f"whole documents from the end of the corpus ({data.meta['documents']} documents), and those are "
+                f"whole documents from the end of the corpus ({data.meta['documents_kept']} documents), and those are "
                 "too short; give a smaller --block-size, put a longer document last, or give the corpus as one "
                 "file (one document is cut at --val-fraction)")
         BatchSampler(data.val, block_size, cfg.batch_size, seed=0, name="val")   # fail now if val is too short
@@ -151,7 +151,7 @@ class LanguageModeling:
         else from the corpus's first token."""
         tok = self.data.tokenizer
         eot = tok.special_tokens.get(EOT)
-        prompt = [eot] if self.data.meta["documents"] > 1 and eot is not None else [int(self.data.train[0])]
+        prompt = [eot] if self.data.meta["documents_kept"] > 1 and eot is not None else [int(self.data.train[0])]
         ids = model.generate([prompt], self.cfg.sample_tokens, temperature=0.8, top_k=50, seed=self.cfg.seed)[0]
         return tok.decode(ids[1:].tolist() if prompt == [eot] else ids.tolist())
 
