@@ -289,12 +289,12 @@ def test_a_negative_seed_names_the_flag(corpus, tmp_path, capsys):
 def test_an_odd_sized_token_file_names_the_file_and_the_fix(corpus, tmp_path):
     out = tmp_path / "out"
     train_run(corpus, out, "--max-iters", "1")
-    (train_bin,) = (out / "data").glob("*/train.bin")
+    (train_bin,) = (out / "data").glob("*/train_*.bin")
     with open(train_bin, "ab") as f:
         f.write(b"\0")                          # bytes tokens are uint16: one byte too many
     shutil.rmtree(out / "ckpt")
-    with pytest.raises(SystemExit, match=rf"{train_bin} is damaged: .* not a whole number of uint16 tokens; "
-                                         rf"delete {train_bin.parent}"):
+    with pytest.raises(SystemExit, match=rf"{train_bin} is truncated or corrupt: it has .* bytes, .* were written "
+                                         rf"\(meta.json\); delete {out / 'data'} to rebuild it"):
         train_run(corpus, out, "--max-iters", "1")
 
 
@@ -310,7 +310,7 @@ def test_a_short_last_document_gets_advice_that_can_help(tmp_path):
 def test_a_subfolder_named_txt_in_the_data_folder_is_not_a_document(corpus, tmp_path):
     (corpus / "notes.txt").mkdir()
     train_run(corpus, tmp_path / "out", "--max-iters", "1")
-    assert json.loads((tmp_path / "out" / "run.json").read_text())["data"]["documents"] == 6
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["data"]["documents_kept"] == 6
 
 
 def test_device_cuda_without_cupy_is_one_line(corpus, tmp_path, monkeypatch):
@@ -359,7 +359,7 @@ def test_classify_from_stdin_prints_one_line_per_input_line(tmp_path, monkeypatc
     data = tmp_path / "d.tsv"
     data.write_text("".join(f"{'ab'[i % 2]}\ttext number {i}\n" for i in range(20)))
     finetune_classifier(ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "clf"),
-                                       epochs=1, eval_interval=0), log=lambda s: None)
+                                       epochs=1, eval_interval=0), say=lambda s: None)
     capsys.readouterr()
     monkeypatch.setattr("sys.stdin", io.StringIO("first text\n\n   \nthird text\n"))
     gpt_cli(["classify", "--checkpoint", str(tmp_path / "clf")])

@@ -28,7 +28,9 @@ from gpt.pretrained import CONFIG_FILE, TOKENIZER_FILE, hf_model_type, read_conf
 from tinytensor.functional import IGNORE_INDEX
 
 from .checkpoint import CKPT_DIR, STATE_FILE, resolve_checkpoint
-from .data import EOT, load_documents, read_text
+from .data import EOT, read_text
+from .prepare import open_prepared
+from .prepare.sources import SourceStats, documents
 from .data import pad_id
 from .inference import load_for_inference
 from .instruct import ALPACA, PromptTemplate, collate, encode_example, generate_response, read_instructions
@@ -75,18 +77,13 @@ def encode_documents(tok: Tokenizer, docs: list[str], bos: int | None) -> list[i
 
 
 def prepared_val(folder: Path, tok: Tokenizer) -> np.ndarray:
-    """The val split of a folder that prepare_data wrote (meta.json, val.bin, tokenizer.json),
-    checked to be tokenized by `tok`."""
-    meta = read_json_object(folder / "meta.json")
-    if meta.get("dtype") not in TOKEN_DTYPES:
-        raise ValueError(f"{folder / 'meta.json'}: dtype must be one of {TOKEN_DTYPES}, got {meta.get('dtype')!r}")
-    theirs = Tokenizer.load(folder / TOKENIZER_FILE)
+    """The val split of a prepared folder (python -m gpt prepare, or a run's OUT/data/<key>), its
+    shards verified, checked to be tokenized by `tok`."""
+    prepared = open_prepared(folder, fix="prepare the data again")
+    theirs = prepared.tokenizer
     if theirs.mergeable_ranks() != tok.mergeable_ranks() or theirs.special_tokens != tok.special_tokens:
         raise ValueError(f"{folder} was tokenized with another tokenizer than the model's: give the model's own data")
-    path, dtype = folder / "val.bin", np.dtype(meta["dtype"])
-    if not path.is_file() or path.stat().st_size % dtype.itemsize:
-        raise ValueError(f"{path} is missing or not a whole number of {dtype.name} tokens: prepare the data again")
-    return np.fromfile(path, dtype=dtype).astype(np.int64)
+    return np.asarray(prepared.val[:], dtype=np.int64)
 
 
 def run_data_folder(checkpoint: Path) -> Path:
@@ -97,15 +94,21 @@ def run_data_folder(checkpoint: Path) -> Path:
                          f"{checkpoint} is not one: give the text with --data instead")
     key = read_json_object(checkpoint / STATE_FILE).get("data_key")
     train = read_config(checkpoint).get("train") or {}
-    if not isinstance(key, str) or not key.isalnum():
-        raise ValueError(f"{checkpoint / STATE_FILE}: data_key must be a hex string, got {key!r}")
+    if not isinstance(key, str):
+        raise ValueError(f"{checkpoint / STATE_FILE}: data_key must be a string, got {key!r}")
     if train.get("cache_dir"):
         raise ValueError(f"that run kept its data in --cache-dir {train['cache_dir']}: "
-                         f"pass --data {train['cache_dir']}/{key} instead of --val")
-    folder = checkpoint.parents[1] / "data" / key
-    if not (folder / "meta.json").is_file():
-        raise FileNotFoundError(f"the run's prepared data {folder} is gone: give the text with --data")
-    return folder
+                         f"pass --data with its prepared folder there (the one whose meta.json has key {key}) instead of --val")
+    # the data key hashes the tokens themselves: look for it in the run's cache and in a prepared --data
+    given = train.get("data")
+    candidates = sorted((checkpoint.parents[1] / "data").glob("*/meta.json"))
+    if isinstance(given, str) and (Path(given) / "meta.json").is_file():
+        candidates.append(Path(given) / "meta.json")
+    for meta in candidates:
+        if read_json_object(meta).get("key") == key:
+            return meta.parent
+    raise FileNotFoundError(f"the run's prepared data (data key {key}) is gone from {checkpoint.parents[1] / 'data'}: "
+                            "give the text with --data")
 
 
 # ---- the three evaluations -------------------------------------------------------------
@@ -244,7 +247,8 @@ def evaluate(args: argparse.Namespace) -> None:
         elif (Path(args.data) / "meta.json").is_file():
             ids = prepared_val(Path(args.data), tok)
         else:
-            ids = encode_documents(tok, load_documents(args.data, args.errors), bos)
+            texts = [d.text for d in documents([args.data], SourceStats(), errors=args.errors)]
+            ids = encode_documents(tok, texts, bos)
         score, context, stride = perplexity_eval(model, tok, ids, args.context, args.stride, args.batch_size)
         result = score.to_dict()
         print(f"{score.tokens:,} tokens scored (context {context}, stride {stride}): "
