@@ -175,7 +175,18 @@ class Tokenizer:
         ids of the tokens they make. Features that would change the ids and
         are not supported raise `TokenizerFileError` naming them (see `bpe.hf`).
         """
-        spec = read_hf(path)
+        return cls._from_hf_spec(read_hf(path), path)
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike) -> Tokenizer:
+        """The byte-level BPE tokenizer of a GGUF file (`tokenizer.ggml.*`, see `bpe.gguf`), with the
+        ids of the same model's tokenizer.json; its control tokens are the special tokens."""
+        from .gguf import read_gguf_tokenizer   # the gguf package is an optional extra
+
+        return cls._from_hf_spec(read_gguf_tokenizer(path), path)
+
+    @classmethod
+    def _from_hf_spec(cls, spec: HFSpec, path: str | os.PathLike) -> Tokenizer:
         tok = cls.__new__(cls)
         tok._hf = spec
         tok._merges = [(spec.vocab[left], spec.vocab[right]) for left, right in spec.merges]

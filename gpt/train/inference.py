@@ -16,7 +16,8 @@ from bpe import Tokenizer
 from gpt import GPT, GPTClassifier, GPTConfig
 from gpt.lora import apply_lora
 from gpt.hf_llama import INDEX_FILE
-from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, hf_family, hf_model_type, read_config, write_json
+from gpt.pretrained import (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, hf_family, hf_model_type, is_gguf, read_config,
+                            write_json)
 from tinytensor import nn
 from tinytensor.serialize import verify_digests
 
@@ -34,7 +35,10 @@ def load_for_inference(folder: str | os.PathLike, device: str = "cpu",
     (a GPTClassifier for a classifier), or a Hugging Face folder: GPT-2 (config.json,
     model.safetensors, vocab.json and merges.txt, or a tokenizer.json), Llama, Qwen2
     or Qwen3 (config.json, model.safetensors or its shards, tokenizer.json).
-    Checksums are verified; every missing file is named up front."""
+    Checksums are verified; every missing file is named up front. A GGUF file
+    (llama.cpp's format) holds both model and tokenizer."""
+    if is_gguf(folder):
+        return GPT.from_pretrained(folder).to(device).eval(), Tokenizer.from_gguf(folder)
     path = resolve_checkpoint(folder, say)
     raw = read_config(path)
     if raw.get("task") in ("classify", "instruct"):
