@@ -1,4 +1,4 @@
-"""GGUF files (llama.cpp's format): opening one, its metadata, and the tokenizer it holds.
+r"""GGUF files (llama.cpp's format): opening one, its metadata, and the tokenizer it holds.
 
     open_gguf(path)              a `gguf.GGUFReader` (the `gguf` package reads the format)
     metadata(reader, key, kind)  one metadata value, checked to be of `kind`
@@ -36,8 +36,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
+
 from .files import TokenizerFileError
-from .hf import HFSpec, _bytes_of
+from .hf import _TO_BYTE, HFSpec, _bytes_of
 
 # Hugging Face's spellings, with the final \s+ that llama.cpp leaves out: it takes exactly the single
 # whitespace characters llama.cpp keeps as the text between two matches
@@ -83,8 +85,9 @@ def metadata(reader: Any, key: str, kind: type | tuple[type, ...] = (int, float,
             raise ValueError(f"{reader.data.filename}: the metadata lacks {key}")
         return default
     value = field.contents()
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # a float32 (as most are) by its shortest spelling: 1e-05, not 9.999999747378752e-06
+        value = float(str(np.float32(value))) if field.types[0].name == "FLOAT32" else float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ValueError(f"{reader.data.filename}: metadata {key} is {value!r:.60}, expected {names}")
@@ -119,7 +122,9 @@ def _read(reader: Any) -> HFSpec:
     for i, (text, kind) in enumerate(zip(tokens, types)):
         if kind in (CONTROL, USER_DEFINED):
             added[text] = i
-            continue
+            # in the vocabulary too when byte-level text, as a tokenizer.json has it (so one written keeps its id)
+            if not all(c in _TO_BYTE for c in text):
+                continue
         token = _bytes_of(text)
         if token in vocab:
             raise ValueError(f"tokens {vocab[token]} and {i} are the same bytes {token!r}")

@@ -37,9 +37,9 @@ def load_for_inference(folder: str | os.PathLike, device: str = "cpu",
     or Qwen3 (config.json, model.safetensors or its shards, tokenizer.json).
     Checksums are verified; every missing file is named up front. A GGUF file
     (llama.cpp's format) holds both model and tokenizer."""
-    if is_gguf(folder):
-        return GPT.from_pretrained(folder).to(device).eval(), Tokenizer.from_gguf(folder)
     path = resolve_checkpoint(folder, say)
+    if is_gguf(path):
+        return GPT.from_pretrained(path).to(device).eval(), Tokenizer.from_gguf(path)
     raw = read_config(path)
     if raw.get("task") in ("classify", "instruct"):
         model, tok, _ = load_finetuned(path, device)
