@@ -271,7 +271,7 @@ class GPT(nn.Module):
         return [KVCache(batch, self.config, self.wte.weight.dtype, xp) for _ in range(self.config.n_layer)]
 
     def stream(self, idx: Any, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, eos_id: int | None = None, seed: int | None = None,
+               top_p: float | None = None, eos_id: int | list[int] | None = None, seed: int | None = None,
                use_cache: bool = True) -> Iterator[np.ndarray]:
         """Yield the next token ids (B,) one step at a time (see `generate`)."""
         check_sampling(temperature, top_k, top_p)
@@ -298,7 +298,7 @@ class GPT(nn.Module):
                     nxt = sample_next(last, temperature, top_k, top_p, rng)      # (B,)
                     idx = np.concatenate([idx, nxt[:, None]], axis=1)
                     yield nxt
-                    if eos_id is not None and bool(np.all(nxt == eos_id)):
+                    if eos_id is not None and bool(np.all(np.isin(nxt, eos_id))):
                         return
         finally:
             self.train(was_training)
@@ -310,7 +310,7 @@ class GPT(nn.Module):
 
         temperature=0 is greedy. top_k keeps the k likeliest tokens, top_p the
         smallest set whose probability reaches p. Stops early once every row has
-        produced eos_id. With the KV cache each new token costs one position;
+        produced eos_id (or one of a list of ids). With the KV cache each new token costs one position;
         past block_size the context is cropped to the last block_size tokens.
         """
         prompt = np.array(to_numpy(self._check_ids(idx)))

@@ -2,7 +2,7 @@
 
     python -m gpt sample --checkpoint DIR --prompt "..."     continue a text
     python -m gpt classify --checkpoint DIR "some text"      label and probability (a classify fine-tune)
-    python -m gpt chat --checkpoint DIR                      answer instructions typed at the prompt (an instruct fine-tune)
+    python -m gpt chat --checkpoint DIR|X.gguf               talk to it through its chat template (an instruct fine-tune: Alpaca)
     python -m gpt export --checkpoint DIR --out HF_DIR       a Hugging Face folder (GPT-2, Llama, Qwen2 or Qwen3)
 """
 from __future__ import annotations
@@ -12,12 +12,14 @@ import codecs
 import sys
 
 from gpt import GPTClassifier
+from gpt.chat_template import stop_ids
 from gpt.lora import merge_lora
 
+from . import chat
+from .checkpoint import resolve_checkpoint
 from .data import EOT
 from .finetune import classify_texts
 from .inference import export_folder, load_finetuned, load_for_inference
-from .instruct import PromptTemplate, generate_response
 
 
 def sample(args: argparse.Namespace) -> None:
@@ -29,14 +31,14 @@ def sample(args: argparse.Namespace) -> None:
     ids = tok.encode(prompt, allowed_special="all")
     if not ids:
         sys.exit("the prompt encodes to no tokens: give a non-empty --prompt")
-    eos = tok.special_tokens.get(EOT)
+    eos = stop_ids(resolve_checkpoint(args.checkpoint, lambda _: None), tok)   # the config's eos_token_id(s) and <|endoftext|>
     if args.prompt:
         print(args.prompt, end="", flush=True)
     # a UTF-8 character may span several tokens: the incremental decoder holds back an
     # unfinished one, and replaces bytes that can never become a character
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     for nxt in model.stream([ids], args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                            eos_id=eos if args.stop_at_eos else None, seed=args.seed):
+                            eos_id=eos if args.stop_at_eos and eos else None, seed=args.seed):
         print(utf8.decode(tok.decode_bytes([int(nxt[0])])), end="", flush=True)
     print(utf8.decode(b"", final=True))
 
@@ -48,23 +50,6 @@ def classify(args: argparse.Namespace) -> None:
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     for label, prob in classify_texts(model, tok, config["labels"], texts, config["finetune"]["max_length"]):
         print(f"{label}\t{prob:.4f}")
-
-
-def chat(args: argparse.Namespace) -> None:
-    model, tok, config = load_finetuned(args.checkpoint, device=args.device)
-    if config["task"] != "instruct":
-        sys.exit(f"error: {args.checkpoint} holds a model for task {config['task']!r}, not an instruction-tuned one")
-    template = PromptTemplate.from_dict(config["prompt_template"])
-    interactive = sys.stdin.isatty()
-    while True:
-        try:
-            instruction = input("instruction> " if interactive else "")
-        except EOFError:
-            break
-        if not instruction.strip():
-            continue
-        print(generate_response(model, tok, template, instruction, args.input, args.max_new_tokens,
-                                args.temperature, args.seed), flush=True)
 
 
 def export(args: argparse.Namespace) -> None:
@@ -92,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--stop-at-eos", action=argparse.BooleanOptionalAction, default=True,
-                   help="stop at <|endoftext|> (default: yes)")
+                   help="stop at <|endoftext|> and the config's eos_token_id (default: yes)")
     s.set_defaults(func=sample)
 
     c = sub.add_parser("classify", help="print the label and its probability for each text")
@@ -101,14 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     c.set_defaults(func=classify)
 
-    ch = sub.add_parser("chat", help="answer instructions typed at the prompt, one per line (Ctrl-D ends)")
-    ch.add_argument("--checkpoint", required=True, help="the output folder of an instruction fine-tune")
-    ch.add_argument("--input", default="", help="an input passed along with every instruction (Alpaca's 'input')")
-    ch.add_argument("--max-new-tokens", type=int, default=256)
-    ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the default)")
-    ch.add_argument("--seed", type=int, default=None)
-    ch.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ch.set_defaults(func=chat)
+    chat.add_parser(sub)
 
     e = sub.add_parser("export", help="write a model as a Hugging Face folder (config.json, model.safetensors, "
                                       "tokenizer.json)")
