@@ -12,7 +12,7 @@ import codecs
 import sys
 
 from gpt import GPTClassifier
-from gpt.chat_template import stop_ids
+from gpt.chat_template import read_chat, stop_ids
 from gpt.lora import merge_lora
 
 from . import chat
@@ -56,7 +56,8 @@ def export(args: argparse.Namespace) -> None:
     model, tok = load_for_inference(args.checkpoint)
     if isinstance(model, GPTClassifier):
         sys.exit(f"error: {args.checkpoint} holds a classifier; only a language model is exported")
-    kind = export_folder(merge_lora(model), tok, args.out)   # LoRA adapters, if any, folded into the weights
+    chat_spec = read_chat(resolve_checkpoint(args.checkpoint, lambda _: None), tok)   # kept, so the folder chats
+    kind = export_folder(merge_lora(model), tok, args.out, chat_spec)   # LoRA adapters, if any, folded into the weights
     print(f"wrote a Hugging Face {kind} folder to {args.out}: transformers' AutoModelForCausalLM and "
           "GPT.from_pretrained open it")
 

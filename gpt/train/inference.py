@@ -14,6 +14,7 @@ from typing import Callable
 import tinytensor as tt
 from bpe import Tokenizer
 from gpt import GPT, GPTClassifier, GPTConfig
+from gpt.chat_template import ChatSpec
 from gpt.lora import apply_lora
 from gpt.hf_llama import INDEX_FILE
 from gpt.pretrained import (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, hf_family, hf_model_type, is_gguf, read_config,
@@ -75,17 +76,22 @@ def _missing_files(path: Path, kind: str | None) -> list[str]:
     return missing + vocab[:-1] + [f"{vocab[-1]} (or a {TOKENIZER_FILE})"] if vocab else missing
 
 
-def export_folder(model: GPT, tok: Tokenizer, out: str | os.PathLike) -> str:
+def export_folder(model: GPT, tok: Tokenizer, out: str | os.PathLike, chat: ChatSpec | None = None) -> str:
     """Write model and tokenizer as a Hugging Face folder; returns its model_type. The tokenizer
     goes to tokenizer.json (bpe's Tokenizer.save_hf), which `tokenizers` reads, with a
-    tokenizer_config.json that makes transformers take it as it is."""
+    tokenizer_config.json that makes transformers take it as it is; a chat template, if
+    given, goes there too, and the ids that end a reply into config.json's eos_token_id."""
     out = Path(out)
     kind = hf_family(model.config)             # before anything is written: a ValueError naming the options
     if (out / CONFIG_FILE).exists():
         raise FileExistsError(f"{out} already holds a model ({CONFIG_FILE}): choose another --out, or remove it")
     model.save_pretrained(out)
     tok.save_hf(out / TOKENIZER_FILE)
-    write_json(out / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"})
+    tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast"}
+    if chat is not None:
+        tokenizer_config |= {"chat_template": chat.template, "bos_token": chat.bos_token, "eos_token": chat.eos_token}
+        write_json(out / CONFIG_FILE, {**read_config(out), "eos_token_id": list(chat.stop_ids)})
+    write_json(out / "tokenizer_config.json", tokenizer_config)
     return kind
 
 
