@@ -341,3 +341,44 @@ def test_smollm2_greedy_generation_equals_the_exported_folders(shared_data, tmp_
     out = model.generate([prompt], 12, temperature=0)
     np.testing.assert_array_equal(again.generate([prompt], 12, temperature=0), out)
     assert "Paris" in tok.decode(out[0, len(prompt):].tolist())
+
+
+# ---- a GGUF as a base: fine-tuning and export ---------------------------------------------------
+def _tiny_file(tmp_path, tie: bool = True):
+    tok = small_tokenizer()
+    model = tiny(vocab_size=tok.vocab_size, block_size=64, tie_embeddings=tie)
+    path = tmp_path / "base.gguf"
+    write_gguf(path, model.config, gguf_tensors(model, "llama", permute=True), tok)
+    return path, model, tok
+
+
+def test_lora_instruction_tuning_from_a_gguf(tmp_path):
+    import json
+
+    import train
+    from gpt.train.inference import load_finetuned
+
+    path, model, tok = _tiny_file(tmp_path)
+    entries = [{"instruction": "Say hello", "input": "", "output": "Hello world"},
+               {"instruction": "Count", "input": "", "output": "1 2 3"}] * 4
+    (tmp_path / "d.json").write_text(json.dumps(entries))
+    train.main(["--task", "instruct", "--init-from", str(path), "--data", str(tmp_path / "d.json"),
+                "--out", str(tmp_path / "lora"), "--epochs", "1", "--lr", "1e-2", "--eval-interval", "0",
+                "--lora-rank", "8", "--n-responses", "1", "--max-new-tokens", "2", "--max-length", "48"])
+    config = json.loads((tmp_path / "lora" / "config.json").read_text())
+    assert config["lora"]["rank"] == 8 and config["lora"]["base"] == str(path)
+    tuned, tok2, _ = load_finetuned(tmp_path / "lora")
+    ids = np.array([tok.encode("Say hello")])
+    assert tok2.encode(TEXT, allowed_special="all") == tok.encode(TEXT, allowed_special="all")
+    assert not np.allclose(tuned(ids).numpy(), logits(model, ids))          # the adapters learned something
+
+
+def test_export_a_gguf_as_a_hugging_face_folder(tmp_path):
+    from gpt.train.cli import main
+
+    path, model, tok = _tiny_file(tmp_path, tie=False)
+    main(["export", "--checkpoint", str(path), "--out", str(tmp_path / "hf")])
+    again = GPT.from_pretrained(tmp_path / "hf")
+    np.testing.assert_allclose(logits(again), logits(model), atol=1e-5)
+    assert Tokenizer.from_hf(tmp_path / "hf" / "tokenizer.json").encode(TEXT, allowed_special="all") == \
+        tok.encode(TEXT, allowed_special="all")
