@@ -19,6 +19,7 @@ Tensor names, with ggml's shapes reversed into numpy's (out, in):
     blk.N.ffn_{gate,up,down}.weight   h.N.mlp.{c_gate,c_fc,c_proj}.weight
     output_norm.weight                ln_f.weight
     output.weight                     lm_head.weight (absent: the head is tied to token_embd)
+    rope_freqs.weight                 GPTConfig.rope_scaling (Llama 3's, see _llama3_scaling)
 
 llama.cpp rotates the interleaved pairs (x[2i], x[2i+1]) of a `llama` head
 and its converter permuted each head's q and k rows from Hugging Face's
@@ -41,9 +42,11 @@ import numpy as np
 from bpe.gguf import metadata, open_gguf
 
 from .config import GPTConfig
+from .rope import LLAMA3_KEYS, llama3_frequencies
 
 ARCHITECTURES = ("llama", "qwen2", "qwen3")
 # what gguf.quants.dequantize turns into float32 (the types llama.cpp's converters and quantizers write)
+ROPE_FREQS = "rope_freqs.weight"    # Llama 3's RoPE scaling, read into the config (_llama3_scaling)
 TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 
 
@@ -87,13 +90,41 @@ def gguf_config(reader: Any) -> GPTConfig:
             raise ValueError(f"{where} has no token_embd.weight tensor")
         vocab = int(embd.shape[-1])
     names = {t.name for t in reader.tensors}
+    base = get("rope.freq_base", float, 10000.0)
     return GPTConfig(
         vocab_size=vocab, block_size=get("context_length"), n_layer=get("block_count"), n_head=n_head,
         n_embd=n_embd, n_kv_head=None if n_kv_head == n_head else n_kv_head,
         head_dim=None if head_dim * n_head == n_embd else head_dim, intermediate_size=get("feed_forward_length"),
         pos="rope", mlp="swiglu", norm="rmsnorm", bias=False, norm_eps=get("attention.layer_norm_rms_epsilon", float),
-        rope_base=get("rope.freq_base", float, 10000.0), qk_norm=arch == "qwen3",
+        rope_base=base, rope_scaling=_llama3_scaling(reader, head_dim, base), qk_norm=arch == "qwen3",
         qkv_bias=arch == "qwen2" and "blk.0.attn_q.bias" in names, tie_embeddings="output.weight" not in names)
+
+
+def _llama3_scaling(reader: Any, head_dim: int, base: float) -> dict | None:
+    """GPTConfig.rope_scaling of a file with a `rope_freqs.weight` tensor (None without one).
+
+    llama.cpp's converter keeps Llama 3's scaling only as those D/2 divisors of
+    the frequencies, computed with the low/high frequency factors and original
+    context of the config.json (1, 4 and 8192 in every Llama 3.1 and 3.2); the
+    largest divisor is the factor. The parameters are those, checked to give
+    the file's divisors."""
+    from gguf.quants import dequantize
+
+    t = next((t for t in reader.tensors if t.name == ROPE_FREQS), None)
+    if t is None:
+        return None
+    if tuple(int(n) for n in t.shape) != (head_dim // 2,):
+        raise ValueError(f"{reader.data.filename}: {ROPE_FREQS} has shape {tuple(t.shape)}, not ({head_dim // 2},)")
+    divisors = dequantize(t.data, t.tensor_type).astype(np.float64).ravel()
+    scaling = {"rope_type": "llama3", "factor": float(divisors.max()), "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    theta = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    expected = theta / llama3_frequencies(theta, *(scaling[k] for k in LLAMA3_KEYS))
+    if not np.allclose(divisors, expected, rtol=1e-5):
+        raise ValueError(f"{reader.data.filename}: {ROPE_FREQS} is not Llama 3's RoPE scaling with factor "
+                         f"{scaling['factor']}, frequency factors 1 and 4 and an original context of 8192: "
+                         "other scalings are not supported")
+    return scaling
 
 
 def gguf_layout(cfg: GPTConfig, arch: str) -> dict[str, tuple[str, slice | None, tuple[int, ...]]]:
@@ -128,7 +159,7 @@ def _check_tensors(reader: Any, layout: dict, where: str) -> None:
     """Every tensor the config implies, with its shape, type and byte count, and no other."""
     from gguf.quants import GGML_QUANT_SIZES
 
-    tensors = {t.name: t for t in reader.tensors}
+    tensors = {t.name: t for t in reader.tensors if t.name != ROPE_FREQS}
     if unmapped := [name for name in tensors if name not in layout]:
         raise ValueError(f"{where}: tensor {unmapped[0]!r} maps to no weight of this model "
                          f"({len(unmapped)} such tensors)")
@@ -163,6 +194,8 @@ def read_gguf(path: str | os.PathLike, reader: Any = None) -> tuple[GPTConfig, d
     _check_tensors(reader, layout, where)
     state: dict[str, np.ndarray] = {}
     for t in reader.tensors:
+        if t.name == ROPE_FREQS:
+            continue
         ours, rows, shape = layout[t.name]
         values = dequantize(t.data, t.tensor_type).reshape(shape)
         if arch == "llama" and t.name.endswith(("attn_q.weight", "attn_k.weight")):

@@ -150,7 +150,7 @@ class GPT(nn.Module):
         # else the LM head shares wte's matrix (weight tying), so it has no parameter of its own
         if config.pos == "rope":
             # buffers, so they follow .to(device, dtype); not saved, since the config rebuilds them
-            cos, sin = rope_tables(config.head_size, config.block_size, config.rope_base)
+            cos, sin = rope_tables(config.head_size, config.block_size, config.rope_base, scaling=config.rope_scaling)
             self.register_buffer("rope_cos", cos, persistent=False)   # (block_size, head_size / 2)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.init_weights()
@@ -178,7 +178,8 @@ class GPT(nn.Module):
             # the rotary tables computed again in the new dtype rather than cast from float32,
             # so a float64 model gets float64's precision
             cfg, where = self.config, self.rope_cos.device
-            cos, sin = rope_tables(cfg.head_size, cfg.block_size, cfg.rope_base, dtype=np.dtype(dtype))
+            cos, sin = rope_tables(cfg.head_size, cfg.block_size, cfg.rope_base, dtype=np.dtype(dtype),
+                                   scaling=cfg.rope_scaling)
             self.rope_cos.data, self.rope_sin.data = to_device(cos, where), to_device(sin, where)
         return self
 
