@@ -34,6 +34,7 @@ name is an error: guessing would give other ids.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -63,13 +64,24 @@ EXTRA = "pip install 'tinygpt[gguf]'"
 
 
 def open_gguf(path: str | os.PathLike) -> Any:
-    """The file's `gguf.GGUFReader`; a clear error when the package is missing or the file is not a GGUF."""
+    """The file's `gguf.GGUFReader`; a clear error when the package is missing or the file is not a GGUF.
+    The reader of the file last opened is kept: the model, its tokenizer and its chat template are
+    read from the same file one after the other, and parsing the metadata takes seconds."""
     try:
-        import gguf
+        import gguf  # noqa: F401
     except ImportError:
         raise ImportError(f"reading GGUF files needs the gguf package: {EXTRA}") from None
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no GGUF file at {path}")
+    stat = os.stat(path)
+    return _reader(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=1)
+def _reader(path: str, size: int, mtime_ns: int) -> Any:
+    """The reader of the file at `path` as it is at this size and time (the cache's key)."""
+    import gguf
+
     try:
         return gguf.GGUFReader(path)
     except (ValueError, IndexError, OSError, KeyError, UnicodeDecodeError, TypeError) as exc:
@@ -100,7 +112,8 @@ def read_gguf_tokenizer(path: str | os.PathLike, reader: Any = None) -> HFSpec:
     try:
         return _read(reader)
     except ValueError as exc:
-        raise TokenizerFileError(f"{path}: {exc}") from None
+        where = str(reader.data.filename)        # metadata()'s errors name the file already
+        raise TokenizerFileError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
 
 
 def _read(reader: Any) -> HFSpec:
@@ -130,7 +143,7 @@ def _read(reader: Any) -> HFSpec:
             raise ValueError(f"tokens {vocab[token]} and {i} are the same bytes {token!r}")
         vocab[token] = i
     merges = []
-    for line, merge in enumerate(metadata(reader, "tokenizer.ggml.merges", list)):
+    for line, merge in enumerate(metadata(reader, "tokenizer.ggml.merges", list, [])):   # none: bytes only
         parts = merge.split(" ")
         if len(parts) != 2:
             raise ValueError(f"merge {line} {merge!r} is not two tokens separated by one space")

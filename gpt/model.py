@@ -153,7 +153,8 @@ class GPT(nn.Module):
             cos, sin = rope_tables(config.head_size, config.block_size, config.rope_base, scaling=config.rope_scaling)
             self.register_buffer("rope_cos", cos, persistent=False)   # (block_size, head_size / 2)
             self.register_buffer("rope_sin", sin, persistent=False)
-        self.init_weights()
+        if not nn.init_skipped():          # inside nn.skip_init() the weights are loaded next
+            self.init_weights()
 
     def init_weights(self) -> None:
         """GPT-2's initialisation: every matrix N(0, 0.02), biases 0, norms 1, and
@@ -326,7 +327,8 @@ class GPT(nn.Module):
         or an instruction fine-tune; their checksums are verified). `overrides` may
         change training-only settings such as dropout, or shorten block_size."""
         config, state = read_pretrained(path, **overrides)
-        model = cls(config)
+        with nn.skip_init():           # no random weights drawn only to be overwritten
+            model = cls(config)
         model.load_state_dict(state)   # copies into the model's own float32 arrays
         return model
 
