@@ -71,10 +71,11 @@ def _environment() -> Any:
 
 def render(spec: ChatSpec, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
     """The template applied to `messages` [{"role", "content"}]; errors in the template name it."""
+    env = _environment()                  # first: without jinja2, the error that names the extra
     from jinja2.exceptions import TemplateError
 
     try:
-        template = _environment().from_string(spec.template)
+        template = env.from_string(spec.template)
         return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
                                bos_token=spec.bos_token, eos_token=spec.eos_token)
     except TemplateError as exc:

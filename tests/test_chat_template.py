@@ -122,3 +122,9 @@ def test_chat_command_on_the_real_gguf(shared_data):
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout
+
+
+def test_without_jinja2_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jinja2", None)
+    with pytest.raises(ImportError, match=r"pip install 'tinygpt\[chat\]'"):
+        render(ChatSpec(CHATML), [{"role": "user", "content": "Hi"}])

@@ -5,6 +5,8 @@ The q/k permutation written here is llama.cpp's converter's (convert_hf_to_gguf.
 `LlamaModel.permute`), spelled out independently of the loader's inverse."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -382,3 +384,28 @@ def test_export_a_gguf_as_a_hugging_face_folder(tmp_path):
     np.testing.assert_allclose(logits(again), logits(model), atol=1e-5)
     assert Tokenizer.from_hf(tmp_path / "hf" / "tokenizer.json").encode(TEXT, allowed_special="all") == \
         tok.encode(TEXT, allowed_special="all")
+
+
+def test_loading_draws_no_random_weights(tmp_path):
+    """from_pretrained builds the model inside nn.skip_init(): the generator does not move, and
+    every weight is the file's."""
+    import tinytensor as tt
+    from tinytensor.random import get_rng_state
+
+    model = tiny(tie_embeddings=False)
+    write_gguf(tmp_path / "m.gguf", model.config, gguf_tensors(model, "llama", permute=True))
+    tt.manual_seed(0)
+    before = get_rng_state()
+    loaded = GPT.from_pretrained(tmp_path / "m.gguf")
+    assert get_rng_state() == before
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(loaded.state_dict()[name]), np.asarray(value), err_msg=name)
+    tt.manual_seed(0)
+    assert not np.array_equal(GPT(model.config).wte.weight.numpy(), loaded.wte.weight.numpy())   # outside: drawn
+
+
+def test_without_the_gguf_package_the_error_names_the_extra(tmp_path, monkeypatch):
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    monkeypatch.setitem(sys.modules, "gguf", None)          # import gguf now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'tinygpt\[gguf\]'"):
+        GPT.from_pretrained(tmp_path / "m.gguf")
