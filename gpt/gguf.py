@@ -46,6 +46,7 @@ from .rope import LLAMA3_KEYS, llama3_frequencies
 
 ARCHITECTURES = ("llama", "qwen2", "qwen3")
 # what gguf.quants.dequantize turns into float32 (the types llama.cpp's converters and quantizers write)
+MAX_CONTEXT = 1 << 21              # positions; the longest models have about 1M
 ROPE_FREQS = "rope_freqs.weight"    # Llama 3's RoPE scaling, read into the config (_llama3_scaling)
 TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 
@@ -89,10 +90,14 @@ def gguf_config(reader: Any) -> GPTConfig:
         if embd is None:
             raise ValueError(f"{where} has no token_embd.weight tensor")
         vocab = int(embd.shape[-1])
+    context = get("context_length")
+    if context > MAX_CONTEXT:      # no tensor backs it, but the rotary tables are allocated for it
+        raise ValueError(f"{where}: {arch}.context_length {context:,} is more than {MAX_CONTEXT:,} positions: "
+                         "the file is corrupt")
     names = {t.name for t in reader.tensors}
     base = get("rope.freq_base", float, 10000.0)
     return GPTConfig(
-        vocab_size=vocab, block_size=get("context_length"), n_layer=get("block_count"), n_head=n_head,
+        vocab_size=vocab, block_size=context, n_layer=get("block_count"), n_head=n_head,
         n_embd=n_embd, n_kv_head=None if n_kv_head == n_head else n_kv_head,
         head_dim=None if head_dim * n_head == n_embd else head_dim, intermediate_size=get("feed_forward_length"),
         pos="rope", mlp="swiglu", norm="rmsnorm", bias=False, norm_eps=get("attention.layer_norm_rms_epsilon", float),

@@ -218,6 +218,14 @@ def test_sizes_that_do_not_match_the_metadata(tmp_path):
         GPT.from_pretrained(tmp_path / "m.gguf")
 
 
+def test_a_context_too_long_to_allocate_is_refused(tmp_path):
+    model = tiny()
+    huge = GPTConfig(**{**model.config.to_dict(), "block_size": 1 << 31})
+    write_gguf(tmp_path / "m.gguf", huge, gguf_tensors(model, "llama", permute=True))
+    with pytest.raises(ValueError, match="context_length 2,147,483,648 is more than"):
+        GPT.from_pretrained(tmp_path / "m.gguf")
+
+
 def test_a_truncated_file_is_refused(tmp_path):
     model = tiny()
     path = tmp_path / "m.gguf"
