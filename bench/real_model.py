@@ -104,7 +104,7 @@ def transformers_run(folder: Path, gguf_file: str | None, prompt: str, new_token
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     start = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32).eval()
     load = time.perf_counter() - start
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     ids = torch.tensor([tok.encode(prompt, add_special_tokens=False)])

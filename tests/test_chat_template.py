@@ -125,6 +125,7 @@ def test_chat_command_on_the_real_gguf(shared_data):
 
 
 def test_without_jinja2_the_error_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "jinja2", None)
+    for name in ("jinja2", "jinja2.sandbox"):            # imported already by the tests above
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match=r"pip install 'tinygpt\[chat\]'"):
         render(ChatSpec(CHATML), [{"role": "user", "content": "Hi"}])
