@@ -71,6 +71,8 @@ class PieceEncoder:
         self.by_pair = merge_ranks is not None
         self.ranks: dict = merge_ranks if merge_ranks is not None else ids
         self.whole_pieces = whole_pieces
+        self.known_byte = [bytes([b]) in ids for b in range(256)]
+        self.lossy = not all(self.known_byte)   # see Tokenizer._setup's warning
         get = self.ranks.get
         if self.by_pair:
             self.pair_rank: PairRank = lambda piece, start, mid, end: get((piece[start:mid], piece[mid:end]), NOT_A_TOKEN)
@@ -79,6 +81,8 @@ class PieceEncoder:
 
     def encode(self, piece: bytes) -> list[int]:
         """The token ids of one pre-token."""
+        if self.lossy:   # a released model's vocabulary without some bytes: dropped first, as `tokenizers` does
+            piece = bytes(b for b in piece if self.known_byte[b])
         if self.whole_pieces and (token := self.ids.get(piece)) is not None:
             return [token]
         if len(piece) > LONG_PIECE:

@@ -41,6 +41,9 @@ from .ranks import TIKTOKEN_ENCODINGS, merges_of_ranks, read_tiktoken_file
 from .train import learn_merges
 from .unstable import completions
 
+# bytes that never occur in UTF-8 text: a vocabulary may lack them without losing anything
+_NOT_IN_UTF8 = frozenset([0xC0, 0xC1, *range(0xF5, 0x100)])
+
 # "none_raise" (tiktoken's default: allowed_special=set()), "none" (tiktoken's
 # disallowed_special=()), "all", or a set of names.
 AllowedSpecial = Union[Literal["none_raise", "none", "all"], Set[str]]
@@ -112,13 +115,20 @@ class Tokenizer:
     ) -> None:
         if not all(isinstance(token, str) and token for token in special_tokens):
             raise ValueError(f"special tokens must be non-empty strings, got {list(special_tokens)!r}")
-        # a vocabulary without a byte would drop it from every text (`tokenizers` does so without a word)
-        if missing := [b for b in range(256) if bytes([b]) not in ranks]:
-            others = f" (nor for {len(missing) - 1} other bytes)" if len(missing) > 1 else ""
-            raise ValueError(
-                f"the vocabulary has no token for byte 0x{missing[0]:02x}{others}: every text containing it would "
-                f"lose it, as a byte-level BPE needs each of the 256 bytes as a token"
-            )
+        # a vocabulary without a byte would drop it from every text (`tokenizers` does so without a word).
+        # Bytes that UTF-8 never uses (0xc0, 0xc1, 0xf5-0xff) cannot be lost. A released model's file
+        # (hf) that lacks others, as SmolLM2's lacks six control characters, loads with a warning naming
+        # them, since its ids must stay those of its own tokenizer; a tokenizer of ours is refused.
+        missing = [b for b in range(256) if bytes([b]) not in ranks and b not in _NOT_IN_UTF8]
+        if missing:
+            listed = ", ".join(f"0x{b:02x}" for b in missing[:8]) + (f" (and {len(missing) - 8} more)" if len(missing) > 8 else "")
+            if hf is None:
+                raise ValueError(
+                    f"the vocabulary has no token for byte {listed}: every text containing it would "
+                    f"lose it, as a byte-level BPE needs each of the 256 bytes as a token"
+                )
+            warnings.warn(f"tokenizer {name!r} has no token for byte {listed}: a text holding one loses it when "
+                          "encoded, as in the model's own tokenizer (`tokenizers`)", stacklevel=3)
         self.name: str = name
         self.pattern: str = pattern
         self.special_tokens: dict[str, int] = special_tokens
@@ -265,7 +275,18 @@ class Tokenizer:
         are not supported raise `TokenizerFileError` naming them (see `bpe.hf`),
         as does a vocabulary without a token for each of the 256 bytes.
         """
-        spec = read_hf(path)
+        return cls._from_hf_spec(read_hf(path), path)
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike) -> Tokenizer:
+        """The byte-level BPE tokenizer of a GGUF file (`tokenizer.ggml.*`, see `bpe.gguf`), with the
+        ids of the same model's tokenizer.json; its control tokens are the special tokens."""
+        from .gguf import read_gguf_tokenizer   # the gguf package is an optional extra
+
+        return cls._from_hf_spec(read_gguf_tokenizer(path), path)
+
+    @classmethod
+    def _from_hf_spec(cls, spec: HFSpec, path: str | os.PathLike) -> Tokenizer:
         tok = cls.__new__(cls)
         tok._merges = [(spec.vocab[left], spec.vocab[right]) for left, right in spec.merges]
         tok._byte_order = None

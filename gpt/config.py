@@ -36,6 +36,8 @@ class GPTConfig:
     qkv_bias: bool = False               # biases on the q, k, v projections even with bias=False (Qwen2)
     tie_embeddings: bool = True          # the LM head is wte's matrix; False: a matrix of its own, lm_head
     intermediate_size: int | None = None  # the MLP's hidden width (None: 4 n_embd, or 8 n_embd / 3 for SwiGLU)
+    rope_scaling: dict | None = None     # Llama 3's: {"rope_type": "llama3", "factor", "low_freq_factor",
+                                         # "high_freq_factor", "original_max_position_embeddings"} (gpt/rope.py)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -66,6 +68,8 @@ class GPTConfig:
                               ("norm", ("layernorm", "rmsnorm"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"GPTConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.rope_scaling is not None:
+            _check_rope_scaling(self.rope_scaling)
         if self.pos == "rope" and self.head_size % 2:
             raise ValueError(f"pos='rope' needs an even head size, got {self.head_size}")
 
@@ -104,6 +108,20 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"unknown GPTConfig fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
+
+
+def _check_rope_scaling(scaling: Any) -> None:
+    keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+    if not isinstance(scaling, dict) or scaling.get("rope_type") != "llama3":
+        raise ValueError(f"GPTConfig.rope_scaling must be None or Llama 3's {{'rope_type': 'llama3', ...}}, "
+                         f"got {scaling!r}")
+    if set(scaling) != {"rope_type", *keys}:
+        raise ValueError(f"GPTConfig.rope_scaling of type llama3 needs exactly the keys {keys}, got {sorted(scaling)}")
+    bad = [k for k in keys if isinstance(scaling[k], bool) or not isinstance(scaling[k], (int, float))
+           or not scaling[k] > 0]
+    if bad or not scaling["high_freq_factor"] > scaling["low_freq_factor"]:
+        raise ValueError(f"GPTConfig.rope_scaling: {', '.join(bad) or 'high_freq_factor'} must be positive numbers "
+                         f"(and high_freq_factor > low_freq_factor), got {scaling!r}")
 
 
 def _check_positive(name: str, value: Any) -> None:

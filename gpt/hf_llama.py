@@ -50,6 +50,7 @@ from tinytensor import save
 from .config import GPTConfig
 from .files import (CONFIG_FILE, MODEL_FILE, config_float, config_int, inside, read_json_object,
                     read_safetensors_header, write_json)
+from .rope import LLAMA3_KEYS
 
 INDEX_FILE = "model.safetensors.index.json"
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
@@ -61,10 +62,11 @@ EMBED = "model.embed_tokens.weight"
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
 
-def _rope_theta(raw: dict, where: str) -> float:
-    """RoPE's theta: top-level `rope_theta` (older transformers) or inside `rope_parameters` /
-    `rope_scaling` (newer); any RoPE but the plain one is refused."""
-    theta = raw.get("rope_theta", 10000.0)
+def _rope(raw: dict, where: str) -> tuple[float, dict | None]:
+    """RoPE's theta, top-level `rope_theta` (older transformers) or inside `rope_parameters` /
+    `rope_scaling` (newer), and Llama 3's scaling (GPTConfig.rope_scaling) or None; any other
+    scaling is refused."""
+    theta, scaling = raw.get("rope_theta", 10000.0), None
     for key in ("rope_scaling", "rope_parameters"):
         params = raw.get(key)
         if params is None:
@@ -72,14 +74,19 @@ def _rope_theta(raw: dict, where: str) -> float:
         if not isinstance(params, dict):
             raise ValueError(f"{where}: {key} must be an object, got {params!r}")
         kind = params.get("rope_type", params.get("type", "default"))
-        if kind != "default":
-            raise ValueError(f"{where}: {key} of type {kind!r} is not supported, only plain RoPE ('default'): "
-                             "positions would be encoded differently from the checkpoint's training")
+        if kind not in ("default", "llama3"):
+            raise ValueError(f"{where}: {key} of type {kind!r} is not supported, only plain RoPE ('default') and "
+                             "Llama 3's ('llama3'): positions would be encoded differently from the checkpoint's")
         if params.get("partial_rotary_factor", 1.0) != 1.0:
             raise ValueError(f"{where}: partial_rotary_factor {params['partial_rotary_factor']} is not supported "
                              "(RoPE here rotates every feature of a head)")
+        if kind == "llama3":
+            missing = [k for k in LLAMA3_KEYS if k not in params]
+            if missing:
+                raise ValueError(f"{where}: {key} of type 'llama3' lacks {missing}")
+            scaling = {"rope_type": "llama3", **{k: params[k] for k in LLAMA3_KEYS}}
         theta = params.get("rope_theta", theta)
-    return config_float({"rope_theta": theta}, "rope_theta", where, 10000.0)
+    return config_float({"rope_theta": theta}, "rope_theta", where, 10000.0), scaling
 
 
 def _refuse_unsupported(raw: dict, kind: str, where: str) -> None:
@@ -120,12 +127,13 @@ def config_from_hf(raw: dict, where: str) -> GPTConfig:
     if head_dim is not None and n_embd % n_head == 0 and head_dim == n_embd // n_head:
         head_dim = None                                   # the one implied by hidden_size / heads
     n_kv_head = config_int(raw, "num_key_value_heads", where, None)
+    theta, scaling = _rope(raw, where)
     return GPTConfig(
         vocab_size=config_int(raw, "vocab_size", where), block_size=config_int(raw, "max_position_embeddings", where),
         n_layer=config_int(raw, "num_hidden_layers", where), n_head=n_head, n_embd=n_embd,
         n_kv_head=None if n_kv_head in (None, n_head) else n_kv_head, head_dim=head_dim,
         intermediate_size=config_int(raw, "intermediate_size", where), pos="rope", mlp="swiglu", norm="rmsnorm",
-        bias=False, norm_eps=config_float(raw, "rms_norm_eps", where, 1e-6), rope_base=_rope_theta(raw, where),
+        bias=False, norm_eps=config_float(raw, "rms_norm_eps", where, 1e-6), rope_base=theta, rope_scaling=scaling,
         qk_norm=kind == "qwen3", qkv_bias=kind == "qwen2",
         tie_embeddings=bool(raw.get("tie_word_embeddings", False)),   # False is the default of all three
     )
@@ -138,9 +146,11 @@ def hf_config(cfg: GPTConfig, kind: str) -> dict:
         "hidden_size": cfg.n_embd, "intermediate_size": cfg.mlp_hidden, "num_hidden_layers": cfg.n_layer,
         "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.kv_heads, "head_dim": cfg.head_size,
         "max_position_embeddings": cfg.block_size, "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_base,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_base},
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_base, **(cfg.rope_scaling or {})},
         "tie_word_embeddings": cfg.tie_embeddings, "hidden_act": "silu", "torch_dtype": "float32",
     }
+    if cfg.rope_scaling:
+        raw["rope_scaling"] = raw["rope_parameters"]       # where transformers before 4.56 reads it
     if kind != "qwen2":
         raw["attention_bias"] = False
     if kind == "llama":

@@ -150,10 +150,11 @@ class GPT(nn.Module):
         # else the LM head shares wte's matrix (weight tying), so it has no parameter of its own
         if config.pos == "rope":
             # buffers, so they follow .to(device, dtype); not saved, since the config rebuilds them
-            cos, sin = rope_tables(config.head_size, config.block_size, config.rope_base)
+            cos, sin = rope_tables(config.head_size, config.block_size, config.rope_base, scaling=config.rope_scaling)
             self.register_buffer("rope_cos", cos, persistent=False)   # (block_size, head_size / 2)
             self.register_buffer("rope_sin", sin, persistent=False)
-        self.init_weights()
+        if not nn.init_skipped():          # inside nn.skip_init() the weights are loaded next
+            self.init_weights()
 
     def init_weights(self) -> None:
         """GPT-2's initialisation: every matrix N(0, 0.02), biases 0, norms 1, and
@@ -178,7 +179,8 @@ class GPT(nn.Module):
             # the rotary tables computed again in the new dtype rather than cast from float32,
             # so a float64 model gets float64's precision
             cfg, where = self.config, self.rope_cos.device
-            cos, sin = rope_tables(cfg.head_size, cfg.block_size, cfg.rope_base, dtype=np.dtype(dtype))
+            cos, sin = rope_tables(cfg.head_size, cfg.block_size, cfg.rope_base, dtype=np.dtype(dtype),
+                                   scaling=cfg.rope_scaling)
             self.rope_cos.data, self.rope_sin.data = to_device(cos, where), to_device(sin, where)
         return self
 
@@ -275,7 +277,7 @@ class GPT(nn.Module):
         return [KVCache(batch, self.config, self.wte.weight.dtype, xp) for _ in range(self.config.n_layer)]
 
     def stream(self, idx: Any, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, eos_id: int | None = None, seed: int | None = None,
+               top_p: float | None = None, eos_id: int | list[int] | None = None, seed: int | None = None,
                use_cache: bool = True) -> Iterator[np.ndarray]:
         """Yield the next token ids (B,) one step at a time (see `generate`)."""
         check_sampling(temperature, top_k, top_p)
@@ -300,7 +302,7 @@ class GPT(nn.Module):
                     nxt = sample_next(last, temperature, top_k, top_p, rng)      # (B,)
                     idx = np.concatenate([idx, nxt[:, None]], axis=1)
                     yield nxt
-                    if eos_id is not None and bool(np.all(nxt == eos_id)):
+                    if eos_id is not None and bool(np.all(np.isin(nxt, eos_id))):
                         return
 
     def generate(self, idx: Any, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
@@ -310,7 +312,7 @@ class GPT(nn.Module):
 
         temperature=0 is greedy. top_k keeps the k likeliest tokens, top_p the
         smallest set whose probability reaches p. Stops early once every row has
-        produced eos_id. With the KV cache each new token costs one position;
+        produced eos_id (or one of a list of ids). With the KV cache each new token costs one position;
         past block_size the context is cropped to the last block_size tokens.
         """
         prompt = np.array(to_device(self._check_ids(idx), "cpu"))
@@ -325,7 +327,8 @@ class GPT(nn.Module):
         or an instruction fine-tune; their checksums are verified). `overrides` may
         change training-only settings such as dropout, or shorten block_size."""
         config, state = read_pretrained(path, **overrides)
-        model = cls(config)
+        with nn.skip_init():           # no random weights drawn only to be overwritten
+            model = cls(config)
         model.load_state_dict(state)   # copies into the model's own float32 arrays
         return model
 

@@ -1,4 +1,5 @@
-"""Model folders in and out: Hugging Face folders (GPT-2, Llama, Qwen2, Qwen3), and our own.
+"""Model folders in and out: Hugging Face folders (GPT-2, Llama, Qwen2, Qwen3), and our own;
+GGUF files in (gpt/gguf.py).
 
     read_pretrained(folder)           (GPTConfig, weights) of any of them
     write_hf(config, state, folder)   a Hugging Face folder of the model's family (config.json + model.safetensors)
@@ -31,7 +32,7 @@ from .files import (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, check_finite, confi
                     verify_listed, write_json)
 from .hf_llama import ARCHITECTURES, read_hf_llama, write_hf_llama
 
-__all__ = ["CONFIG_FILE", "HF_MODEL_TYPES", "MODEL_FILE", "TOKENIZER_FILE", "hf_family", "hf_model_type",
+__all__ = ["CONFIG_FILE", "HF_MODEL_TYPES", "MODEL_FILE", "TOKENIZER_FILE", "hf_family", "hf_model_type", "is_gguf",
            "read_config", "read_json_object", "read_pretrained", "write_hf", "write_json"]
 
 HF_MODEL_TYPES = ("gpt2", *ARCHITECTURES)
@@ -56,6 +57,11 @@ def read_config(folder: str | Path) -> dict:
     return read_json_object(path)
 
 
+def is_gguf(path: str | Path) -> bool:
+    """Whether `path` is a GGUF model file (llama.cpp's format, gpt/gguf.py) rather than a folder."""
+    return Path(path).suffix.lower() == ".gguf" and not Path(path).is_dir()
+
+
 def hf_model_type(raw: dict) -> str | None:
     """"gpt2", "llama", "qwen2" or "qwen3" for a Hugging Face config.json, None for one of ours;
     ValueError for a Hugging Face model type that is none of these."""
@@ -69,11 +75,17 @@ def hf_model_type(raw: dict) -> str | None:
 
 def read_pretrained(folder: str | Path, **overrides: Any) -> tuple[GPTConfig, dict[str, Any]]:
     """(config, weights by our parameter names) from a Hugging Face folder (GPT-2, Llama,
-    Qwen2, Qwen3) or one of ours. `overrides` may change training-only settings such as dropout."""
+    Qwen2, Qwen3), a GGUF file (gpt/gguf.py) or one of our folders. `overrides` may change
+    training-only settings such as dropout."""
     folder = Path(folder)
-    raw = read_config(folder)
+    gguf = is_gguf(folder)
+    raw = {} if gguf else read_config(folder)
     kind = hf_model_type(raw)
-    if kind == "gpt2":
+    if gguf:
+        from .gguf import read_gguf      # the gguf package is an optional extra
+
+        config, state = read_gguf(folder)
+    elif kind == "gpt2":
         config, state = _read_hf_gpt2(folder, raw)
     elif kind is not None:
         config, state = read_hf_llama(folder, raw)

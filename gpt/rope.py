@@ -8,6 +8,8 @@ rotated by the angle t * theta_i, theta_i = base^(-2i/D):
     y2 = x2 cos + x1 sin
 
 A rotation is orthogonal, so the backward is the rotation by the opposite angle.
+Llama 3's scaling changes only the frequencies theta_i, constants of the
+config, so it changes the tables and not the backward (docs/rope.md).
 
 This is the layout of Hugging Face's Llama, Qwen2 and Qwen3 (`rotate_half`), and
 their checkpoints store the q and k projections' rows for it, so those rows
@@ -22,11 +24,34 @@ from tinytensor.backend import get_array_module, to_device
 from tinytensor.tensor import Function
 
 
-def rope_tables(head_dim: int, n_positions: int, base: float = 10000.0, dtype=np.float32) -> tuple:
-    """cos and sin tables, each (n_positions, head_dim / 2)."""
+LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def llama3_frequencies(theta: np.ndarray, factor: float, low_freq_factor: float, high_freq_factor: float,
+                       original_max_position_embeddings: float) -> np.ndarray:
+    """Llama 3.1's RoPE scaling of the frequencies theta (D/2,): a pair whose wavelength 2 pi / theta
+    is longer than original / low_freq_factor turns `factor` times slower, one shorter than
+    original / high_freq_factor keeps its speed, and in between the two are blended linearly in
+    original / wavelength."""
+    original = original_max_position_embeddings
+    wavelength = 2 * np.pi / theta
+    slow = theta / factor
+    # 0 at the low-frequency edge (wavelength = original / low), 1 at the high one
+    smooth = (original / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    blended = (1 - smooth) * slow + smooth * theta
+    return np.where(wavelength > original / low_freq_factor, slow,
+                    np.where(wavelength < original / high_freq_factor, theta, blended))
+
+
+def rope_tables(head_dim: int, n_positions: int, base: float = 10000.0, dtype=np.float32,
+                scaling: dict | None = None) -> tuple:
+    """cos and sin tables, each (n_positions, head_dim / 2); `scaling` is GPTConfig.rope_scaling
+    (None, or Llama 3's {"rope_type": "llama3", factor, low/high_freq_factor, original_max_position_embeddings})."""
     if head_dim % 2:
         raise ValueError(f"rotary embeddings need an even head size, got {head_dim}")
     theta = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (D/2,)
+    if scaling is not None:
+        theta = llama3_frequencies(theta, *(scaling[k] for k in LLAMA3_KEYS))
     angles = np.outer(np.arange(n_positions, dtype=np.float64), theta)  # (T, D/2)
     return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterable, Iterator, NamedTuple
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -31,6 +32,31 @@ class Parameter(Tensor):
 
     def __init__(self, data: Any, dtype: Any = None, device: str | None = None):
         super().__init__(data, requires_grad=True, dtype=dtype, device=device)
+
+
+_skip_init = False
+
+
+@contextmanager
+def skip_init() -> Iterator[None]:
+    """Modules built inside get their weights allocated but not drawn (the generator does not
+    advance): for a model whose weights are loaded right after, where drawing is wasted time."""
+    global _skip_init
+    previous, _skip_init = _skip_init, True
+    try:
+        yield
+    finally:
+        _skip_init = previous
+
+
+def init_skipped() -> bool:
+    """Whether modules are being built inside skip_init()."""
+    return _skip_init
+
+
+def _drawn(draw: Callable[[tuple[int, ...]], np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """draw(shape), or an uninitialised array of the parameter's dtype inside skip_init()."""
+    return np.empty(shape, dtype=dtype or DEFAULT_DTYPE) if _skip_init else draw(shape)
 
 
 def _new_parameter(values: np.ndarray, dtype: Any, device: str) -> Parameter:
@@ -296,8 +322,9 @@ class Linear(Module):
         self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / math.sqrt(in_features)
         rng = generator()
-        self.weight = _new_parameter(rng.uniform(-bound, bound, (out_features, in_features)), dtype, device)
-        self.bias = _new_parameter(rng.uniform(-bound, bound, (out_features,)), dtype, device) if bias else None
+        uniform = lambda shape: rng.uniform(-bound, bound, shape)  # noqa: E731
+        self.weight = _new_parameter(_drawn(uniform, (out_features, in_features), dtype), dtype, device)
+        self.bias = _new_parameter(_drawn(uniform, (out_features,), dtype), dtype, device) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -314,7 +341,7 @@ class Embedding(Module):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = _new_parameter(
-            generator().standard_normal((num_embeddings, embedding_dim)), dtype, device
+            _drawn(generator().standard_normal, (num_embeddings, embedding_dim), dtype), dtype, device
         )
 
     def forward(self, ids: Any) -> Tensor:

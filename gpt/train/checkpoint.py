@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from bpe import Tokenizer
 from gpt.files import verify_listed
-from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, read_config, read_json_object, write_json
+from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, is_gguf, read_config, read_json_object, write_json
 from tinytensor import load, save
 from tinytensor.serialize import CorruptFileError, file_digest, fsync_dir
 
@@ -148,8 +148,10 @@ def latest_good_checkpoint(out: str | os.PathLike, say: Callable[[str], None] = 
 def resolve_checkpoint(folder: str | os.PathLike, say: Callable[[str], None] = print) -> Path:
     """A folder to load a model from: `folder` itself when it holds a config.json
     (a checkpoint, a fine-tuned model or a Hugging Face folder), else the latest
-    good checkpoint of a training output folder."""
+    good checkpoint of a training output folder; a GGUF file is itself."""
     path = Path(folder)
+    if is_gguf(path) and path.is_file():
+        return path
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint folder {path} does not exist")
     if (path / CONFIG_FILE).is_file() or (path / STATE_FILE).is_file():

@@ -2,7 +2,7 @@
 
     python -m gpt sample --checkpoint DIR --prompt "..."     continue a text
     python -m gpt classify --checkpoint DIR "some text"      label and probability (a classify fine-tune)
-    python -m gpt chat --checkpoint DIR                      answer instructions typed at the prompt (an instruct fine-tune)
+    python -m gpt chat --checkpoint DIR|X.gguf               talk to it through its chat template (an instruct fine-tune: Alpaca)
     python -m gpt export --checkpoint DIR --out HF_DIR       a Hugging Face folder (GPT-2, Llama, Qwen2 or Qwen3)
     python -m gpt eval --checkpoint DIR --data FILE          perplexity, bits per byte; or --choices, --instruct
     python -m gpt prepare --data PATH... --out DIR           token shards for train.py --data DIR (see --help)
@@ -16,14 +16,15 @@ import signal
 import sys
 
 from gpt import GPTClassifier
+from gpt.chat_template import read_chat, stop_ids
 from gpt.lora import merge_lora
 
-from . import evaluate
-from .data import EOT
+from . import chat, evaluate
+from .checkpoint import resolve_checkpoint
 from .classify import classify_texts
+from .data import EOT
 from .distributed import check_device_ready
 from .inference import check_export_folder, export_folder, load_finetuned, load_for_inference
-from .instruct import PromptTemplate, generate_response
 from .prepare import command as prepare_command
 
 
@@ -36,14 +37,14 @@ def sample(args: argparse.Namespace) -> None:
     ids = tok.encode(prompt, allowed_special="all")
     if not ids:
         sys.exit("the prompt encodes to no tokens: give a non-empty --prompt")
-    eos = tok.special_tokens.get(EOT)
+    eos = stop_ids(resolve_checkpoint(args.checkpoint, lambda _: None), tok)   # the config's eos_token_id(s) and <|endoftext|>
     if args.prompt:
         print(args.prompt, end="", flush=True)
     # a UTF-8 character may span several tokens: the incremental decoder holds back an
     # unfinished one, and replaces bytes that can never become a character
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     for nxt in model.stream([ids], args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                            eos_id=eos if args.stop_at_eos else None, seed=args.seed):
+                            eos_id=eos if args.stop_at_eos and eos else None, seed=args.seed):
         print(utf8.decode(tok.decode_bytes([int(nxt[0])])), end="", flush=True)
     print(utf8.decode(b"", final=True))
 
@@ -62,29 +63,13 @@ def classify(args: argparse.Namespace) -> None:
         print(f"{results[i][0]}\t{results[i][1]:.4f}" if i in results else "")
 
 
-def chat(args: argparse.Namespace) -> None:
-    model, tok, config = load_finetuned(args.checkpoint, device=args.device)
-    if config["task"] != "instruct":
-        sys.exit(f"error: {args.checkpoint} holds a model for task {config['task']!r}, not an instruction-tuned one")
-    template = PromptTemplate.from_dict(config["prompt_template"])
-    interactive = sys.stdin.isatty()
-    while True:
-        try:
-            instruction = input("instruction> " if interactive else "")
-        except EOFError:
-            break
-        if not instruction.strip():
-            continue
-        print(generate_response(model, tok, template, instruction, args.input, args.max_new_tokens,
-                                args.temperature, args.seed), flush=True)
-
-
 def export(args: argparse.Namespace) -> None:
     check_export_folder(args.out, args.overwrite)            # before the model is read
     model, tok = load_for_inference(args.checkpoint)
     if isinstance(model, GPTClassifier):
         sys.exit(f"error: {args.checkpoint} holds a classifier; only a language model is exported")
-    kind = export_folder(merge_lora(model), tok, args.out, args.overwrite)   # LoRA adapters folded into the weights
+    chat_spec = read_chat(resolve_checkpoint(args.checkpoint, lambda _: None), tok)   # kept, so the folder chats
+    kind = export_folder(merge_lora(model), tok, args.out, chat_spec, args.overwrite)   # LoRA adapters, if any, folded into the weights
     print(f"wrote a Hugging Face {kind} folder to {args.out}: transformers' AutoModelForCausalLM and "
           "GPT.from_pretrained open it")
 
@@ -105,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=non_negative_seed, default=None)
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--stop-at-eos", action=argparse.BooleanOptionalAction, default=True,
-                   help="stop at <|endoftext|> (default: yes)")
+                   help="stop at <|endoftext|> and the config's eos_token_id (default: yes)")
     s.set_defaults(func=sample)
 
     c = sub.add_parser("classify", help="print the label and its probability for each text")
@@ -114,14 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     c.set_defaults(func=classify)
 
-    ch = sub.add_parser("chat", help="answer instructions typed at the prompt, one per line (Ctrl-D ends)")
-    ch.add_argument("--checkpoint", required=True, help="the output folder of an instruction fine-tune")
-    ch.add_argument("--input", default="", help="an input passed along with every instruction (Alpaca's 'input')")
-    ch.add_argument("--max-new-tokens", type=int, default=256)
-    ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the default)")
-    ch.add_argument("--seed", type=non_negative_seed, default=None)
-    ch.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ch.set_defaults(func=chat)
+    chat.add_parser(sub)
 
     e = sub.add_parser("export", help="write a model as a Hugging Face folder (config.json, model.safetensors, "
                                       "tokenizer.json)")
@@ -154,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         if "device" in args:
             check_device_ready(args.device)
         args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:   # ImportError: an extra to install
         sys.exit(f"error: {e}")
     except BrokenPipeError:
         # the reader went away (`python -m gpt sample ... | head`): stop quietly, as cat does;

@@ -140,7 +140,8 @@ class FinetuneConfig:
     for a pretrained GPT-2; a small model trained here wants a larger lr."""
     init_from: str | None = setting(None, "the pretrained model: a train.py --out folder, one of its checkpoints, or "
                                     "a Hugging Face GPT-2, Llama, Qwen2 or Qwen3 folder (config.json, safetensors "
-                                    "weights, and tokenizer.json, or vocab.json + merges.txt for GPT-2)", required=True)
+                                    "weights, and tokenizer.json, or vocab.json + merges.txt for GPT-2), or a "
+                                    ".gguf file (llama, qwen2, qwen3)", required=True)
     data: str | None = setting(None, "the training examples", required=True)
     out: str = setting("out/finetune", "where the fine-tuned model goes")
     overwrite: bool = setting(False, "replace a fine-tuned model already in --out")

@@ -15,9 +15,11 @@ import tinytensor as tt
 from bpe import Tokenizer
 from gpt import GPT, GPTClassifier, GPTConfig
 from gpt.files import verify_listed
+from gpt.chat_template import ChatSpec
 from gpt.lora import apply_lora
 from gpt.hf_llama import INDEX_FILE
-from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, hf_family, hf_model_type, read_config, write_json
+from gpt.pretrained import (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, hf_family, hf_model_type, is_gguf, read_config,
+                            write_json)
 from tinytensor import nn
 
 from .checkpoint import resolve_checkpoint
@@ -35,8 +37,11 @@ def load_for_inference(folder: str | os.PathLike, device: str = "cpu",
     (a GPTClassifier for a classifier), or a Hugging Face folder: GPT-2 (config.json,
     model.safetensors, vocab.json and merges.txt, or a tokenizer.json), Llama, Qwen2
     or Qwen3 (config.json, model.safetensors or its shards, tokenizer.json).
-    Checksums are verified; every missing file is named up front."""
+    Checksums are verified; every missing file is named up front. A GGUF file
+    (llama.cpp's format) holds both model and tokenizer."""
     path = resolve_checkpoint(folder, say)
+    if is_gguf(path):
+        return GPT.from_pretrained(path).to(device).eval(), Tokenizer.from_gguf(path)
     raw = read_config(path)
     if raw.get("task") in ("classify", "instruct"):
         model, tok, _ = load_finetuned(path, device)
@@ -81,17 +86,23 @@ def check_export_folder(out: str | os.PathLike, overwrite: bool = False) -> Path
     return check_output_folder(out)
 
 
-def export_folder(model: GPT, tok: Tokenizer, out: str | os.PathLike, overwrite: bool = False) -> str:
+def export_folder(model: GPT, tok: Tokenizer, out: str | os.PathLike, chat: ChatSpec | None = None,
+                  overwrite: bool = False) -> str:
     """Write model and tokenizer as a Hugging Face folder; returns its model_type. The tokenizer
     goes to tokenizer.json (bpe's Tokenizer.save_hf), which `tokenizers` reads, with a
-    tokenizer_config.json that makes transformers take it as it is. A folder holding a model
-    already is replaced only with `overwrite`; a training run's folder never."""
+    tokenizer_config.json that makes transformers take it as it is; a chat template, if
+    given, goes there too, and the ids that end a reply into config.json's eos_token_id.
+    A folder holding a model already is replaced only with `overwrite`; a training run's folder never."""
     out = Path(out)
     kind = hf_family(model.config)             # before anything is written: a ValueError naming the options
     check_export_folder(out, overwrite)
     model.save_pretrained(out)
     tok.save_hf(out / TOKENIZER_FILE)
-    write_json(out / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"})
+    tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast"}
+    if chat is not None:
+        tokenizer_config |= {"chat_template": chat.template, "bos_token": chat.bos_token, "eos_token": chat.eos_token}
+        write_json(out / CONFIG_FILE, {**read_config(out), "eos_token_id": list(chat.stop_ids)})
+    write_json(out / "tokenizer_config.json", tokenizer_config)
     return kind
 
 
