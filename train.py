@@ -7,6 +7,7 @@
 
     python train.py --task classify --init-from out --data spam.tsv --balance   # fine-tune (see below)
     python train.py --task instruct --init-from gpt2/ --data instruction-data.json --mask-prompt
+    python train.py --task dpo --init-from out/instruct --data instruction-data-with-preference.json
 
 Pretraining, top to bottom: documents -> tokenizer -> train.bin / val.bin (cached
 under --cache-dir) -> a GPT -> the training loop (random windows of block_size + 1
@@ -21,7 +22,7 @@ Everything a run writes lands in --out:
     ckpt/step_N/      checkpoints (see gpt/train/checkpoint.py); the newest two are kept
     data/             the tokenized corpus, unless --cache-dir says elsewhere
 
---task classify | instruct fine-tunes a pretrained model (one of our runs or
+--task classify | instruct | dpo fine-tunes a pretrained model (one of our runs or
 checkpoints, or a Hugging Face GPT-2 / Llama / Qwen folder) through the same loop; its flags are
 listed by `python train.py --task classify --help` (see gpt/train/finetune.py).
 Every flag is a field of a dataclass in gpt/train/config.py.
@@ -49,8 +50,9 @@ from gpt import GPT  # noqa: E402
 from gpt.pretrained import write_json  # noqa: E402
 from gpt.train import distributed  # noqa: E402
 from gpt.train.checkpoint import Checkpoint, latest_checkpoint  # noqa: E402
-from gpt.train.config import CONFIGS, TASKS, ClassifyConfig, InstructConfig, PretrainConfig  # noqa: E402
+from gpt.train.config import CONFIGS, TASKS, ClassifyConfig, DPOConfig, InstructConfig, PretrainConfig  # noqa: E402
 from gpt.train.data import prepare_data  # noqa: E402
+from gpt.train.dpo import finetune_dpo  # noqa: E402
 from gpt.train.finetune import finetune_classifier, finetune_instruct  # noqa: E402
 from gpt.train.flags import build_parser, parse_given  # noqa: E402
 from gpt.train.loop import Comm, Diverged, Trainer  # noqa: E402
@@ -126,7 +128,7 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
         f"sample with: python -m gpt sample --checkpoint {out}")
 
 
-def finetune(cfg: ClassifyConfig | InstructConfig, comm: Comm) -> None:
+def finetune(cfg: ClassifyConfig | InstructConfig | DPOConfig, comm: Comm) -> None:
     """Fine-tune a pretrained GPT through the same loop (gpt/train/finetune.py has the steps)."""
     distributed.check_divides(cfg.batch_size, comm)
     distributed.on_device(cfg.device, comm)
@@ -135,6 +137,10 @@ def finetune(cfg: ClassifyConfig | InstructConfig, comm: Comm) -> None:
         final = finetune_classifier(cfg, log=log, comm=comm)
         log(f"test accuracy {final['test_acc']:.2%}; classify with: "
             f'python -m gpt classify --checkpoint {cfg.out} "some text"')
+    elif isinstance(cfg, DPOConfig):
+        final = finetune_dpo(cfg, log=log, comm=comm)
+        log(f"val reward accuracy {final['val_reward_accuracy']:.3f}, margin {final['val_reward_margin']:.4f}; answers "
+            f"before and after in {cfg.out}/responses.jsonl; chat with: python -m gpt chat --checkpoint {cfg.out}")
     else:
         final = finetune_instruct(cfg, log=log, comm=comm)
         log(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; answers in "

@@ -129,3 +129,15 @@ def rotary(x: Tensor, cos: Any, sin: Any) -> Tensor:
 def lora_linear(x: Tensor, a: Tensor, b_up: Tensor, weight: Tensor, bias: Tensor | None, scale: float) -> Tensor:
     """x W^T + b + scale (x A^T) B^T: gpt/lora.py's LoRALinearFunction."""
     return linear(x, weight, bias) + scale * ((x @ a.T) @ b_up.T)
+
+
+def dpo_loss(chosen: Tensor, rejected: Tensor, ref_chosen: Any, ref_rejected: Any, beta: float = 0.1,
+             reduction: str = "mean") -> Tensor:
+    """-log sigmoid(beta * ((chosen - ref_chosen) - (rejected - ref_rejected))): functional.py's
+    DPOLossFunction. -log sigmoid(z) = log(1 + e^-z), written relu(-z) + log(1 + e^-|z|) so no
+    exponential overflows (|z| = relu(z) + relu(-z))."""
+    z = ((chosen - _data(ref_chosen)) - (rejected - _data(ref_rejected))) * beta
+    losses = (-z).relu() + ((-(z.relu() + (-z).relu())).exp() + 1.0).log()
+    if reduction == "none":
+        return losses
+    return losses.sum() if reduction == "sum" else losses.mean()

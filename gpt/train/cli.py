@@ -52,7 +52,7 @@ def classify(args: argparse.Namespace) -> None:
 
 def chat(args: argparse.Namespace) -> None:
     model, tok, config = load_finetuned(args.checkpoint, device=args.device)
-    if config["task"] != "instruct":
+    if config["task"] not in ("instruct", "dpo"):
         sys.exit(f"error: {args.checkpoint} holds a model for task {config['task']!r}, not an instruction-tuned one")
     template = PromptTemplate.from_dict(config["prompt_template"])
     interactive = sys.stdin.isatty()

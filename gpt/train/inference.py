@@ -37,7 +37,7 @@ def load_for_inference(folder: str | os.PathLike, device: str = "cpu",
     Checksums are verified; every missing file is named up front."""
     path = resolve_checkpoint(folder, say)
     raw = read_config(path)
-    if raw.get("task") in ("classify", "instruct"):
+    if raw.get("task") in ("classify", "instruct", "dpo"):
         model, tok, _ = load_finetuned(path, device)
         return model, tok
     kind = hf_model_type(raw)
@@ -95,13 +95,13 @@ def load_base(init_from: str | os.PathLike, device: str = "cpu") -> tuple[GPT, T
 
 def load_finetuned(folder: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Tokenizer, dict]:
     """(model in eval mode, tokenizer, config.json) of a folder written by finetune_*:
-    a GPTClassifier for task "classify", a GPT for task "instruct". Checksums are verified first."""
+    a GPTClassifier for task "classify", a GPT for task "instruct" or "dpo". Checksums are verified first."""
     folder = Path(folder)
     config = read_config(folder)
     task = config.get("task")
-    if task not in ("classify", "instruct"):
+    if task not in ("classify", "instruct", "dpo"):
         raise ValueError(f"{folder / CONFIG_FILE} is not a fine-tuned model (task {task!r}): "
-                         "use a folder written by --task classify or --task instruct")
+                         "use a folder written by --task classify, instruct or dpo")
     verify_digests(folder, config.get("checksums", {}), CONFIG_FILE)
     lora = config.get("lora")
     adapters = bool(lora) and not lora["merged"]
