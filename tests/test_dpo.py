@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -271,3 +272,23 @@ def test_train_py_task_dpo_bad_input_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         train.main(["--task", "dpo", "--init-from", str(tmp_path / "base"), "--data", str(data), "--beta", "0"])
     assert "--beta" in str(exit.value.code) + capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec (pip install -e '.[mpi]')")
+def test_two_ranks_tune_as_one_process_does(tmp_path):
+    from test_distributed import launch
+
+    tok = tokenizer()
+    write_model_folder(tmp_path / "base", tok, n_layer=1, block_size=96)
+    data = tmp_path / "pref.json"
+    data.write_text(json.dumps(ENTRIES * 2))
+    args = ["--task", "dpo", "--init-from", str(tmp_path / "base"), "--data", str(data), "--epochs", "2",
+            "--batch-size", "4", "--eval-interval", "0", "--lr", "1e-2", "--n-responses", "0"]
+    one = launch(1, args + ["--out", str(tmp_path / "one")], tmp_path)
+    two = launch(2, args + ["--out", str(tmp_path / "two"), "--cache-reference"], tmp_path)   # each rank scores its share
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("val reward accuracy") == 2              # the final evaluation and the summary: rank 0 alone
+    final = [json.loads((tmp_path / o / "metrics.json").read_text())["final"] for o in ("one", "two")]
+    assert final[1]["train_loss"] == pytest.approx(final[0]["train_loss"], rel=1e-4)
+    assert final[1]["val_reward_margin"] == pytest.approx(final[0]["val_reward_margin"], rel=1e-3)
