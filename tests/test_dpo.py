@@ -274,6 +274,7 @@ def test_train_py_task_dpo_bad_input_is_one_line(tmp_path, capsys):
     assert "--beta" in str(exit.value.code) + capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec (pip install -e '.[mpi]')")
 def test_two_ranks_tune_as_one_process_does(tmp_path):
     from test_distributed import launch

@@ -193,15 +193,22 @@ class Preferences(EpochTask):
 
     def cache_reference(self, comm: Comm) -> None:
         """The reference's log-probabilities of every pair in the splits, once (each process
-        scoring its share of each batch); afterwards no reference forward runs."""
+        scoring its share of each batch); afterwards no reference forward runs. The batches
+        are an evaluation's, so an evaluation at step 0 compares the policy with the very
+        numbers it computes (another padding length could round the last bit differently)."""
         table = np.zeros((len(self.pairs), 2))
-        rows = np.concatenate(list(self.splits.values()))
-        for start in range(0, len(rows), self.batch_size):
-            inputs, targets, index = self.batch(rows[start:start + self.batch_size]).rows(comm.rank, comm.size)
-            if len(index):
-                table[index] = to_device(self.reference(inputs, targets), "cpu")
+        for split in self.splits:
+            for chunk in self._chunks(split):
+                inputs, targets, index = self.batch(chunk).rows(comm.rank, comm.size)
+                if len(index):
+                    table[index] = to_device(self.reference(inputs, targets), "cpu")
         self.cached = comm.sum(table.reshape(-1)).reshape(table.shape)
         self.reference = None
+
+    def _chunks(self, split: str) -> list[np.ndarray]:
+        """The split's rows in batches, in order: how an evaluation walks it."""
+        rows = self.splits[split]
+        return [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
 
     def _pair_sums(self, model: nn.Module, rows: tuple[Any, ...]) -> list[float]:
         """Sums over these pairs of SUMS, and their count."""
@@ -218,8 +225,7 @@ class Preferences(EpochTask):
 
     def measure(self, model: nn.Module, split: str, comm: Comm, final: bool) -> dict[str, float]:
         """The mean of each of SUMS over the split's pairs (its first eval_batches batches unless final)."""
-        rows = self.splits[split]
-        chunks = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        chunks = self._chunks(split)
         if not final:
             chunks = chunks[:self.eval_batches]
         if not chunks:
