@@ -45,7 +45,7 @@ else
     PRETRAIN=(--vocab-size 1024 --n-layer 2 --n-head 4 --n-embd 64 --block-size 256 --batch-size 8 --max-iters 150
               --warmup-iters 10 --eval-iters 5 --sample-tokens 0)
     INSTRUCT=(--epochs 2 --batch-size 8 --lr 1e-3 --min-lr 1e-4 --warmup-steps 20)
-    DPO=(--epochs 2 --batch-size 8 --lr 5e-4 --eval-interval 50 --max-new-tokens 48)
+    DPO=(--epochs 1 --batch-size 8 --lr 5e-4 --eval-interval 25 --max-new-tokens 48)
 fi
 
 if [ -z "${INIT:-}" ]; then

@@ -293,3 +293,14 @@ def test_two_ranks_tune_as_one_process_does(tmp_path):
     final = [json.loads((tmp_path / o / "metrics.json").read_text())["final"] for o in ("one", "two")]
     assert final[1]["train_loss"] == pytest.approx(final[0]["train_loss"], rel=1e-4)
     assert final[1]["val_reward_margin"] == pytest.approx(final[0]["val_reward_margin"], rel=1e-3)
+
+
+def test_plot_draws_the_loss_and_the_rewards(tmp_path):
+    pytest.importorskip("matplotlib")
+    from gpt.train.dpo import plot_dpo
+
+    evals = [{"step": s, "train_loss": 0.7 - s / 100, "val_loss": 0.7 - s / 200, "val_reward_accuracy": s / 10,
+              "val_reward_margin": s / 5, "val_chosen_reward": s / 10, "val_rejected_reward": -s / 10}
+             for s in (0, 5)]
+    plot_dpo([{"step": s, "loss": 0.7} for s in range(1, 6)] + evals, tmp_path / "dpo.png")
+    assert (tmp_path / "dpo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

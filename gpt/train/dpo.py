@@ -272,15 +272,16 @@ def finetune_dpo(cfg: DPOConfig, log: Log = print, comm: Comm | None = None) -> 
     splits = _without_unfit(pairs, split_dataset(len(entries), cfg.seed, instruct.SPLIT), limit, log)
     log(f"{len(entries)} pairs: {len(splits['train'])} train, {len(splits['val'])} val, {len(splits['test'])} test")
     _adapt(model, cfg, log)
-    # with LoRA the reference is the policy with its adapters off; else a frozen copy of the start
-    reference = Reference(model, None if cfg.lora_rank else frozen_copy(base, cfg.device))
     log("reference: " + ("the same weights with the adapters switched off (no second copy)" if cfg.lora_rank
                          else "a frozen copy of the starting model"))
     trainable, total = count_parameters(model)
     log(f"training {trainable:,} of {total:,} parameters; beta {cfg.beta}")
     comm = comm or SingleProcess()
-    task = Preferences(pairs, splits, pad_id(tok), limit, reference, cfg.beta, cfg.batch_size, cfg.epochs, cfg.seed,
-                       cfg.eval_batches)
+    # with LoRA the reference is the policy with its adapters off; else a frozen copy of the start,
+    # held by the task alone, so that caching the reference frees it
+    task = Preferences(pairs, splits, pad_id(tok), limit,
+                       Reference(model, None if cfg.lora_rank else frozen_copy(base, cfg.device)), cfg.beta,
+                       cfg.batch_size, cfg.epochs, cfg.seed, cfg.eval_batches)
     if cfg.cache_reference:
         task.cache_reference(comm)
         log(f"cached the reference's log-probabilities of {sum(map(len, splits.values()))} pairs")
@@ -300,7 +301,8 @@ def finetune_dpo(cfg: DPOConfig, log: Log = print, comm: Comm | None = None) -> 
         with open(out / RESPONSES_FILE, "w", encoding="utf-8") as f:
             for entry, was, now in zip(tests, answers_before, answers):
                 f.write(json.dumps({**entry, "response_before": was, "model_response": now}) + "\n")
-        log(f"wrote {len(tests)} test responses, before and after, to {out / RESPONSES_FILE}")
+        if tests:
+            log(f"wrote {len(tests)} test responses, before and after, to {out / RESPONSES_FILE}")
     return final
 
 
