@@ -81,4 +81,5 @@ for row in map(json.loads, (out / "responses.jsonl").read_text().splitlines()):
 PY
 end=$(date +%s)
 echo
-echo "wall time $((end - start)) s: pretraining and instruction tuning $((instructed - start)) s, DPO $((end - instructed)) s"
+echo "wall time $((end - start)) s: pretraining and instruction tuning $((instructed - start)) s," \
+    "DPO $((end - instructed)) s"

@@ -87,7 +87,7 @@ def test_dpo_loss_against_its_formula_and_the_composed_reference():
         assert np.isclose(out.item(), value)
         out.backward()
         assert np.allclose(tc.grad, grad) and np.allclose(tr.grad, -grad)
-        composed = [tt.tensor(c, requires_grad=True, dtype="float64"), tt.tensor(r, requires_grad=True, dtype="float64")]
+        composed = [tt.tensor(v, requires_grad=True, dtype="float64") for v in (c, r)]
         ref_out = R.dpo_loss(*composed, rc, rr, 0.3, reduction)
         ref_out.backward()
         assert np.isclose(ref_out.item(), value) and np.allclose(composed[0].grad, grad)
@@ -128,7 +128,8 @@ def test_bad_preference_files_get_one_clear_line(tmp_path):
     cases = {"no_chosen": [{"instruction": "a", "rejected": "b"}],
              "empty": [{"instruction": "a", "chosen": "c", "rejected": "  "}],
              "not_a_list": {"instruction": "a"}, "none": []}
-    messages = {"no_chosen": "entry 1 needs a string field 'chosen'", "empty": "entry 1: the 'rejected' response is empty",
+    messages = {"no_chosen": "entry 1 needs a string field 'chosen'",
+                "empty": "entry 1: the 'rejected' response is empty",
                 "not_a_list": "expected a JSON list", "none": "no preference pairs"}
     for name, content in cases.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(content))
@@ -286,10 +287,11 @@ def test_two_ranks_tune_as_one_process_does(tmp_path):
     args = ["--task", "dpo", "--init-from", str(tmp_path / "base"), "--data", str(data), "--epochs", "2",
             "--batch-size", "4", "--eval-interval", "0", "--lr", "1e-2", "--n-responses", "0"]
     one = launch(1, args + ["--out", str(tmp_path / "one")], tmp_path)
-    two = launch(2, args + ["--out", str(tmp_path / "two"), "--cache-reference"], tmp_path)   # each rank scores its share
+    # cached: each rank scores its share of the pairs
+    two = launch(2, args + ["--out", str(tmp_path / "two"), "--cache-reference"], tmp_path)
     assert one.returncode == 0, one.stderr
     assert two.returncode == 0, two.stderr
-    assert two.stdout.count("val reward accuracy") == 2              # the final evaluation and the summary: rank 0 alone
+    assert two.stdout.count("val reward accuracy") == 2      # the final evaluation and the summary, rank 0 alone
     final = [json.loads((tmp_path / o / "metrics.json").read_text())["final"] for o in ("one", "two")]
     assert final[1]["train_loss"] == pytest.approx(final[0]["train_loss"], rel=1e-4)
     assert final[1]["val_reward_margin"] == pytest.approx(final[0]["val_reward_margin"], rel=1e-3)

@@ -199,7 +199,7 @@ class InstructConfig(FinetuneConfig):
 class DPOConfig(FinetuneConfig):
     """Preference tuning (DPO): pairs of a chosen and a rejected response to one instruction, JSON or JSONL;
     the 85/5/10 split of --task instruct; the reference is the starting model, frozen. The lr and epochs
-    defaults are the book's (GPT-2 medium); a small model trained here wants ~1e-4 and a few epochs."""
+    defaults are the book's (GPT-2 medium); a small model trained here wants ~5e-4."""
     data: str | None = setting(None, "the preference pairs: a JSON list or JSONL of {instruction, input, chosen, "
                                "rejected}", required=True)
     out: str = setting("out/dpo", "where the tuned model goes")
