@@ -7,6 +7,7 @@
 
     python train.py --task classify --init-from out --data spam.tsv --balance   # fine-tune (see below)
     python train.py --task instruct --init-from gpt2/ --data instruction-data.json --mask-prompt
+    python train.py --task dpo --init-from out/instruct --data instruction-data-with-preference.json
 
 Pretraining, top to bottom: documents -> tokenizer -> token shards (a folder from
 python -m gpt prepare, or prepared here once and cached under --cache-dir) -> a GPT -> the training loop (random windows of block_size + 1
@@ -21,7 +22,7 @@ Everything a run writes lands in --out:
     ckpt/step_N/      checkpoints (see gpt/train/checkpoint.py); the newest two are kept
     data/             the tokenized corpus, unless --cache-dir says elsewhere
 
---task classify | instruct fine-tunes a pretrained model (one of our runs or
+--task classify | instruct | dpo fine-tunes a pretrained model (one of our runs or
 checkpoints, or a Hugging Face GPT-2 / Llama / Qwen folder) through the same loop; its flags are
 listed by `python train.py --task classify --help` (see gpt/train/finetune.py).
 Every flag is a field of a dataclass in gpt/train/config.py.
@@ -52,8 +53,9 @@ from gpt import GPT  # noqa: E402
 from gpt.pretrained import write_json  # noqa: E402
 from gpt.train import distributed  # noqa: E402
 from gpt.train.checkpoint import Checkpoint, DiskFull, latest_checkpoint  # noqa: E402
-from gpt.train.config import CONFIGS, TASKS, ClassifyConfig, InstructConfig, PretrainConfig  # noqa: E402
+from gpt.train.config import CONFIGS, TASKS, ClassifyConfig, DPOConfig, InstructConfig, PretrainConfig  # noqa: E402
 from gpt.train.data import prepare_data  # noqa: E402
+from gpt.train.dpo import finetune_dpo  # noqa: E402
 from gpt.train.finetune import finetune_classifier, finetune_instruct  # noqa: E402
 from gpt.train.flags import build_parser, parse_given  # noqa: E402
 from gpt.train.distributed import Comm  # noqa: E402
@@ -138,18 +140,22 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
         f"sample with: python -m gpt sample --checkpoint {out}")
 
 
-def finetune(cfg: ClassifyConfig | InstructConfig, comm: Comm) -> None:
+def finetune(cfg: ClassifyConfig | InstructConfig | DPOConfig, comm: Comm) -> None:
     """Fine-tune a pretrained GPT through the same loop (gpt/train/finetune.py has the steps)."""
     distributed.check_divides(cfg.batch_size, comm)
     distributed.on_device(cfg.device, comm)
     say = comm.print
-    final = (finetune_classifier if isinstance(cfg, ClassifyConfig) else finetune_instruct)(cfg, say=say, comm=comm)
+    run = {ClassifyConfig: finetune_classifier, InstructConfig: finetune_instruct, DPOConfig: finetune_dpo}[type(cfg)]
+    final = run(cfg, say=say, comm=comm)
     if "stopped_by" in final:            # saved as it was: still not a finished run
         say(f"saved the model as it was in {cfg.out}")
         raise SystemExit(128 + signal.Signals[final["stopped_by"]])
     if isinstance(cfg, ClassifyConfig):
         say(f"test accuracy {final['test_acc']:.2%}; classify with: "
             f'python -m gpt classify --checkpoint {cfg.out} "some text"')
+    elif isinstance(cfg, DPOConfig):
+        say(f"val reward accuracy {final['val_reward_accuracy']:.3f}, margin {final['val_reward_margin']:.4f}; answers "
+            f"before and after in {cfg.out}/responses.jsonl; chat with: python -m gpt chat --checkpoint {cfg.out}")
     else:
         say(f"val loss {final['val_loss_before']:.4f} -> {final['val_loss']:.4f}; answers in "
             f"{cfg.out}/responses.jsonl; chat with: python -m gpt chat --checkpoint {cfg.out}")

@@ -14,6 +14,7 @@ learning rate works for several ranks.
                                      (and mlp.c_gate) of every block; freeze the rest
     lora_state_dict(model)           the adapters only (a checkpoint of a few KiB-MiB)
     merge_lora(model)                W += s B A and plain Linears again, for export
+    with adapters_off(model): ...    the base model again, adapters skipped (DPO's reference)
 
 A `LoRALinear` keeps the wrapped layer's `weight` and `bias` under their own
 names, so a base checkpoint's state dict still fits the adapted model.
@@ -21,10 +22,12 @@ names, so a base checkpoint's state dict still fits the adapted model.
 from __future__ import annotations
 
 import math
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
+import tinytensor.functional as F
 from tinytensor import Tensor, nn
 from tinytensor.nn import Parameter
 from tinytensor.random import generator
@@ -86,6 +89,8 @@ def lora_linear(x: Tensor, a: Tensor, b_up: Tensor, weight: Tensor, bias: Tensor
 class LoRALinear(nn.Module):
     """A frozen `nn.Linear` plus a trainable low-rank update s * B A."""
 
+    enabled = True                     # False (see adapters_off): the frozen layer alone
+
     def __init__(self, linear: nn.Linear, rank: int, alpha: float):
         super().__init__()
         if rank <= 0:
@@ -102,6 +107,8 @@ class LoRALinear(nn.Module):
         self.lora_B = Parameter(np.zeros((self.out_features, rank)), dtype=dtype, device=device)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.enabled:
+            return F.linear(x, self.weight, self.bias)   # exactly what the base model's nn.Linear computes
         return lora_linear(x, self.lora_A, self.lora_B, self.weight, self.bias, self.scale)
 
     def merged_linear(self) -> nn.Linear:
@@ -155,11 +162,30 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
+@contextmanager
+def adapters_off(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, every LoRALinear of `model` computes its frozen base layer
+    alone, bit for bit what the model computed before apply_lora: the starting
+    model, with no second copy of its weights (DPO's reference). Raises if the
+    model has no adapters."""
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    if not layers:
+        raise ValueError("adapters_off: the model has no LoRA adapters (apply_lora first)")
+    before = [layer.enabled for layer in layers]
+    for layer in layers:
+        layer.enabled = False
+    try:
+        yield model
+    finally:
+        for layer, was in zip(layers, before):
+            layer.enabled = was
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) numbers of parameters."""
     params = model.parameters()
     return sum(p.size for p in params if p.requires_grad), sum(p.size for p in params)
 
 
-__all__ = ["LoRALinear", "LoRALinearFunction", "apply_lora", "count_parameters", "lora_linear",
+__all__ = ["LoRALinear", "LoRALinearFunction", "adapters_off", "apply_lora", "count_parameters", "lora_linear",
            "lora_state_dict", "merge_lora"]

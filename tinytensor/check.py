@@ -157,6 +157,11 @@ FUSED = [
     OpCheck("EmbeddingFunction", lambda w: F.embedding(_ids(w.shape[0], (2, 5), w), w), [[(4, 3)], [(1, 2)]]),
     OpCheck("LinearFunction", F.linear, [[(2, 3, 4), (5, 4), (5,)], [(4,), (2, 4)], [(1, 1), (1, 1), (1,)]]),
     OpCheck("DropoutFunction", _seeded(lambda x: F.dropout(x, 0.4)), [[(3, 5)], [(1,)]]),
+    # the reference log-probabilities are constants: fixed arrays, one per pair
+    OpCheck("DPOLossFunction (mean, sum)",
+            lambda c, r: F.dpo_loss(c, r, np.linspace(-3.0, 3.0, c.shape[0]), np.cos(np.arange(c.shape[0])), 0.7)
+            + F.dpo_loss(c, r, np.zeros(c.shape[0]), np.ones(c.shape[0]), 2.0, reduction="sum"),
+            [[(4,), (4,)], [(1,), (1,)]], low=-6.0, high=6.0),
 ]
 
 CHECKS = PRIMITIVES + FUSED

@@ -828,3 +828,63 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     if not training or p == 0:
         return x
     return DropoutFunction.apply(x, p=float(p))
+
+
+# ---- preference loss (DPO) ----------------------------------------------------------
+class DPOLossFunction(Function):
+    """Derived in docs/dpo.md; twin: reference.dpo_loss."""
+
+    def forward(self, chosen, rejected, ref_chosen, ref_rejected, beta, reduction):
+        xp = get_array_module(chosen)
+        # z = beta * Delta, Delta = (chosen - ref_chosen) - (rejected - ref_rejected)     (B,)
+        z = chosen - ref_chosen
+        z -= rejected - ref_rejected
+        z *= beta
+        # loss_b = -log sigmoid(z) = log(1 + e^-z) = max(-z, 0) + log(1 + e^-|z|): finite for any z
+        e = xp.exp(-xp.abs(z))                           # e^-|z| in (0, 1]
+        losses = xp.maximum(-z, 0.0) + xp.log1p(e)       # (B,)
+        # saved: sigmoid(-z) alone, = e^-z / (1 + e^-z) for z >= 0 and 1 / (1 + e^z) below
+        self.s = xp.where(z >= 0, e, 1.0) / (1.0 + e)    # (B,)
+        self.beta, self.reduction = beta, reduction
+        if reduction == "none":
+            return losses
+        total = losses.sum()
+        return total if reduction == "sum" else total / max(len(losses), 1)
+
+    def backward(self, g):
+        # loss_b = -log sigmoid(z_b), z_b = beta (chosen_b - rejected_b - ref terms):
+        #   dloss_b/dz_b = -sigmoid(-z_b), so dchosen_b = -beta sigmoid(-z_b) g_b and drejected_b = -dchosen_b,
+        #   with g_b = g ("sum"), g / B ("mean") or the upstream g_b ("none")
+        if self.reduction == "mean":
+            g = g / max(len(self.s), 1)
+        d_chosen = self.s * (-self.beta)
+        d_chosen *= g
+        return d_chosen, -d_chosen
+
+
+def dpo_loss(chosen: Tensor, rejected: Tensor, ref_chosen: Any, ref_rejected: Any, beta: float = 0.1,
+             reduction: str = "mean") -> Tensor:
+    """Direct Preference Optimization's loss (Rafailov et al. 2023) for B preference pairs:
+
+        -log sigmoid(beta * ((chosen - ref_chosen) - (rejected - ref_rejected)))
+
+    `chosen`, `rejected` (B,): the policy's summed log-probabilities of each pair's
+    two responses; `ref_chosen`, `ref_rejected` (B,): the frozen reference model's,
+    constants (arrays or tensors; no gradient flows into them). Mean over the pairs,
+    or their sum, or one loss per pair ("none"). docs/dpo.md derives the backward."""
+    chosen, rejected = _as_tensor(chosen), _as_tensor(rejected)
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"dpo_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    refs = [_data(r) for r in (ref_chosen, ref_rejected)]
+    refs = [to_device(np.asarray(r) if get_array_module(r) is np else r, chosen.device) for r in refs]
+    shapes = [chosen.shape, rejected.shape] + [tuple(r.shape) for r in refs]
+    if chosen.ndim != 1 or len(set(shapes)) != 1:
+        raise ValueError(f"dpo_loss: chosen, rejected, ref_chosen and ref_rejected need one shape (B,), got "
+                         f"{', '.join(map(str, shapes))}")
+    _same_device("dpo_loss", chosen, rejected)
+    return DPOLossFunction.apply(chosen, rejected, ref_chosen=refs[0].astype(chosen.dtype, copy=False),
+                                 ref_rejected=refs[1].astype(chosen.dtype, copy=False), beta=float(beta),
+                                 reduction=reduction)
+
+
+__all__ += ["dpo_loss"]

@@ -172,3 +172,15 @@ def backward(loss: Tensor) -> None:
         for t, dt in zip(node.inputs, in_grads if type(in_grads) is tuple else (in_grads,)):
             if dt is not None and t.requires_grad:
                 add(t, dt)
+
+
+def dpo_loss(chosen: Tensor, rejected: Tensor, ref_chosen: Any, ref_rejected: Any, beta: float = 0.1,
+             reduction: str = "mean") -> Tensor:
+    """-log sigmoid(beta * ((chosen - ref_chosen) - (rejected - ref_rejected))): functional.py's
+    DPOLossFunction. -log sigmoid(z) = log(1 + e^-z), written relu(-z) + log(1 + e^-|z|) so no
+    exponential overflows (|z| = relu(z) + relu(-z))."""
+    z = ((chosen - _data(ref_chosen)) - (rejected - _data(ref_rejected))) * beta
+    losses = (-z).relu() + ((-(z.relu() + (-z).relu())).exp() + 1.0).log()
+    if reduction == "none":
+        return losses
+    return losses.sum() if reduction == "sum" else losses.mean()

@@ -8,6 +8,7 @@
     pretrain    next-token prediction as a task of the loop; resume resolution
     classify    labelled texts as a task of the loop
     instruct    instruction-response pairs as a task of the loop
+    dpo         preference pairs (chosen, rejected) as a task of the loop, and its run
     epochs      shuffled mini-batches, epoch after epoch (the fine-tuning tasks)
     finetune    a fine-tuning run: load the base, adapt it, train, save
     checkpoint  checkpoints written atomically, verified by checksum on load

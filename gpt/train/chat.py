@@ -96,7 +96,7 @@ def _questions(interactive: bool, prompt: str) -> Iterator[str]:
 
 def chat(args: argparse.Namespace) -> None:
     path = resolve_checkpoint(args.checkpoint, print)     # a GGUF file is itself
-    if not is_gguf(path) and read_config(path).get("task") == "instruct":
+    if not is_gguf(path) and read_config(path).get("task") in ("instruct", "dpo"):
         return _alpaca_chat(args, path)
     model, tok = load_for_inference(path, device=args.device)
     if isinstance(model, GPTClassifier):

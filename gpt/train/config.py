@@ -3,6 +3,7 @@
     PretrainConfig     python train.py                       (a GPT from scratch on text)
     ClassifyConfig     python train.py --task classify       (a pretrained GPT -> a text classifier)
     InstructConfig     python train.py --task instruct       (a pretrained GPT -> follows instructions)
+    DPOConfig          python train.py --task dpo            (an instruction-tuned GPT -> prefers the chosen answers)
 
 Each is a frozen dataclass: it validates every value when it is made (errors
 name the flag and the value given), fills in what depends on other settings,
@@ -20,7 +21,7 @@ from .data import SAMPLING, TOKENIZERS
 from .loop import LoopConfig
 from .flags import at_least, fraction, non_negative, positive, probability, setting, validate
 
-TASKS = ("pretrain", "classify", "instruct")
+TASKS = ("pretrain", "classify", "instruct", "dpo")
 DEVICES = ("cpu", "cuda")
 # the model settings a pretraining run may give over its preset
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
@@ -207,4 +208,28 @@ class InstructConfig(FinetuneConfig):
                                           default_text="Alpaca's")
 
 
-CONFIGS: dict[str, type] = {"pretrain": PretrainConfig, "classify": ClassifyConfig, "instruct": InstructConfig}
+@dataclass(frozen=True)
+class DPOConfig(FinetuneConfig):
+    """Preference tuning (DPO): pairs of a chosen and a rejected response to one instruction, JSON or JSONL;
+    the 85/5/10 split of --task instruct; the reference is the starting model, frozen. The lr and epochs
+    defaults are the book's (GPT-2 medium); a small model trained here wants ~5e-4."""
+    data: str | None = setting(None, "the preference pairs: a JSON list or JSONL of {instruction, input, chosen, "
+                               "rejected}", required=True)
+    out: str = setting("out/dpo", "where the tuned model goes")
+    lr: float = setting(5e-6, "peak learning rate", check=positive)
+    epochs: int = setting(1, "passes over the training split", check=at_least(1))
+    beta: float = setting(0.1, "how far from the reference the policy may move: the loss is "
+                          "-log sigmoid(beta * (the chosen's log-ratio - the rejected's))", check=positive)
+    cache_reference: bool = setting(False, "compute the reference's log-probabilities of every pair once, before "
+                                    "training, instead of a forward per batch (without LoRA the reference's "
+                                    "copy of the weights is then freed)")
+    max_new_tokens: int = setting(256, "tokens generated per test response", check=at_least(0))
+    n_responses: int | None = setting(None, "how many test responses to write (before and after tuning)",
+                                      check=at_least(0), default_text="all")
+    prompt_template: str | None = setting(None, 'a JSON file {"with_input": "...", "without_input": "..."}',
+                                          default_text="Alpaca's")
+    plot: bool = setting(False, "write dpo.png, the loss and the rewards at each evaluation (needs matplotlib)")
+
+
+CONFIGS: dict[str, type] = {"pretrain": PretrainConfig, "classify": ClassifyConfig, "instruct": InstructConfig,
+                            "dpo": DPOConfig}

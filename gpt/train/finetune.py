@@ -81,7 +81,7 @@ def _adapt(body: GPT, cfg: FinetuneConfig, say: Say) -> None:
 
 
 def _fit(model: nn.Module, task: Task, steps: int, cfg: FinetuneConfig, out: Path, say: Say,
-         comm: Comm | None) -> tuple[dict, list[dict]]:
+         comm: Comm | None, after_eval: Callable[[dict], None] | None = None) -> tuple[dict, list[dict]]:
     """Train through the loop, then evaluate on all the data: (final metrics, evaluations along the way)."""
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("nothing to train: every parameter is frozen")
@@ -91,7 +91,7 @@ def _fit(model: nn.Module, task: Task, steps: int, cfg: FinetuneConfig, out: Pat
                       warmup_steps=cfg.warmup_steps, decay_steps=max(steps, cfg.warmup_steps),
                       grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, eval_interval=cfg.eval_interval)
     trainer = Trainer(model, opt, task, loop, log=MetricsLog(out / "metrics.jsonl"), comm=comm, desc="fine-tune",
-                      say=say)
+                      say=say, after_eval=after_eval)
     trainer.log.clear()
     start = time.time()
     history = trainer.run()

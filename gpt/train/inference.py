@@ -43,7 +43,7 @@ def load_for_inference(folder: str | os.PathLike, device: str = "cpu",
     if is_gguf(path):
         return GPT.from_pretrained(path).to(device).eval(), Tokenizer.from_gguf(path)
     raw = read_config(path)
-    if raw.get("task") in ("classify", "instruct"):
+    if raw.get("task") in ("classify", "instruct", "dpo"):
         model, tok, _ = load_finetuned(path, device)
         return model, tok
     kind = hf_model_type(raw)
@@ -134,13 +134,13 @@ def _check_finetuned(config: dict, where: Path) -> None:
 
 def load_finetuned(folder: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Tokenizer, dict]:
     """(model in eval mode, tokenizer, config.json) of a folder written by finetune_*:
-    a GPTClassifier for task "classify", a GPT for task "instruct". Checksums are verified first."""
+    a GPTClassifier for task "classify", a GPT for task "instruct" or "dpo". Checksums are verified first."""
     folder = Path(folder)
     config = read_config(folder)
     task = config.get("task")
-    if task not in ("classify", "instruct"):
+    if task not in ("classify", "instruct", "dpo"):
         raise ValueError(f"{folder / CONFIG_FILE} is not a fine-tuned model (task {task!r}): "
-                         "use a folder written by --task classify or --task instruct")
+                         "use a folder written by --task classify, instruct or dpo")
     verify_listed(folder, config.get("checksums", {}), CONFIG_FILE)
     _check_finetuned(config, folder / CONFIG_FILE)
     lora = config.get("lora")
