@@ -2,7 +2,8 @@
 
     config      every setting of a run, declared once (the flags come from it)
     flags       dataclass fields -> command-line flags
-    data        corpus -> tokens -> cached .bin files -> random batches (pretraining)
+    data        corpus -> prepared token shards (prepare/) -> random or epoch batches (pretraining)
+    prepare/    the data pipeline: stream, filter, deduplicate, tokenize in parallel, shard
     loop        the one training loop: accumulation, clipping, schedule, evaluation, checkpoint hooks
     distributed the processes of a run, one or MPI ranks (Comm): gradients summed, comm.print on rank 0
     pretrain    next-token prediction as a task of the loop; resume resolution
@@ -15,7 +16,9 @@
     inference   load any model folder (ours or Hugging Face's) with its tokenizer
     metrics     metrics.jsonl, the progress bar, loss.png, MFU
     output      the output folder, checked before any work
-    cli         python -m gpt sample | classify | chat
+    evaluate    python -m gpt eval: perplexity, bits per byte, multiple choice, instruction answers
+    chat        python -m gpt chat: a conversation through the model's own template
+    cli         python -m gpt sample | classify | chat | eval | prepare | export
 
 Imports go one way: gpt.train -> gpt (the model) -> tinytensor, bpe.
 """
