@@ -32,8 +32,8 @@ def check(path: Path) -> tuple[bool, str]:
     return exercise.check_file(path, out), out.getvalue()
 
 
-def test_eight_exercises_each_with_its_solution():
-    assert [int(n.split("_")[0]) for n in NAMES] == list(range(1, 9))
+def test_nine_exercises_each_with_its_solution():
+    assert [int(n.split("_")[0]) for n in NAMES] == list(range(1, 10))
     assert [p.name for p in exercise.exercise_files(EXERCISES)] == NAMES
 
 
@@ -114,6 +114,16 @@ def test_a_missing_sum_gets_the_broadcast_hint(tmp_path):
 def test_a_transposed_weight_gradient_is_named(tmp_path):
     ok, report = _planted(tmp_path, "3_cross_entropy.py", "dW = dlogits.T @ x.data", "dW = x.data.T @ dlogits")
     assert not ok and "transposed" in report and "> W" in report
+
+
+def test_a_rejected_response_with_the_chosen_sign_is_marked_at_ell_r(tmp_path):
+    # DPO: the rejected log-prob enters the margin with a minus, so its gradient is -ddelta
+    ok, report = _planted(tmp_path, "9_dpo.py", "dell_r = -ddelta", "dell_r = ddelta")
+    assert not ok
+    assert "> ell_r" in report and "the sign of dell_r is flipped" in report
+    for line in report.splitlines():
+        if line.split()[:1] in (["ell_c"], ["delta"], ["z"]):
+            assert " yes " in line, line
 
 
 def test_hints_for_values():
