@@ -122,3 +122,14 @@ def test_instruct_run_from_a_chat_base_then_chat_and_eval_through_its_template(t
     _, count = response_nll(model, tok2, template, ENTRIES[:2], batch_size=2)
     assert count == len(tok.encode("Hello world")) + 1 + len(tok.encode("5")) + 1
     assert read_chat(tmp_path / "base", tok) is not None
+
+
+def test_a_chat_fine_tune_tuned_again_keeps_its_template(tmp_path, tok):
+    base(tmp_path / "base", tok)
+    (tmp_path / "d.json").write_text(json.dumps(ENTRIES))
+    args = ["--task", "instruct", "--data", str(tmp_path / "d.json"), "--epochs", "1", "--eval-interval", "0",
+            "--n-responses", "0"]
+    train.main(args + ["--init-from", str(tmp_path / "base"), "--out", str(tmp_path / "once")])
+    train.main(args + ["--init-from", str(tmp_path / "once"), "--out", str(tmp_path / "twice")])
+    stored = json.loads((tmp_path / "twice" / "config.json").read_text())["prompt_template"]
+    assert stored["kind"] == "chat" and stored["template"] == CHATML

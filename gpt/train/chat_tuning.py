@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from bpe import Tokenizer
 from gpt.chat_template import ChatSpec, end_of_turn, read_chat, render
+from gpt.pretrained import CONFIG_FILE, is_gguf, read_config
 
 from .instruct import ALPACA, PromptTemplate
 
@@ -95,6 +96,15 @@ class ChatPromptTemplate:
         return cls(ChatSpec(d["template"], d["bos_token"], d["eos_token"], tuple(stops)))
 
 
+def _tuned_through_chat(base: Path) -> ChatSpec | None:
+    """The chat template one of our fine-tunes was tuned through (its config's prompt_template), if any."""
+    if is_gguf(base) or not (base / CONFIG_FILE).is_file():
+        return None
+    config = read_config(base)
+    stored = config.get("prompt_template") if config.get("task") in ("instruct", "dpo") else None
+    return ChatPromptTemplate.from_dict(stored).spec if isinstance(stored, dict) and stored.get("kind") == CHAT else None
+
+
 def choose_template(setting: str | None, base: Path, tok: Tokenizer,
                     say: Callable[[str], None]) -> PromptTemplate | ChatPromptTemplate:
     """--prompt-template: a JSON file, "chat" (the base's chat template, an error without one), or by
@@ -102,7 +112,7 @@ def choose_template(setting: str | None, base: Path, tok: Tokenizer,
     if setting is not None and setting != CHAT:
         say(f"prompt template: {setting}")
         return PromptTemplate.from_file(setting)
-    spec = read_chat(base, tok)
+    spec = read_chat(base, tok) or _tuned_through_chat(base)
     if spec is None:
         if setting == CHAT:
             raise ValueError(f"--prompt-template chat: {base} has no chat template (tokenizer_config.json's "
