@@ -45,6 +45,16 @@ def base(folder, tok: Tokenizer, template: str | None = CHATML) -> GPT:
     return model
 
 
+def hand_reply(folder, tok: Tokenizer, max_new_tokens: int) -> str:
+    """The fine-tune's greedy reply to "Say hello" after the ChatML prompt written out by hand."""
+    model = load_finetuned(folder)[0].eval()
+    im_end = tok.special_tokens["<|im_end|>"]
+    prompt = tok.encode("<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nSay hello<|im_end|>\n"
+                        "<|im_start|>assistant\n", allowed_special="all")
+    new = [int(t) for t in model.generate([prompt], max_new_tokens, temperature=0.0, eos_id=[im_end])[0, len(prompt):]]
+    return tok.decode(new[:new.index(im_end)] if im_end in new else new)
+
+
 def test_the_mask_covers_the_assistants_turn_and_its_end_only(tok):
     template = ChatPromptTemplate(ChatSpec(CHATML))
     im_start, im_end = tok.special_tokens["<|im_start|>"], tok.special_tokens["<|im_end|>"]
@@ -106,16 +116,10 @@ def test_instruct_run_from_a_chat_base_then_chat_and_eval_through_its_template(t
     assert config["prompt_template"]["kind"] == "chat" and config["prompt_template"]["template"] == CHATML
 
     # chat answers through the template: the greedy continuation of the prompt written by hand
-    model, tok2, _ = load_finetuned(tmp_path / "tuned")
-    im_end = tok.special_tokens["<|im_end|>"]
-    prompt = tok.encode("<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nSay hello<|im_end|>\n"
-                        "<|im_start|>assistant\n", allowed_special="all")
-    out = model.eval().generate([prompt], 6, temperature=0.0, eos_id=[im_end])
-    new = [int(t) for t in out[0, len(prompt):]]
-    expected = tok.decode(new[:new.index(im_end)] if im_end in new else new)
     monkeypatch.setattr("sys.stdin", io.StringIO("Say hello\n"))
     main(["chat", "--checkpoint", str(tmp_path / "tuned"), "--max-new-tokens", "6"])
-    assert capsys.readouterr().out == expected + "\n"
+    assert capsys.readouterr().out == hand_reply(tmp_path / "tuned", tok, 6) + "\n"
+    model, tok2, _ = load_finetuned(tmp_path / "tuned")
 
     # eval --instruct reads the stored template: the NLL is over each reply and its <|im_end|>
     template = PromptTemplate.from_dict(config["prompt_template"])
@@ -133,3 +137,24 @@ def test_a_chat_fine_tune_tuned_again_keeps_its_template(tmp_path, tok):
     train.main(args + ["--init-from", str(tmp_path / "once"), "--out", str(tmp_path / "twice")])
     stored = json.loads((tmp_path / "twice" / "config.json").read_text())["prompt_template"]
     assert stored["kind"] == "chat" and stored["template"] == CHATML
+
+
+def test_prompt_template_chat_from_a_gguf(tmp_path, tok, monkeypatch, capsys):
+    pytest.importorskip("gguf")
+    from test_gguf import gguf_tensors, tiny, write_gguf
+
+    model = tiny(vocab_size=tok.vocab_size, block_size=96)
+    path = tmp_path / "base.gguf"
+    write_gguf(path, model.config, gguf_tensors(model, "llama", permute=True), tok,
+               extra=lambda w: w.add_chat_template(CHATML))
+    (tmp_path / "d.json").write_text(json.dumps(ENTRIES))
+    train.main(["--task", "instruct", "--init-from", str(path), "--prompt-template", "chat", "--mask-prompt",
+                "--data", str(tmp_path / "d.json"), "--out", str(tmp_path / "tuned"), "--epochs", "1",
+                "--eval-interval", "0", "--lora-rank", "4", "--n-responses", "0"])
+    stored = json.loads((tmp_path / "tuned" / "config.json").read_text())["prompt_template"]
+    assert stored["kind"] == "chat" and stored["template"] == CHATML
+    assert tok.special_tokens["<|im_end|>"] in stored["stop_ids"]
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("Say hello\n"))
+    main(["chat", "--checkpoint", str(tmp_path / "tuned"), "--max-new-tokens", "3"])
+    assert capsys.readouterr().out == hand_reply(tmp_path / "tuned", tok, 3) + "\n"
