@@ -24,6 +24,7 @@ from gpt.chat_template import ChatSpec, read_chat, render
 from gpt.pretrained import is_gguf, read_config
 from gpt.sampling import check_sampling, sample_next
 
+from .chat_tuning import ChatPromptTemplate
 from .checkpoint import resolve_checkpoint
 from .inference import load_finetuned, load_for_inference
 from .instruct import PromptTemplate, generate_response
@@ -97,7 +98,7 @@ def _questions(interactive: bool, prompt: str) -> Iterator[str]:
 def chat(args: argparse.Namespace) -> None:
     path = resolve_checkpoint(args.checkpoint, print)     # a GGUF file is itself
     if not is_gguf(path) and read_config(path).get("task") in ("instruct", "dpo"):
-        return _alpaca_chat(args, path)
+        return _finetune_chat(args, path)
     model, tok = load_for_inference(path, device=args.device)
     if isinstance(model, GPTClassifier):
         sys.exit(f"error: {path} holds a classifier, which cannot chat")
@@ -105,6 +106,10 @@ def chat(args: argparse.Namespace) -> None:
     if spec is None:
         sys.exit(f"error: {path} has no chat template (tokenizer_config.json's chat_template, chat_template.jinja "
                  "or a GGUF's tokenizer.chat_template): use python -m gpt sample to continue a text")
+    _converse(model, tok, spec, args)
+
+
+def _converse(model: GPT, tok: Tokenizer, spec: ChatSpec, args: argparse.Namespace) -> None:
     conversation = Conversation(model, tok, spec, args.system)
     rng = np.random.default_rng(args.seed)
     interactive = sys.stdin.isatty()
@@ -115,10 +120,13 @@ def chat(args: argparse.Namespace) -> None:
         print(utf8.decode(b"", final=True), flush=True)
 
 
-def _alpaca_chat(args: argparse.Namespace, path: Path) -> None:
-    """One of our instruction fine-tunes: each line is an instruction in its Alpaca template."""
+def _finetune_chat(args: argparse.Namespace, path: Path) -> None:
+    """One of our instruction fine-tunes: each line is an instruction in its Alpaca template, or a
+    turn of a conversation where it was tuned through its base's chat template."""
     model, tok, config = load_finetuned(path, device=args.device)
     template = PromptTemplate.from_dict(config["prompt_template"])
+    if isinstance(template, ChatPromptTemplate):
+        return _converse(model, tok, template.spec, args)
     for instruction in _questions(sys.stdin.isatty(), "instruction> "):
         print(generate_response(model, tok, template, instruction, args.input, args.max_new_tokens,
                                 args.temperature, args.seed), flush=True)

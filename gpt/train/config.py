@@ -204,8 +204,10 @@ class InstructConfig(FinetuneConfig):
     max_new_tokens: int = setting(256, "tokens generated per test response", check=at_least(0))
     n_responses: int | None = setting(None, "how many test responses to write", check=at_least(0),
                                       default_text="all")
-    prompt_template: str | None = setting(None, 'a JSON file {"with_input": "...", "without_input": "..."}',
-                                          default_text="Alpaca's")
+    prompt_template: str | None = setting(None, 'a JSON file {"with_input": "...", "without_input": "..."}, or '
+                                          '"chat": the base\'s own chat template (only the assistant\'s turn is '
+                                          'masked in with --mask-prompt)',
+                                          default_text="the base's chat template where it has one, else Alpaca's")
 
 
 @dataclass(frozen=True)

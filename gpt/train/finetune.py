@@ -38,6 +38,7 @@ from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, write_json
 from tinytensor import nn, optim
 
 from . import classify, instruct
+from .chat_tuning import ChatPromptTemplate, choose_template
 from .checkpoint import digests, resolve_checkpoint
 from .config import ClassifyConfig, FinetuneConfig, InstructConfig
 from .data import pad_id
@@ -183,11 +184,11 @@ def finetune_instruct(cfg: InstructConfig, say: Say | None = None, comm: Comm | 
     before and after, train loss)."""
     say = say or (comm or SingleProcess()).print
     out = check_output(cfg)
-    template = instruct.PromptTemplate.from_file(cfg.prompt_template) if cfg.prompt_template else instruct.ALPACA
     tt.manual_seed(cfg.seed)
     entries = instruct.read_instructions(cfg.data)
     base = resolve_checkpoint(cfg.init_from, say)   # once: the adapters name the checkpoint that was loaded
     model, tok = load_base(base, cfg.device)
+    template = choose_template(cfg.prompt_template, base, tok, say)
     limit = min(cfg.max_length or model.config.block_size, model.config.block_size)
     encoded = [instruct.encode_example(tok, template, e) for e in entries]
     _report_truncation(sum(len(s) - 1 > limit for s, _ in encoded), len(encoded), limit, say)
@@ -227,7 +228,7 @@ def _check_prompts_fit(encoded: list[tuple[list[int], int]], train: np.ndarray, 
             "nothing of them is learned")
 
 
-def _write_responses(out: Path, model: GPT, tok: Tokenizer, template: instruct.PromptTemplate,
+def _write_responses(out: Path, model: GPT, tok: Tokenizer, template: instruct.PromptTemplate | ChatPromptTemplate,
                      entries: list[dict[str, str]], cfg: InstructConfig, say: Say) -> None:
     with open(out / RESPONSES_FILE, "w", encoding="utf-8") as f:
         for e in entries:

@@ -3,6 +3,7 @@
     read_instructions(path)            [{"instruction", "input", "output"}] from JSON or JSONL
     PromptTemplate / ALPACA            how an entry becomes a prompt (the response follows it)
     encode_example(tok, tmpl, entry)   prompt ids + response ids + <|endoftext|>, and the prompt length
+                                       (a model's own chat template instead: gpt/train/chat_tuning.py)
     collate(examples, pad_id)          inputs (B, T) and targets (B, T) with ignore_index where nothing is learned
     Instructions(...)                  the task: shuffled epochs, the summed next-token loss, loss per split
     generate_response(model, ...)      the model's answer to one instruction
@@ -17,7 +18,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from .data import EOT, read_text
 from .epochs import EpochBatches, EpochTask
 from .distributed import Comm
 from .loop import Batch, summed
+
+if TYPE_CHECKING:
+    from .chat_tuning import ChatPromptTemplate
 
 SPLIT = (0.85, 0.05, 0.10)          # train / val / test
 
@@ -53,11 +57,33 @@ class PromptTemplate:
             return self.with_input.replace("{instruction}", instruction).replace("{input}", input)
         return self.without_input.replace("{instruction}", instruction)
 
+    # what every template offers (ChatPromptTemplate too): the prompt, its ids, an encoded
+    # example with its prompt length, the ids that end a response, and how it is stored
+    def prompt(self, instruction: str, input: str = "") -> str:
+        return self.format(instruction, input)
+
+    def prompt_ids(self, tok: Tokenizer, instruction: str, input: str = "") -> list[int]:
+        return tok.encode(self.prompt(instruction, input))
+
+    def encode(self, tok: Tokenizer, entry: dict[str, str]) -> tuple[list[int], int]:
+        """(prompt + response + <|endoftext|> ids, number of prompt ids)."""
+        eos = end_of_text_id(tok)
+        prompt = self.prompt_ids(tok, entry["instruction"], entry.get("input", ""))
+        return prompt + tok.encode(entry["output"]) + [eos], len(prompt)
+
+    def stop_ids(self, tok: Tokenizer) -> list[int]:
+        return [end_of_text_id(tok)]
+
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, str]) -> "PromptTemplate":
+    def from_dict(cls, d: dict[str, Any]) -> "PromptTemplate | ChatPromptTemplate":
+        """An Alpaca-style template, or (with "kind": "chat") a model's chat template."""
+        if isinstance(d, dict) and d.get("kind") == "chat":
+            from .chat_tuning import ChatPromptTemplate
+
+            return ChatPromptTemplate.from_dict(d)
         return cls(d["with_input"], d["without_input"])
 
     @classmethod
@@ -108,12 +134,10 @@ def _parse_json(text: str, path: Path, line: int) -> Any:
         raise ValueError(f"{path}, line {line or e.lineno}: not valid JSON ({e.msg})") from None
 
 
-def encode_example(tok: Tokenizer, template: PromptTemplate, entry: dict[str, str]) -> tuple[list[int], int]:
-    """(prompt + response + <|endoftext|> ids, number of prompt ids)."""
-    eos = end_of_text_id(tok)
-    prompt = tok.encode(template.format(entry["instruction"], entry.get("input", "")))
-    response = tok.encode(entry["output"])
-    return prompt + response + [eos], len(prompt)
+def encode_example(tok: Tokenizer, template: "PromptTemplate | ChatPromptTemplate",
+                   entry: dict[str, str]) -> tuple[list[int], int]:
+    """(prompt + response + end ids, number of prompt ids), as the template encodes them."""
+    return template.encode(tok, entry)
 
 
 def end_of_text_id(tok: Tokenizer) -> int:
@@ -151,18 +175,19 @@ def collate(examples: Sequence[tuple[Sequence[int], int]], pad_id: int, mask_pro
     return inputs, targets, truncated
 
 
-def generate_response(model: Any, tok: Tokenizer, template: PromptTemplate, instruction: str, input: str = "",
-                      max_new_tokens: int = 256, temperature: float = 0.0, seed: int | None = None) -> str:
-    """The model's answer to one instruction: greedy by default, stopped at <|endoftext|>.
-    A prompt longer than block_size keeps its last block_size - 1 ids; once the
-    answer grows past block_size the context slides (the model forgets the start)."""
-    eos = end_of_text_id(tok)
-    prompt = tok.encode(template.format(instruction, input))[-(model.config.block_size - 1):]
-    out = model.generate([prompt], max_new_tokens, temperature=temperature, eos_id=eos, seed=seed)
+def generate_response(model: Any, tok: Tokenizer, template: "PromptTemplate | ChatPromptTemplate",
+                      instruction: str, input: str = "", max_new_tokens: int = 256, temperature: float = 0.0,
+                      seed: int | None = None) -> str:
+    """The model's answer to one instruction: greedy by default, stopped at the template's end
+    (<|endoftext|>; a chat template's end of turn). A prompt longer than block_size keeps its
+    last block_size - 1 ids; once the answer grows past block_size the context slides (the
+    model forgets the start)."""
+    stops = template.stop_ids(tok)
+    prompt = template.prompt_ids(tok, instruction, input)[-(model.config.block_size - 1):]
+    out = model.generate([prompt], max_new_tokens, temperature=temperature, eos_id=stops, seed=seed)
     new = [int(t) for t in out[0, len(prompt):]]
-    if eos in new:
-        new = new[:new.index(eos)]
-    return tok.decode(new).strip()
+    end = next((i for i, t in enumerate(new) if t in stops), len(new))
+    return tok.decode(new[:end]).strip()
 
 
 class Instructions(EpochTask):
