@@ -170,7 +170,7 @@ def training(dev: Device, cfg: GPTConfig, B: int, steps: int, with_torch: bool) 
         print("PyTorch's half skipped: torch is not installed or sees no CUDA device")
 
 
-def real_model(dev: Device, prompt_len: int, new_tokens: int) -> tuple[GPT, str] | None:
+def real_model() -> tuple[GPT, str] | None:
     """SmolLM2 from the shared GGUF, or in quick mode a tiny random Llama-shaped model."""
     if QUICK:
         tt.manual_seed(0)
@@ -188,7 +188,7 @@ def real_model(dev: Device, prompt_len: int, new_tokens: int) -> tuple[GPT, str]
 
 
 def generation(dev: Device, prompt_len: int, new_tokens: int) -> None:
-    loaded = real_model(dev, prompt_len, new_tokens)
+    loaded = real_model()
     if loaded is None:
         return
     model, what = loaded
