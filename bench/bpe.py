@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_quick import QUICK  # noqa: E402  (bench/bench_quick.py: bench/ is on the path)
 from bpe import Tokenizer  # noqa: E402
 from ceiling import parallel_ceiling  # noqa: E402  (bench/ is on the path: this script's folder)
 
@@ -173,7 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Tiny Shakespeare only, training at vocab 4096 only")
     args = parser.parse_args()
-    tiny = os.environ.get("BENCH_QUICK") == "1"  # the same code on a tiny configuration
+    tiny = QUICK  # the same code on a tiny configuration
 
     shakespeare = DATA / "tinyshakespeare.txt"
     if tiny:

@@ -27,7 +27,7 @@ import tinytensor as tt  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
 from gpt.evaluate import score_tokens, sliding_windows, window_batches  # noqa: E402
 
-QUICK = os.environ.get("BENCH_QUICK") == "1"
+from bench_quick import QUICK  # noqa: E402  (bench/bench_quick.py: bench/ is on the path)
 if QUICK:
     CONFIG = GPTConfig(vocab_size=512, block_size=64, n_layer=2, n_head=2, n_embd=32)
     TOKENS = 2048

@@ -23,7 +23,6 @@ skipped unless torch sees CUDA, and the MFU is against the measured matmul rate.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from gpt import GPT, GPTConfig  # noqa: E402
 from tinytensor import optim  # noqa: E402
 from tinytensor.backend import to_device  # noqa: E402
 
-QUICK = os.environ.get("BENCH_QUICK") == "1"
+from bench_quick import QUICK  # noqa: E402  (bench/bench_quick.py: bench/ is on the path)
 SMOLLM = Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 # float32 (non-tensor-core) peaks from the vendors' data sheets, FLOP/s
 FP32_PEAK = {"H200": 67e12, "H100": 67e12, "A100": 19.5e12, "L40S": 91.6e12, "L4": 30.3e12, "A10": 31.2e12,

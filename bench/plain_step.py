@@ -37,7 +37,7 @@ from gpt import GPT, GPTConfig  # noqa: E402
 from gpt.train.loop import Batch, LoopConfig, Trainer  # noqa: E402
 from tinytensor import optim  # noqa: E402
 
-QUICK = os.environ.get("BENCH_QUICK") == "1"
+from bench_quick import QUICK  # noqa: E402  (bench/bench_quick.py: bench/ is on the path)
 # nano as bench/gpt.py times it (a 65-character vocabulary, batch 12); quick: one tiny block
 CONFIG = (GPTConfig(vocab_size=65, block_size=16, n_layer=1, n_head=2, n_embd=32) if QUICK
           else GPTConfig.preset("nano", vocab_size=65))

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # the packages, ahead of this folder (which has a bpe.py of its own)
 DATA = ROOT.parent / "shared" / "data"
-QUICK = os.environ.get("BENCH_QUICK") == "1"
+from bench_quick import QUICK  # noqa: E402  (bench/bench_quick.py: bench/ is on the path)
 EOT = "<|endoftext|>"
 
 

@@ -14,7 +14,6 @@ for the others and both libraries get it warm).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tinytensor as tt  # noqa: E402
+from bench_quick import QUICK  # noqa: E402  (bench/bench_quick.py: bench/ is on the path)
 from gpt.train.inference import export_folder, load_for_inference  # noqa: E402
 
 SMOLLM2 = ROOT.parent / "shared" / "data" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    quick = os.environ.get("BENCH_QUICK") == "1"
+    quick = QUICK
     with tempfile.TemporaryDirectory() as tmp:
         gguf_path = args.gguf
         if quick:
