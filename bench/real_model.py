@@ -131,16 +131,15 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    quick = QUICK
     with tempfile.TemporaryDirectory() as tmp:
         gguf_path = args.gguf
-        if quick:
+        if QUICK:
             gguf_path = Path(tmp) / "tiny.gguf"
             write_tiny_gguf(gguf_path)
             args.new_tokens, args.reps = 8, 1
         elif not gguf_path.is_file():
             sys.exit(f"no GGUF at {gguf_path}: give --gguf, or run with BENCH_QUICK=1")
-        prompt = "Once upon a time" if quick else PROMPT
+        prompt = "Once upon a time" if QUICK else PROMPT
         rows = [("ours, GGUF", ours(gguf_path, prompt, args.new_tokens, args.reps))]   # first: nothing cached
         hf = Path(tmp) / "hf"
         model, tok = load_for_inference(gguf_path, say=lambda _: None)
@@ -150,7 +149,7 @@ def main() -> None:
         try:
             import torch  # noqa: F401
             import transformers  # noqa: F401
-            have_transformers = not quick
+            have_transformers = not QUICK
         except ImportError:
             have_transformers = False
         if have_transformers:
@@ -170,7 +169,7 @@ def main() -> None:
             print(f"{source}: load {theirs[0] / ours_row[0]:.2f}x faster, generation "
                   f"{ours_row[2] / theirs[2]:.2f}x transformers' tokens/s")
     else:
-        print("(transformers not run: " + ("BENCH_QUICK" if quick else "not installed") + ")")
+        print("(transformers not run: " + ("BENCH_QUICK" if QUICK else "not installed") + ")")
 
 
 if __name__ == "__main__":
