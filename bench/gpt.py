@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Callable
 
 # this script is named like the package it measures: import the package, not itself
 from bench_quick import QUICK, quick_defaults  # noqa: E402  (bench/bench_quick.py, before the path changes)
+from timing import interleaved_medians  # noqa: E402  (bench/timing.py)
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
@@ -49,24 +49,6 @@ WEIGHT_DECAY, LR = 0.1, 3e-4
 
 def has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
-
-
-def interleaved_medians(fns: list[Callable[[], object]], reps: int, block: int = 5) -> list[float]:
-    """Median seconds of each callable over `reps` runs, timed in turn in blocks of `block` runs.
-
-    Blocks rather than single runs: PyTorch's OpenMP threads keep spinning for a
-    while after each call, which would slow down whatever ran right after them.
-    Each block starts with one untimed run.
-    """
-    times: list[list[float]] = [[] for _ in fns]
-    while len(times[0]) < reps:
-        for fn, ts in zip(fns, times):
-            fn()
-            for _ in range(min(block, reps - len(ts))):
-                t0 = time.perf_counter()
-                fn()
-                ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
 
 
 def matmul_floor(cfg: GPTConfig, B: int) -> Callable[[], None]:

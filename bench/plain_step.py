@@ -21,10 +21,8 @@ import importlib.util
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +36,7 @@ from gpt.train.loop import Batch, LoopConfig, Trainer  # noqa: E402
 from tinytensor import optim  # noqa: E402
 
 from bench_quick import QUICK  # noqa: E402  (bench/bench_quick.py: bench/ is on the path)
+from timing import interleaved_medians  # noqa: E402  (bench/timing.py)
 # nano as bench/gpt.py times it (a 65-character vocabulary, batch 12); quick: one tiny block
 CONFIG = (GPTConfig(vocab_size=65, block_size=16, n_layer=1, n_head=2, n_embd=32) if QUICK
           else GPTConfig.preset("nano", vocab_size=65))
@@ -101,18 +100,8 @@ def torch_step() -> Callable[[], float]:
 
 
 def interleaved_ms(steps: dict[str, Callable[[], float]], reps: int, block: int) -> dict[str, float]:
-    """Median milliseconds of each step over `reps` runs, timed in turn in blocks of
-    `block` runs, each block after one untimed run (PyTorch's threads keep spinning
-    for a while after a call, which would slow down whatever ran right after)."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    while len(times[next(iter(steps))]) < reps:
-        for name, step in steps.items():
-            step()
-            for _ in range(min(block, reps - len(times[name]))):
-                t0 = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+    """Median milliseconds of each step (bench/timing.py's interleaved_medians), by name."""
+    return {name: 1e3 * t for name, t in zip(steps, interleaved_medians(list(steps.values()), reps, block))}
 
 
 def plain_without_tuning(reps: int) -> float:

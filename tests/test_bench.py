@@ -17,6 +17,7 @@ SCRIPTS = sorted([*ROOT.glob("bench/*.py"), *ROOT.glob("bench/*.sh")])
 NOT_RUN = {
     "torch_gpt.py": "a module that bench/gpt.py imports when torch is installed (it imports torch), not a script",
     "bench_quick.py": "the quick mode's helper module, not a benchmark",
+    "timing.py": "the scripts' shared timing helper module, not a benchmark",
     "gpu_check.sh": "tests/test_gpu_check.py runs it in its quick mode (its test stages run pytest, which would "
                     "run this test again)",
 }
