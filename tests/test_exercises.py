@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tinytensor as tt
 from tinytensor import exercise
 from tinytensor.__main__ import main as cli
 
@@ -153,6 +154,22 @@ def test_cli_lists_checks_and_exits_with_the_verdict(capsys):
         cli(["exercise", "42"])
     with pytest.raises(SystemExit, match="not a file"):
         cli(["exercise", "no/such/file.py"])
+    with pytest.raises(SystemExit, match="--solution takes an exercise number, not a path"):
+        cli(["exercise", str(SOLUTIONS / "3_cross_entropy.py"), "--solution"])
+    with pytest.raises(SystemExit, match="--solution needs an exercise number"):
+        cli(["exercise", "--solution"])
+
+
+def test_grads_naming_a_tensor_the_forward_lacks_is_refused():
+    x = tt.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(ValueError, match="grads names 'y', but forward has no tensor 'y' \\(it has: x\\)"):
+        exercise.compare({"x": x}, (x * x).sum(), {"y": np.zeros(2)})
+
+
+def test_a_training_run_of_the_wrong_length_fails():
+    out = io.StringIO()
+    assert not exercise.check_training({"yours": lambda: [1.0], "engine": lambda: [1.0, 0.5]}, out)
+    assert "your run gave 1 losses, the engine's 2" in out.getvalue()
 
 
 def test_a_shape_error_in_the_backward_is_reported_with_the_hint(tmp_path):

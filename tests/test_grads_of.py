@@ -108,6 +108,10 @@ def test_a_non_scalar_loss_needs_grad_and_a_leaf_loss_works():
     y = x * 3.0
     with pytest.raises(RuntimeError, match=r"shape \(2, 2\)"):
         tt.grads_of(y, {"x": x})
+    with pytest.raises(RuntimeError, match=r"call tt\.grads_of\(y, tensors, grad\)"):
+        tt.grads_of(y, {"x": x})
+    with pytest.raises(ValueError, match=r"grads_of\(grad\): grad has shape \(3,\), but the tensor has shape \(2, 2\)"):
+        tt.grads_of(y, {"x": x}, grad=np.ones(3))
     got = tt.grads_of(y, {"x": x, "y": y}, grad=np.full((2, 2), 2.0))
     np.testing.assert_array_equal(got["x"], np.full((2, 2), 6.0))
     np.testing.assert_array_equal(got["y"], np.full((2, 2), 2.0))

@@ -35,9 +35,14 @@ RTOL, ATOL = 1e-7, 1e-10          # float64: a right backward is off by rounding
 TRAIN_TOL = 1e-9                  # exercise 8: your losses against the engine's, every step
 
 
+def number_of(path: Path) -> int:
+    """An exercise file's number: the one its name starts with."""
+    return int(path.name.split("_")[0])
+
+
 def exercise_files(folder: Path = EXERCISES) -> list[Path]:
     """The exercise files of a folder, in their order (the number their name starts with)."""
-    return sorted((p for p in folder.glob("[0-9]*_*.py")), key=lambda p: int(p.name.split("_")[0]))
+    return sorted(folder.glob("[0-9]*_*.py"), key=number_of)
 
 
 def title_of(path: Path) -> str:
@@ -52,9 +57,9 @@ def resolve(which: str, solution: bool = False) -> Path:
     """An exercise number (its learner's file, or with `solution` the shipped solution) or a path."""
     if which.isdigit():
         folder = SOLUTIONS if solution else EXERCISES
-        found = [p for p in exercise_files(folder) if int(p.name.split("_")[0]) == int(which)]
+        found = [p for p in exercise_files(folder) if number_of(p) == int(which)]
         if not found:
-            numbers = ", ".join(p.name.split("_")[0].lstrip("0") for p in exercise_files(EXERCISES))
+            numbers = ", ".join(str(number_of(p)) for p in exercise_files(EXERCISES))
             raise SystemExit(f"exercise: there is no exercise {which} in {folder} (there are: {numbers})")
         return found[0]
     path = Path(which)
@@ -148,15 +153,14 @@ def compare(forward: dict[str, Tensor], loss: Tensor, grads: dict[str, Any]) -> 
     for key in sorted(grads, key=lambda k: order[base[k]]):
         mine, want = grads[key], np.asarray(true[base[key]], dtype=np.float64)
         shape = str(want.shape)
-        hint = hint_for(key, mine, want)
         m = _numbers(mine)
         if m is None or m.shape != want.shape:
-            rows.append(Row(key, shape, False, False, None, hint))
+            rows.append(Row(key, shape, False, False, None, hint_for(key, mine, want)))
             continue
         exact = bool(np.array_equal(m, want))
         close = bool(np.allclose(m, want, rtol=RTOL, atol=ATOL))
         diff = float(np.max(np.abs(m - want))) if m.size else 0.0
-        rows.append(Row(key, shape, exact, close, diff, None if close else hint))
+        rows.append(Row(key, shape, exact, close, diff, None if close else hint_for(key, mine, want)))
     return rows
 
 
@@ -272,7 +276,7 @@ def list_exercises(out: Any = None) -> None:
     print("exercises (docs/exercises/): check one with `python -m tinytensor exercise N`", file=out)
     for p in exercise_files():
         title = title_of(p).split(": ", 1)[-1]
-        print(f"  {int(p.name.split('_')[0]):>2}  {title:<48} {p.relative_to(EXERCISES.parents[1])}", file=out)
+        print(f"  {number_of(p):>2}  {title:<48} {p.relative_to(EXERCISES.parents[1])}", file=out)
 
 
 def main(which: str | None, solution: bool) -> int:

@@ -88,11 +88,15 @@ def _same_device(name: str, *tensors: Tensor | None) -> None:
         raise RuntimeError(f"{name}: inputs live on different devices {sorted(devices)}; move them with .to()")
 
 
+def _array(x: Any) -> Any:
+    """A constant (a Tensor, array or list) as an array, where it lives: a list becomes a NumPy array."""
+    arr = _data(x)
+    return np.asarray(arr) if get_array_module(arr) is np else arr
+
+
 def _int_array(x: Any, name: str, device: str) -> Any:
     """Integer ids/targets as an array on `device` (from a Tensor, array or list)."""
-    arr = _data(x)
-    if get_array_module(arr) is np:
-        arr = np.asarray(arr)
+    arr = _array(x)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
     return to_device(arr, device)
@@ -701,8 +705,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
         raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
     mask = None
     if attn_mask is not None:
-        mask = _data(attn_mask)
-        mask = to_device(np.asarray(mask) if get_array_module(mask) is np else mask, q.device)
+        mask = to_device(_array(attn_mask), q.device)
         if mask.dtype != bool:
             mask = mask.astype(q.dtype, copy=False)
         scores = q.shape[:-1] + k.shape[-2:-1]
@@ -875,8 +878,7 @@ def dpo_loss(chosen: Tensor, rejected: Tensor, ref_chosen: Any, ref_rejected: An
     chosen, rejected = _as_tensor(chosen), _as_tensor(rejected)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"dpo_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    refs = [_data(r) for r in (ref_chosen, ref_rejected)]
-    refs = [to_device(np.asarray(r) if get_array_module(r) is np else r, chosen.device) for r in refs]
+    refs = [to_device(_array(r), chosen.device) for r in (ref_chosen, ref_rejected)]
     shapes = [chosen.shape, rejected.shape] + [tuple(r.shape) for r in refs]
     if chosen.ndim != 1 or len(set(shapes)) != 1:
         raise ValueError(f"dpo_loss: chosen, rejected, ref_chosen and ref_rejected need one shape (B,), got "

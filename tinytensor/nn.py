@@ -11,7 +11,6 @@ on every device and in every dtype.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
@@ -240,7 +239,7 @@ class Module:
         """Evaluation mode: `train(False)`."""
         return self.train(False)
 
-    @contextlib.contextmanager
+    @contextmanager
     def evaluating(self) -> Iterator["Module"]:
         """`with model.evaluating():` eval mode inside, the mode it had before after, even on an error."""
         was_training = self.training
