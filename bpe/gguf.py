@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .files import TokenizerFileError
-from .hf import _TO_BYTE, HFSpec, _bytes_of
+from .hf import HFSpec, bytes_of, is_byte_level, merge_pairs
 
 # Hugging Face's spellings, with the final \s+ that llama.cpp leaves out: it takes exactly the single
 # whitespace characters llama.cpp keeps as the text between two matches
@@ -136,21 +136,13 @@ def _read(reader: Any) -> HFSpec:
         if kind in (CONTROL, USER_DEFINED):
             added[text] = i
             # in the vocabulary too when byte-level text, as a tokenizer.json has it (so one written keeps its id)
-            if not all(c in _TO_BYTE for c in text):
+            if not is_byte_level(text):
                 continue
-        token = _bytes_of(text)
+        token = bytes_of(text)
         if token in vocab:
             raise ValueError(f"tokens {vocab[token]} and {i} are the same bytes {token!r}")
         vocab[token] = i
-    merges = []
-    for line, merge in enumerate(metadata(reader, "tokenizer.ggml.merges", list, [])):   # none: bytes only
-        parts = merge.split(" ")
-        if len(parts) != 2:
-            raise ValueError(f"merge {line} {merge!r} is not two tokens separated by one space")
-        pair = _bytes_of(parts[0]), _bytes_of(parts[1])
-        if pair[0] not in vocab or pair[1] not in vocab or pair[0] + pair[1] not in vocab:
-            raise ValueError(f"merge {line} {merge!r} refers to a token that is not in the vocabulary")
-        merges.append(pair)
+    merges = merge_pairs(metadata(reader, "tokenizer.ggml.merges", list, []), vocab)   # none: bytes only
     return HFSpec(vocab, merges, added, pattern, True, ignore_merges, normalizer)
 
 

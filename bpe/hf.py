@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +109,8 @@ def _read(data: dict) -> HFSpec:
     names = {token["content"] for token in data.get("added_tokens") or []}
     vocab: dict[bytes, int] = {}
     for text, token_id in model["vocab"].items():
-        if text not in names or all(c in _TO_BYTE for c in text):  # an added token may be written as plain text
-            vocab[_bytes_of(text)] = int(token_id)
+        if text not in names or is_byte_level(text):  # an added token may be written as plain text
+            vocab[bytes_of(text)] = int(token_id)
     if model.get("unk_token") is not None and len([b for b in range(256) if bytes([b]) in vocab]) < 256:
         raise ValueError("an unk_token with bytes missing from the vocabulary is unsupported")
 
@@ -134,18 +135,32 @@ def _read(data: dict) -> HFSpec:
     if clash := [name for name, i in added.items() if i in ids and name not in model["vocab"]]:
         raise ValueError(f"added token {clash[0]!r} gets id {added[clash[0]]}, which a vocab token has already")
 
-    merges = []
-    for line, merge in enumerate(model.get("merges") or []):
-        left, right = merge.split(" ") if isinstance(merge, str) else merge
-        pair = _bytes_of(left), _bytes_of(right)
-        if pair[0] not in vocab or pair[1] not in vocab or pair[0] + pair[1] not in vocab:
-            raise ValueError(f"merge {line} ({left!r}, {right!r}) refers to a token that is not in the vocab")
-        merges.append(pair)
+    merges = merge_pairs(model.get("merges") or [], vocab)
     ignore_merges = bool(model.get("ignore_merges", False))
     return HFSpec(vocab, merges, added, pattern, split_regex, ignore_merges, normalizer)
 
 
-def _bytes_of(text: str) -> bytes:
+def merge_pairs(merges: Iterable[str | Sequence[str]], vocab: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """The merges ("left right" strings, or [left, right]) as byte pairs, each checked against `vocab`."""
+    pairs = []
+    for line, merge in enumerate(merges):
+        parts = merge.split(" ") if isinstance(merge, str) else merge
+        if len(parts) != 2:
+            raise ValueError(f"merge {line} {merge!r} is not two tokens separated by one space")
+        pair = bytes_of(parts[0]), bytes_of(parts[1])
+        if pair[0] not in vocab or pair[1] not in vocab or pair[0] + pair[1] not in vocab:
+            raise ValueError(f"merge {line} {merge!r} refers to a token that is not in the vocabulary")
+        pairs.append(pair)
+    return pairs
+
+
+def is_byte_level(text: str) -> bool:
+    """Whether `text` is written in GPT-2's byte-level characters (so `bytes_of` reads it)."""
+    return all(c in _TO_BYTE for c in text)
+
+
+def bytes_of(text: str) -> bytes:
+    """The bytes a token text in GPT-2's byte-level characters stands for."""
     try:
         return bytes(map(_TO_BYTE.__getitem__, text))
     except KeyError:

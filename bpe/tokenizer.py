@@ -138,6 +138,7 @@ class Tokenizer:
         self._hf = hf
         self._decoder = {i: token for token, i in ranks.items()}
         self._decoder.update((i, name.encode("utf-8")) for name, i in special_tokens.items())
+        self._max_token_value = max(self._decoder)  # a property read per id in loops over the vocabulary
         self._special_names = frozenset(special_tokens)
         self._special_ids = frozenset(special_tokens.values())
         self._build()
@@ -373,17 +374,14 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         """One more than the largest id (special tokens included); tiktoken's `n_vocab`."""
-        return self.max_token_value + 1
+        return self._max_token_value + 1
 
-    @property
-    def n_vocab(self) -> int:
-        """One more than the largest id, as in tiktoken."""
-        return self.max_token_value + 1
+    n_vocab = vocab_size
 
     @property
     def max_token_value(self) -> int:
         """The largest id, special tokens included."""
-        return max(self._decoder)
+        return self._max_token_value
 
     @property
     def eot_token(self) -> int:

@@ -154,6 +154,7 @@ def test_split_regex_keeps_the_text_between_matches_and_reads_dollar_per_line(tm
         (lambda d: d["added_tokens"].append({"id": 9, "content": "<x>", "lstrip": True}), "lstrip"),
         (lambda d: d["model"]["vocab"].update({"▁the": 300}), "byte-level"),
         (lambda d: d["model"]["merges"].append("a z"), "not in the vocab"),
+        (lambda d: d["model"]["merges"].append("a b c"), "not two tokens"),
         (lambda d: d["added_tokens"].append({"id": 300, "content": "<x>"}), "tokenizers gives it id 257"),
     ],
 )
