@@ -49,7 +49,7 @@ from .epochs import EpochBatches, EpochTask
 from .finetune import Say, _adapt, _fit, _report_truncation, _save, _write_metrics, check_output, split_dataset
 from .inference import load_base
 from .loop import Batch, summed
-from .metrics import MetricsLog, plot_available
+from .metrics import MetricsLog, draw_losses, plot_available
 
 PLOT_FILE = "dpo.png"
 RESPONSES_FILE = "responses.jsonl"
@@ -326,12 +326,9 @@ def plot_dpo(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    steps = [r for r in rows if "loss" in r]
     evals = [r for r in rows if "val_loss" in r]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.5, alpha=0.5, label="train (each step)")
-    for key, label in (("train_loss", "train (eval)"), ("val_loss", "val")):
-        left.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=label)
+    draw_losses(left, rows)
     left.axhline(np.log(2), color="grey", lw=0.5, ls="--")    # the loss at step 0, where the policy is the reference
     left.set_ylabel("DPO loss")
     for key in ("val_chosen_reward", "val_rejected_reward", "val_reward_margin", "val_reward_accuracy"):
