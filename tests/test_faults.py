@@ -188,13 +188,18 @@ def test_generation_settings_are_checked_at_the_api_and_the_cli(tmp_path):
         gpt_cli(["sample", "--checkpoint", str(tmp_path / "m"), "--max-new-tokens", "-2"])
 
 
-def test_sample_on_a_classifier_points_to_classify(tmp_path):
+def _train_tiny_classifier(tmp_path):
+    """A two-label classifier, one epoch on 20 lines, in tmp_path/clf (its base in tmp_path/base)."""
     tok = Tokenizer(special_tokens=["<|endoftext|>"])
     write_model_folder(tmp_path / "base", tok)
     data = tmp_path / "d.tsv"
     data.write_text("".join(f"{'ab'[i % 2]}\ttext number {i}\n" for i in range(20)))
     finetune_classifier(ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "clf"),
                                        epochs=1, eval_interval=0), say=lambda s: None)
+
+
+def test_sample_on_a_classifier_points_to_classify(tmp_path):
+    _train_tiny_classifier(tmp_path)
     assert isinstance(load_for_inference(tmp_path / "clf")[0], GPTClassifier)
     with pytest.raises(SystemExit, match="holds a classifier.*python -m gpt classify"):
         gpt_cli(["sample", "--checkpoint", str(tmp_path / "clf")])
@@ -354,12 +359,7 @@ def test_linear_of_no_features_is_a_clear_error():
 def test_classify_from_stdin_prints_one_line_per_input_line(tmp_path, monkeypatch, capsys):
     import io
 
-    tok = Tokenizer(special_tokens=["<|endoftext|>"])
-    write_model_folder(tmp_path / "base", tok)
-    data = tmp_path / "d.tsv"
-    data.write_text("".join(f"{'ab'[i % 2]}\ttext number {i}\n" for i in range(20)))
-    finetune_classifier(ClassifyConfig(init_from=str(tmp_path / "base"), data=str(data), out=str(tmp_path / "clf"),
-                                       epochs=1, eval_interval=0), say=lambda s: None)
+    _train_tiny_classifier(tmp_path)
     capsys.readouterr()
     monkeypatch.setattr("sys.stdin", io.StringIO("first text\n\n   \nthird text\n"))
     gpt_cli(["classify", "--checkpoint", str(tmp_path / "clf")])

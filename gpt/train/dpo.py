@@ -27,9 +27,8 @@ so one forward of (2B, T) scores both and a data-parallel split keeps pairs whol
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -50,7 +49,7 @@ from .epochs import EpochBatches, EpochTask
 from .finetune import Say, _adapt, _fit, _report_truncation, _save, _write_metrics, check_output, split_dataset
 from .inference import load_base
 from .loop import Batch, summed
-from .metrics import MetricsLog, plot_available
+from .metrics import MetricsLog, draw_losses, plot_available
 
 PLOT_FILE = "dpo.png"
 RESPONSES_FILE = "responses.jsonl"
@@ -125,17 +124,6 @@ def response_log_probs(model: nn.Module, inputs: np.ndarray, targets: np.ndarray
     return token_log_probs.sum(axis=-1).reshape(b, 2)                          # (B, 2)
 
 
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """The model in eval mode (no dropout) for the block, then back as it was."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 class Reference:
     """log pi_ref of the response tokens, the frozen starting model's, never with a gradient.
     `frozen` None: the policy carries LoRA adapters, and the reference is the policy with
@@ -150,7 +138,7 @@ class Reference:
         with tt.no_grad():
             if self.frozen is not None:
                 return response_log_probs(self.frozen, inputs, targets).data
-            with _evaluating(self.policy), adapters_off(self.policy):
+            with self.policy.evaluating(), adapters_off(self.policy):
                 return response_log_probs(self.policy, inputs, targets).data
 
 
@@ -286,7 +274,7 @@ def finetune_dpo(cfg: DPOConfig, say: Say | None = None, comm: Comm | None = Non
     if cfg.cache_reference:
         task.cache_reference(comm)
         say(f"cached the reference's log-probabilities of {sum(map(len, splits.values()))} pairs")
-    with _evaluating(model):
+    with model.evaluating():
         before = task.measure(model, "val", comm, final=True)
     say(f"val before tuning: {describe_split(before)}")
     main = comm.rank == 0
@@ -326,7 +314,7 @@ def _without_unfit(pairs: list[Pair], splits: dict[str, np.ndarray], limit: int,
 
 def _answers(model: GPT, tok: Tokenizer, template: instruct.PromptTemplate, entries: list[dict[str, str]],
              max_new_tokens: int) -> list[str]:
-    with _evaluating(model):
+    with model.evaluating():
         return [instruct.generate_response(model, tok, template, e["instruction"], e["input"], max_new_tokens)
                 for e in entries]
 
@@ -338,12 +326,9 @@ def plot_dpo(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    steps = [r for r in rows if "loss" in r]
     evals = [r for r in rows if "val_loss" in r]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.5, alpha=0.5, label="train (each step)")
-    for key, label in (("train_loss", "train (eval)"), ("val_loss", "val")):
-        left.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=label)
+    draw_losses(left, rows)
     left.axhline(np.log(2), color="grey", lw=0.5, ls="--")    # the loss at step 0, where the policy is the reference
     left.set_ylabel("DPO loss")
     for key in ("val_chosen_reward", "val_rejected_reward", "val_reward_margin", "val_reward_accuracy"):

@@ -104,7 +104,7 @@ class LoopConfig:
     checkpoint_interval: int = 0       # 0: checkpoints only at the end and on Ctrl-C (with a save hook)
 
 
-class StopOnCtrlC:
+class StopOnSignal:
     """Turn the first Ctrl-C (SIGINT), or a SIGTERM (what schedulers, `timeout` and container
     stops send, seconds before a SIGKILL), into a request to stop at the end of the current
     step; a second signal interrupts at once. `signal` is the one that came (None if none)."""
@@ -114,14 +114,10 @@ class StopOnCtrlC:
     def __init__(self, say: Callable[[str], None] = tqdm.write):
         self.say = say
 
-    def __enter__(self) -> "StopOnCtrlC":
+    def __enter__(self) -> "StopOnSignal":
         self.signal: int | None = None
         self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
-
-    @property
-    def requested(self) -> bool:
-        return self.signal is not None
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signal = signum
@@ -178,11 +174,11 @@ class Trainer:
         self.model.train()
         bar = progress(cfg.max_steps, self.step, self.desc, enabled=self.main)
         try:
-            with StopOnCtrlC(self.say) as ctrl_c:
+            with StopOnSignal(self.say) as signals:
                 while True:
                     # at a step boundary: `self.step` optimizer steps are done
                     done = self.step >= cfg.max_steps
-                    stop = done or self._stop_requested(ctrl_c)
+                    stop = done or self._stop_requested(signals)
                     # a signal's stop saves at once: a SIGTERM's grace (often 10 s) has no room for an evaluation
                     if (done or not stop) and self._eval_due(done):
                         self.evaluate(final=done)
@@ -204,10 +200,10 @@ class Trainer:
                 self.log.close()
         return self.history
 
-    def _stop_requested(self, ctrl_c: StopOnCtrlC) -> bool:
+    def _stop_requested(self, signals: StopOnSignal) -> bool:
         """A Ctrl-C or SIGTERM on any process stops them all at the same step (SIGTERM's name wins)."""
-        interrupts, terms = self.comm.sum([float(ctrl_c.signal == signal.SIGINT),
-                                           float(ctrl_c.signal == signal.SIGTERM)])
+        interrupts, terms = self.comm.sum([float(signals.signal == signal.SIGINT),
+                                           float(signals.signal == signal.SIGTERM)])
         if terms or interrupts:
             self.stopped_by = signal.SIGTERM if terms else signal.SIGINT
         return self.stopped_by is not None

@@ -2,7 +2,7 @@
 
     MetricsLog(path)        one JSON object per line, appended as the run goes
     progress(total, ...)    a tqdm bar on a terminal; one summary line in a log file
-    plot_losses(rows, path) loss.png (matplotlib)
+    plot_losses(rows, path) loss.png (matplotlib); draw_losses(ax, rows) its lines on given axes
     measure_peak_flops(...) the FLOP/s that MFU is measured against
     perplexity(loss)        e^loss, inf where it overflows
     format_row(row)         an evaluation row on one line
@@ -122,12 +122,8 @@ def plot_losses(metrics: list[dict], path: Path) -> None:
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    steps = [m for m in metrics if "loss" in m]
-    evals = [m for m in metrics if "val_loss" in m]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([m["step"] for m in steps], [m["loss"] for m in steps], lw=0.5, alpha=0.5, label="train (each step)")
-    ax.plot([m["step"] for m in evals], [m["train_loss"] for m in evals], "o-", label="train (eval)")
-    ax.plot([m["step"] for m in evals], [m["val_loss"] for m in evals], "o-", label="val")
+    draw_losses(ax, metrics)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
     ax.legend()
@@ -135,6 +131,15 @@ def plot_losses(metrics: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def draw_losses(ax: Any, metrics: list[dict]) -> None:
+    """The train loss of each step, and each evaluation's train and val loss, on matplotlib axes `ax`."""
+    steps = [m for m in metrics if "loss" in m]
+    evals = [m for m in metrics if "val_loss" in m]
+    ax.plot([m["step"] for m in steps], [m["loss"] for m in steps], lw=0.5, alpha=0.5, label="train (each step)")
+    ax.plot([m["step"] for m in evals], [m["train_loss"] for m in evals], "o-", label="train (eval)")
+    ax.plot([m["step"] for m in evals], [m["val_loss"] for m in evals], "o-", label="val")
 
 
 def measure_peak_flops(device: str, dtype: str) -> float:

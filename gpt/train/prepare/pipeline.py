@@ -160,6 +160,7 @@ def _write(cfg: PrepareConfig, tok: Tokenizer, eot: int | None, dtype: np.dtype,
         grams.add("train", last_train_grams)
     shards = {s: w.finish() for s, w in writers.items()}
     tok.save(folder / TOKENIZER)
+    digest = tokenizer_digest(tok)
     tokens = {s: w.tokens for s, w in writers.items()}
     if not tokens["val"]:
         raise ValueError(f"the corpus is too short to split: {tokens['train']} tokens leave none for validation")
@@ -167,7 +168,7 @@ def _write(cfg: PrepareConfig, tok: Tokenizer, eot: int | None, dtype: np.dtype,
         "format": FORMAT,
         "dtype": dtype.name,
         "tokenizer": TOKENIZER,
-        "tokenizer_sha256": tokenizer_digest(tok),
+        "tokenizer_sha256": digest,
         "vocab_size": tok.vocab_size,
         "eot": eot,
         "source": ", ".join(cfg.data) if cfg.data is not None else "pydoc_data.topics (embedded in CPython)",
@@ -188,7 +189,7 @@ def _write(cfg: PrepareConfig, tok: Tokenizer, eot: int | None, dtype: np.dtype,
         **_check_against(cfg, grams),
         "shards": shards,
         "settings": {**cfg.to_dict(), **({"quality_rules": QualityRules().to_dict()} if cfg.quality else {})},
-        "key": _data_key(dtype, tok, shards),
+        "key": _data_key(dtype, digest, shards),
     }
 
 
@@ -231,9 +232,9 @@ def _check_against(cfg: PrepareConfig, grams: NgramSample | None) -> dict[str, A
     return {"check_against": cfg.check_against, "check_against_train_13gram_overlap": share}
 
 
-def _data_key(dtype: np.dtype, tok: Tokenizer, shards: dict[str, list[dict]]) -> str:
+def _data_key(dtype: np.dtype, tokenizer_sha256: str, shards: dict[str, list[dict]]) -> str:
     """What the tokens are: the same key means the same ids in the same order."""
-    h = hashlib.sha256(f"{dtype.name} {tokenizer_digest(tok)}\n".encode())
+    h = hashlib.sha256(f"{dtype.name} {tokenizer_sha256}\n".encode())
     for split in ("train", "val"):
         for rec in shards[split]:
             h.update(f"{split} {rec['sha256']}\n".encode())
