@@ -174,11 +174,11 @@ def _check_tensors(reader: Any, layout: dict, where: str) -> None:
                              f"{expected:,}: the file is truncated or corrupt")
 
 
-def read_gguf(path: str | os.PathLike, reader: Any = None) -> tuple[GPTConfig, dict[str, np.ndarray]]:
+def read_gguf(path: str | os.PathLike) -> tuple[GPTConfig, dict[str, np.ndarray]]:
     """(config, float32 weights by our parameter names) of a GGUF file; every size is checked first."""
     from gguf.quants import dequantize
 
-    reader = reader if reader is not None else open_gguf(path)
+    reader = open_gguf(path)
     where = str(path)
     config = gguf_config(reader)
     arch = metadata(reader, "general.architecture", str)
