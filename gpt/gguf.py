@@ -43,7 +43,7 @@ from bpe.gguf import metadata, open_gguf
 
 from .config import GPTConfig
 from .hf_llama import llama_layout
-from .rope import LLAMA3_KEYS, llama3_frequencies
+from .rope import rope_frequencies
 
 ARCHITECTURES = ("llama", "qwen2", "qwen3")
 # what gguf.quants.dequantize turns into float32 (the types llama.cpp's converters and quantizers write)
@@ -124,8 +124,7 @@ def _llama3_scaling(reader: Any, head_dim: int, base: float) -> dict | None:
     divisors = dequantize(t.data, t.tensor_type).astype(np.float64).ravel()
     scaling = {"rope_type": "llama3", "factor": float(divisors.max()), "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
-    theta = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    expected = theta / llama3_frequencies(theta, *(scaling[k] for k in LLAMA3_KEYS))
+    expected = rope_frequencies(head_dim, base) / rope_frequencies(head_dim, base, scaling)
     if not np.allclose(divisors, expected, rtol=1e-5):
         raise ValueError(f"{reader.data.filename}: {ROPE_FREQS} is not Llama 3's RoPE scaling with factor "
                          f"{scaling['factor']}, frequency factors 1 and 4 and an original context of 8192: "
