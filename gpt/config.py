@@ -110,8 +110,12 @@ class GPTConfig:
         return cls(**d)
 
 
+# the parameters of Llama 3's RoPE scaling (GPTConfig.rope_scaling; gpt/rope.py computes it)
+LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
 def _check_rope_scaling(scaling: Any) -> None:
-    keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+    keys = LLAMA3_KEYS
     if not isinstance(scaling, dict) or scaling.get("rope_type") != "llama3":
         raise ValueError(f"GPTConfig.rope_scaling must be None or Llama 3's {{'rope_type': 'llama3', ...}}, "
                          f"got {scaling!r}")

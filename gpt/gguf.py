@@ -2,7 +2,7 @@
 
     read_gguf(path)           (GPTConfig, weights by our parameter names)
     gguf_config(reader)       the GPTConfig of the file's metadata
-    gguf_layout(config, arch) GGUF tensor name -> (our name, its rows in ours, numpy shape)
+    gguf_layout(config)       GGUF tensor name -> (our name, its rows in ours, numpy shape)
 
 The `gguf` package (maintained with llama.cpp) reads the format and
 dequantizes every block type into float32; nothing here decodes bytes.
@@ -42,7 +42,8 @@ import numpy as np
 from bpe.gguf import metadata, open_gguf
 
 from .config import GPTConfig
-from .rope import LLAMA3_KEYS, llama3_frequencies
+from .hf_llama import llama_layout
+from .rope import rope_frequencies
 
 ARCHITECTURES = ("llama", "qwen2", "qwen3")
 # what gguf.quants.dequantize turns into float32 (the types llama.cpp's converters and quantizers write)
@@ -123,8 +124,7 @@ def _llama3_scaling(reader: Any, head_dim: int, base: float) -> dict | None:
     divisors = dequantize(t.data, t.tensor_type).astype(np.float64).ravel()
     scaling = {"rope_type": "llama3", "factor": float(divisors.max()), "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
-    theta = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    expected = theta / llama3_frequencies(theta, *(scaling[k] for k in LLAMA3_KEYS))
+    expected = rope_frequencies(head_dim, base) / rope_frequencies(head_dim, base, scaling)
     if not np.allclose(divisors, expected, rtol=1e-5):
         raise ValueError(f"{reader.data.filename}: {ROPE_FREQS} is not Llama 3's RoPE scaling with factor "
                          f"{scaling['factor']}, frequency factors 1 and 4 and an original context of 8192: "
@@ -132,32 +132,18 @@ def _llama3_scaling(reader: Any, head_dim: int, base: float) -> dict | None:
     return scaling
 
 
-def gguf_layout(cfg: GPTConfig, arch: str) -> dict[str, tuple[str, slice | None, tuple[int, ...]]]:
-    """GGUF name -> (our parameter name, the rows of it that the tensor is, the tensor's numpy shape)."""
-    C, H, Hkv, D = cfg.n_embd, cfg.n_head, cfg.kv_heads, cfg.head_size
-    V, M = cfg.vocab_size, cfg.mlp_hidden
-    layout: dict[str, tuple[str, slice | None, tuple[int, ...]]] = {"token_embd.weight": ("wte.weight", None, (V, C))}
-    rows = {"q": slice(0, H * D), "k": slice(H * D, (H + Hkv) * D), "v": slice((H + Hkv) * D, (H + 2 * Hkv) * D)}
-    for i in range(cfg.n_layer):
-        g, ours = f"blk.{i}.", f"h.{i}."
-        layout[g + "attn_norm.weight"] = (ours + "ln_1.weight", None, (C,))
-        for name, part in rows.items():
-            n = part.stop - part.start
-            layout[g + f"attn_{name}.weight"] = (ours + "attn.c_attn.weight", part, (n, C))
-            if cfg.qkv_bias:
-                layout[g + f"attn_{name}.bias"] = (ours + "attn.c_attn.bias", part, (n,))
-        if cfg.qk_norm:
-            layout[g + "attn_q_norm.weight"] = (ours + "attn.q_norm.weight", None, (D,))
-            layout[g + "attn_k_norm.weight"] = (ours + "attn.k_norm.weight", None, (D,))
-        layout[g + "attn_output.weight"] = (ours + "attn.c_proj.weight", None, (C, H * D))
-        layout[g + "ffn_norm.weight"] = (ours + "ln_2.weight", None, (C,))
-        layout[g + "ffn_gate.weight"] = (ours + "mlp.c_gate.weight", None, (M, C))
-        layout[g + "ffn_up.weight"] = (ours + "mlp.c_fc.weight", None, (M, C))
-        layout[g + "ffn_down.weight"] = (ours + "mlp.c_proj.weight", None, (C, M))
-    layout["output_norm.weight"] = ("ln_f.weight", None, (C,))
-    if not cfg.tie_embeddings:
-        layout["output.weight"] = ("lm_head.weight", None, (V, C))
-    return layout
+GGUF_NAMES = {"wte.weight": "token_embd.weight", "ln_1.weight": "blk.{i}.attn_norm.weight",
+              "attn.c_attn": "blk.{i}.attn_{p}", "attn.q_norm.weight": "blk.{i}.attn_q_norm.weight",
+              "attn.k_norm.weight": "blk.{i}.attn_k_norm.weight", "attn.c_proj.weight": "blk.{i}.attn_output.weight",
+              "ln_2.weight": "blk.{i}.ffn_norm.weight", "mlp.c_gate.weight": "blk.{i}.ffn_gate.weight",
+              "mlp.c_fc.weight": "blk.{i}.ffn_up.weight", "mlp.c_proj.weight": "blk.{i}.ffn_down.weight",
+              "ln_f.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+
+
+def gguf_layout(cfg: GPTConfig) -> dict[str, tuple[str, slice | None, tuple[int, ...]]]:
+    """GGUF name -> (our parameter name, the rows of it that the tensor is, the tensor's numpy shape):
+    gpt/hf_llama.py's layout under GGUF's names."""
+    return llama_layout(cfg, GGUF_NAMES)
 
 
 def _check_tensors(reader: Any, layout: dict, where: str) -> None:
@@ -187,15 +173,15 @@ def _check_tensors(reader: Any, layout: dict, where: str) -> None:
                              f"{expected:,}: the file is truncated or corrupt")
 
 
-def read_gguf(path: str | os.PathLike, reader: Any = None) -> tuple[GPTConfig, dict[str, np.ndarray]]:
+def read_gguf(path: str | os.PathLike) -> tuple[GPTConfig, dict[str, np.ndarray]]:
     """(config, float32 weights by our parameter names) of a GGUF file; every size is checked first."""
     from gguf.quants import dequantize
 
-    reader = reader if reader is not None else open_gguf(path)
+    reader = open_gguf(path)
     where = str(path)
     config = gguf_config(reader)
     arch = metadata(reader, "general.architecture", str)
-    layout = gguf_layout(config, arch)
+    layout = gguf_layout(config)
     _check_tensors(reader, layout, where)
     state: dict[str, np.ndarray] = {}
     for t in reader.tensors:

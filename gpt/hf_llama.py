@@ -160,33 +160,53 @@ def hf_config(cfg: GPTConfig, kind: str) -> dict:
     return raw
 
 
-def hf_layout(cfg: GPTConfig) -> dict[str, tuple[str, slice | None, tuple[int, ...]]]:
-    """HF name -> (our parameter name, the rows of it that the HF weight is, the HF weight's shape),
-    for every weight of a Llama-family model with config cfg, in file order."""
+# our name -> the file's, for the two layouts of a Llama-family model ({i}: the layer, {p}: q, k or v)
+HF_NAMES = {"wte.weight": EMBED, "ln_1.weight": "model.layers.{i}.input_layernorm.weight",
+            "attn.c_attn": "model.layers.{i}.self_attn.{p}_proj", "attn.q_norm.weight": "model.layers.{i}.self_attn.q_norm.weight",
+            "attn.k_norm.weight": "model.layers.{i}.self_attn.k_norm.weight",
+            "attn.c_proj.weight": "model.layers.{i}.self_attn.o_proj.weight",
+            "ln_2.weight": "model.layers.{i}.post_attention_layernorm.weight",
+            "mlp.c_gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
+            "mlp.c_fc.weight": "model.layers.{i}.mlp.up_proj.weight",
+            "mlp.c_proj.weight": "model.layers.{i}.mlp.down_proj.weight",
+            "ln_f.weight": "model.norm.weight", "lm_head.weight": "lm_head.weight"}
+
+
+def llama_layout(cfg: GPTConfig, names: dict[str, str]) -> dict[str, tuple[str, slice | None, tuple[int, ...]]]:
+    """File name -> (our parameter name, the rows of it that the file's tensor is, that tensor's
+    numpy shape), for every weight of a Llama-family model with config cfg, in file order;
+    `names` gives the file's names of ours (HF_NAMES, gpt/gguf.py's GGUF_NAMES)."""
     C, H, Hkv, D = cfg.n_embd, cfg.n_head, cfg.kv_heads, cfg.head_size
     V, M = cfg.vocab_size, cfg.mlp_hidden
-    layout: dict[str, tuple[str, slice | None, tuple[int, ...]]] = {EMBED: ("wte.weight", None, (V, C))}
+    layout: dict[str, tuple[str, slice | None, tuple[int, ...]]] = {names["wte.weight"]: ("wte.weight", None, (V, C))}
     rows = {"q": slice(0, H * D), "k": slice(H * D, (H + Hkv) * D), "v": slice((H + Hkv) * D, (H + 2 * Hkv) * D)}
     for i in range(cfg.n_layer):
-        hf, ours = f"model.layers.{i}.", f"h.{i}."
-        layout[hf + "input_layernorm.weight"] = (ours + "ln_1.weight", None, (C,))
-        for name, part in rows.items():
-            n = part.stop - part.start
-            layout[hf + f"self_attn.{name}_proj.weight"] = (ours + "attn.c_attn.weight", part, (n, C))
+        def put(ours: str, shape: tuple[int, ...]) -> None:
+            layout[names[ours].format(i=i)] = (f"h.{i}.{ours}", None, shape)
+
+        put("ln_1.weight", (C,))
+        for p, part in rows.items():
+            n, qkv = part.stop - part.start, names["attn.c_attn"].format(i=i, p=p)
+            layout[qkv + ".weight"] = (f"h.{i}.attn.c_attn.weight", part, (n, C))
             if cfg.qkv_bias:
-                layout[hf + f"self_attn.{name}_proj.bias"] = (ours + "attn.c_attn.bias", part, (n,))
+                layout[qkv + ".bias"] = (f"h.{i}.attn.c_attn.bias", part, (n,))
         if cfg.qk_norm:
-            layout[hf + "self_attn.q_norm.weight"] = (ours + "attn.q_norm.weight", None, (D,))
-            layout[hf + "self_attn.k_norm.weight"] = (ours + "attn.k_norm.weight", None, (D,))
-        layout[hf + "self_attn.o_proj.weight"] = (ours + "attn.c_proj.weight", None, (C, H * D))
-        layout[hf + "post_attention_layernorm.weight"] = (ours + "ln_2.weight", None, (C,))
-        layout[hf + "mlp.gate_proj.weight"] = (ours + "mlp.c_gate.weight", None, (M, C))
-        layout[hf + "mlp.up_proj.weight"] = (ours + "mlp.c_fc.weight", None, (M, C))
-        layout[hf + "mlp.down_proj.weight"] = (ours + "mlp.c_proj.weight", None, (C, M))
-    layout["model.norm.weight"] = ("ln_f.weight", None, (C,))
+            put("attn.q_norm.weight", (D,))
+            put("attn.k_norm.weight", (D,))
+        put("attn.c_proj.weight", (C, H * D))
+        put("ln_2.weight", (C,))
+        put("mlp.c_gate.weight", (M, C))
+        put("mlp.c_fc.weight", (M, C))
+        put("mlp.c_proj.weight", (C, M))
+    layout[names["ln_f.weight"]] = ("ln_f.weight", None, (C,))
     if not cfg.tie_embeddings:
-        layout["lm_head.weight"] = ("lm_head.weight", None, (V, C))
+        layout[names["lm_head.weight"]] = ("lm_head.weight", None, (V, C))
     return layout
+
+
+def hf_layout(cfg: GPTConfig) -> dict[str, tuple[str, slice | None, tuple[int, ...]]]:
+    """HF name -> (our parameter name, the rows of it that the HF weight is, the HF weight's shape)."""
+    return llama_layout(cfg, HF_NAMES)
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:

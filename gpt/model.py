@@ -306,7 +306,7 @@ class GPT(nn.Module):
                         return
 
     def generate(self, idx: Any, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, eos_id: int | None = None, seed: int | None = None,
+                 top_p: float | None = None, eos_id: int | list[int] | None = None, seed: int | None = None,
                  use_cache: bool = True) -> np.ndarray:
         """Continue idx (B, T) by up to max_new_tokens tokens; returns (B, T + new).
 

@@ -97,7 +97,7 @@ def read_pretrained(folder: str | Path, **overrides: Any) -> tuple[GPTConfig, di
                          "give a Hugging Face folder or a checkpoint folder")
     if overrides:
         config = GPTConfig.from_dict({**config.to_dict(), **overrides})
-    check_fits(config, state, f"{folder / CONFIG_FILE}")
+    check_fits(config, state, str(folder if gguf else folder / CONFIG_FILE))   # a GGUF file holds its own config
     check_finite(state, str(folder))
     return config, state
 

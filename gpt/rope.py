@@ -23,8 +23,7 @@ from tinytensor import Tensor
 from tinytensor.backend import get_array_module, to_device
 from tinytensor.tensor import Function
 
-
-LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+from .config import LLAMA3_KEYS
 
 
 def llama3_frequencies(theta: np.ndarray, factor: float, low_freq_factor: float, high_freq_factor: float,
@@ -43,16 +42,19 @@ def llama3_frequencies(theta: np.ndarray, factor: float, low_freq_factor: float,
                     np.where(wavelength < original / high_freq_factor, theta, blended))
 
 
+def rope_frequencies(head_dim: int, base: float, scaling: dict | None = None) -> np.ndarray:
+    """The frequencies theta_i = base^(-2i/D) (D/2,), in float64, with GPTConfig.rope_scaling applied."""
+    theta = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    return theta if scaling is None else llama3_frequencies(theta, *(scaling[k] for k in LLAMA3_KEYS))
+
+
 def rope_tables(head_dim: int, n_positions: int, base: float = 10000.0, dtype=np.float32,
                 scaling: dict | None = None) -> tuple:
     """cos and sin tables, each (n_positions, head_dim / 2); `scaling` is GPTConfig.rope_scaling
     (None, or Llama 3's {"rope_type": "llama3", factor, low/high_freq_factor, original_max_position_embeddings})."""
     if head_dim % 2:
         raise ValueError(f"rotary embeddings need an even head size, got {head_dim}")
-    theta = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (D/2,)
-    if scaling is not None:
-        theta = llama3_frequencies(theta, *(scaling[k] for k in LLAMA3_KEYS))
-    angles = np.outer(np.arange(n_positions, dtype=np.float64), theta)  # (T, D/2)
+    angles = np.outer(np.arange(n_positions, dtype=np.float64), rope_frequencies(head_dim, base, scaling))  # (T, D/2)
     return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
 
 

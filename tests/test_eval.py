@@ -248,6 +248,9 @@ def test_choices_file_errors_name_the_line(tmp_path):
                     + json.dumps({"ctx": "a", "endings": ["b", "c"], "label": 2}) + "\n")
     with pytest.raises(ValueError, match="line 2: 'label'"):
         read_choices(path)
+    path.write_text(json.dumps({"ctx": "a", "endings": ["b", "c"], "label": 0}) + "\n\n{not json\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl, line 3: not valid JSON"):
+        read_choices(path)
 
 
 def test_instruct_nll_masks_exactly_the_prompt(trained):

@@ -226,6 +226,15 @@ def test_a_context_too_long_to_allocate_is_refused(tmp_path):
         GPT.from_pretrained(tmp_path / "m.gguf")
 
 
+def test_rope_tables_larger_than_the_model_name_the_gguf_file(tmp_path):
+    model = tiny(n_embd=256, n_head=1, n_kv_head=None, n_layer=1)          # head size 256: 2 GiB of tables
+    long = GPTConfig(**{**model.config.to_dict(), "block_size": 1 << 21})
+    write_gguf(tmp_path / "m.gguf", long, gguf_tensors(model, "llama", permute=True))
+    with pytest.raises(ValueError, match=r"m\.gguf declares 2,097,152 positions") as e:
+        GPT.from_pretrained(tmp_path / "m.gguf")
+    assert "config.json" not in str(e.value)
+
+
 def test_a_truncated_file_is_refused(tmp_path):
     model = tiny()
     path = tmp_path / "m.gguf"

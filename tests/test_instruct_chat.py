@@ -79,6 +79,21 @@ def test_a_template_whose_reply_does_not_follow_its_prompt_is_an_error(tok):
         ChatPromptTemplate(ChatSpec(odd)).encode(tok, ENTRIES[0])
 
 
+def test_a_template_that_ends_no_turn_is_an_error(tok):
+    plain = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(ValueError, match="writes no special token after the assistant's reply"):
+        ChatPromptTemplate(ChatSpec(plain)).encode(tok, ENTRIES[0])
+
+
+@pytest.mark.parametrize("stored, message", [
+    ({"kind": "chat", "template": 3, "bos_token": "", "eos_token": "", "stop_ids": []}, "prompt_template.template"),
+    ({"kind": "chat", "template": CHATML, "bos_token": "", "eos_token": "", "stop_ids": [-1]}, "stop_ids must be"),
+])
+def test_a_stored_chat_template_is_checked_field_by_field(stored, message):
+    with pytest.raises(ValueError, match=message):
+        PromptTemplate.from_dict(stored)
+
+
 def test_chat_on_a_base_without_a_template_is_an_error(tmp_path, tok):
     base(tmp_path / "plain", tok, template=None)
     with pytest.raises(ValueError, match="has no chat template"):

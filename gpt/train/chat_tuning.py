@@ -121,6 +121,6 @@ def choose_template(setting: str | None, base: Path, tok: Tokenizer,
         say("prompt template: Alpaca's (the base has no chat template)")
         return ALPACA
     template = ChatPromptTemplate(spec)
-    template.turn_end(tok)               # a template that ends no turn is an error now, before training
-    say(f"prompt template: the base's chat template (turns end with {tok.decode([template.turn_end(tok)])!r})")
+    turn_end = template.turn_end(tok)    # a template that ends no turn is an error now, before training
+    say(f"prompt template: the base's chat template (turns end with {tok.decode([turn_end])!r})")
     return template

@@ -33,9 +33,8 @@ from .prepare import open_prepared
 from .prepare.sources import SourceStats, documents
 from .data import pad_id
 from .inference import load_for_inference
-from .instruct import ALPACA, PromptTemplate, collate, encode_example, generate_response, read_instructions
-
-TOKEN_DTYPES = ("uint16", "uint32")
+from .instruct import (ALPACA, PromptTemplate, _parse_json, collate, encode_example, generate_response,
+                       read_instructions)
 
 
 # ---- what the model's folder says about encoding ------------------------------------
@@ -133,10 +132,7 @@ def read_choices(path: Path) -> list[tuple[str, list[str], int]]:
     for n, line in enumerate(read_text(path, hint=None).splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+        row = _parse_json(line, path, n)
         if not isinstance(row, dict):
             raise ValueError(f"{path}, line {n}: expected a JSON object")
         ctx = row.get("ctx")
