@@ -289,6 +289,9 @@ def test_a_negative_seed_names_the_flag(corpus, tmp_path, capsys):
     with pytest.raises(SystemExit):
         gpt_cli(["sample", "--checkpoint", str(tmp_path), "--seed", "-1"])
     assert "--seed: must be a whole number >= 0, got '-1'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gpt_cli(["chat", "--checkpoint", str(tmp_path), "--seed", "-1"])
+    assert "--seed: must be a whole number >= 0, got '-1'" in capsys.readouterr().err
 
 
 def test_an_odd_sized_token_file_names_the_file_and_the_fix(corpus, tmp_path):

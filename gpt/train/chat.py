@@ -26,6 +26,7 @@ from gpt.sampling import check_sampling, sample_next
 
 from .chat_tuning import ChatPromptTemplate
 from .checkpoint import resolve_checkpoint
+from .flags import non_negative_seed
 from .inference import load_finetuned, load_for_inference
 from .instruct import PromptTemplate, generate_response
 
@@ -145,6 +146,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the default)")
     ch.add_argument("--top-k", type=int, default=None)
     ch.add_argument("--top-p", type=float, default=None)
-    ch.add_argument("--seed", type=int, default=None)
+    ch.add_argument("--seed", type=non_negative_seed, default=None)
     ch.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ch.set_defaults(func=chat)

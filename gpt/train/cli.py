@@ -24,6 +24,7 @@ from .checkpoint import resolve_checkpoint
 from .classify import classify_texts
 from .data import EOT
 from .distributed import check_device_ready
+from .flags import non_negative_seed
 from .inference import check_export_folder, export_folder, load_finetuned, load_for_inference
 from .prepare import command as prepare_command
 
@@ -113,17 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)                  # python -m gpt eval: gpt/train/evaluate.py
     prepare_command.register(sub)             # python -m gpt prepare: gpt/train/prepare/
     return ap
-
-
-def non_negative_seed(text: str) -> int:
-    """--seed: a whole number >= 0 (NumPy's generators take no negative seed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -140,3 +140,14 @@ def build_parser(config_cls: type, prog: str, description: str = "",
 def parse_given(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, Any]:
     """The flags given on the command line, as field name -> value."""
     return vars(parser.parse_args(argv))
+
+
+def non_negative_seed(text: str) -> int:
+    """--seed: a whole number >= 0 (NumPy's generators take no negative seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
