@@ -317,18 +317,21 @@ def qkv(shape, seed, dtype=np.float64, device="cpu"):
 
 
 @contextmanager
-def attention_blocks(blocks: int, min_rows: int):
-    """Causal attention in up to `blocks` blocks of >= `min_rows` query rows (small ones, so
-    that the short sequences of these tests go through the blocked path too)."""
-    saved = F._ATTENTION_BLOCKS, F._ATTENTION_MIN_ROWS
+def attention_blocks(blocks: int, min_rows: int, scores: int | None = None):
+    """Causal attention in up to `blocks` blocks of >= `min_rows` query rows, each in slices
+    of the batch of about `scores` scores (small ones, so that the short sequences of these
+    tests go through the blocked and sliced paths too)."""
+    saved = F._ATTENTION_BLOCKS, F._ATTENTION_MIN_ROWS, F._ATTENTION_SCORES
     F._ATTENTION_BLOCKS, F._ATTENTION_MIN_ROWS = blocks, min_rows
+    F._ATTENTION_SCORES = saved[2] if scores is None else scores
     try:
         yield
     finally:
-        F._ATTENTION_BLOCKS, F._ATTENTION_MIN_ROWS = saved
+        F._ATTENTION_BLOCKS, F._ATTENTION_MIN_ROWS, F._ATTENTION_SCORES = saved
 
 
-BLOCKINGS = {"one-block": (1, 1), "blocks-of-2": (64, 2), "3-blocks": (3, 1)}
+# "3-blocks-by-item": each batch item's scores a slice of their own
+BLOCKINGS = {"one-block": (1, 1), "blocks-of-2": (64, 2), "3-blocks": (3, 1), "3-blocks-by-item": (3, 1, 1)}
 
 
 @pytest.mark.parametrize("blocking", BLOCKINGS)
@@ -396,6 +399,21 @@ def test_attention_fully_masked_rows_are_zero(blocking, device):
     assert not out.numpy()[:, :, :2].any() and not q_grad[:, :, :2].any()
     # the others match plain attention of the last three queries over the three keys
     np.testing.assert_allclose(out.numpy()[:, :, 2:], R.scaled_dot_product_attention(q[:, :, 2:], k, v).numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("blocking", BLOCKINGS)
+def test_attention_without_grad_gives_the_same_values(blocking, device):
+    # under no_grad the node keeps no P (each slice's scores reuse memory): same numbers
+    q, k, v = qkv((3, 2, 7, 9, 4, 3), 0, device=device)
+    mask = np.random.default_rng(0).random((3, 2, 7, 9)) < 0.8
+    with attention_blocks(*BLOCKINGS[blocking]):
+        tt.manual_seed(0)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.3)
+        tt.manual_seed(0)
+        with tt.no_grad():
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.3)
+    assert len(y._ctx.blocks) > 0 and z._ctx is None
+    np.testing.assert_array_equal(as_numpy(y.data), as_numpy(z.data))
 
 
 def test_attention_shape_errors(device):

@@ -73,6 +73,9 @@ _BLOCK = 1 << 16
 # least this many rows each, skipping the scores above the diagonal (see _causal_chunks)
 _ATTENTION_BLOCKS = 8
 _ATTENTION_MIN_ROWS = 32
+# ... and each block's softmax in slices of the batch of about this many scores
+# (4 MiB of float32): a slice stays in cache through its steps (about 30% faster)
+_ATTENTION_SCORES = 1 << 20
 
 
 # ---- helpers -------------------------------------------------------------------
@@ -423,15 +426,20 @@ class GeluTanhFunction(Function):
         # about half the cost of a tanh in NumPy's float32 (docs/activations.md)
         xp = get_array_module(x)
         shape, x = x.shape, x.reshape(-1)               # (n,) so that 0-d inputs are arrays too
-        minus_v = x * x                                  # -v = -2c (x + a x^3), computed as x (-2c - 2c a x^2)
-        minus_v *= -2.0 * _SQRT_2_OVER_PI * _GELU_A
-        minus_v -= 2.0 * _SQRT_2_OVER_PI
-        minus_v *= x
-        with np.errstate(over="ignore"):                 # e^(-v) = inf (v < -88 in float32) gives s = 0, its limit
-            s = xp.exp(minus_v, out=minus_v)             # s = sigmoid(v) = 1 / (1 + e^(-v))   (in -v's buffer)
-        s += 1.0
-        xp.reciprocal(s, out=s)
-        y = x * s                                        # y = x s
+        s, y = xp.empty_like(x), xp.empty_like(x)
+        # in blocks, so the chain of elementwise steps on one block runs in cache
+        # (2-3x faster on the CPU than whole-array passes)
+        for i in _row_blocks(x.size, 1, xp):
+            xb, minus_v = x[i], s[i]
+            xp.multiply(xb, xb, out=minus_v)              # -v = -2c (x + a x^3), computed as x (-2c - 2c a x^2)
+            minus_v *= -2.0 * _SQRT_2_OVER_PI * _GELU_A
+            minus_v -= 2.0 * _SQRT_2_OVER_PI
+            minus_v *= xb
+            with np.errstate(over="ignore"):             # e^(-v) = inf (v < -88 in float32) gives s = 0, its limit
+                xp.exp(minus_v, out=minus_v)             # s = sigmoid(v) = 1 / (1 + e^(-v))   (in -v's buffer)
+            minus_v += 1.0
+            xp.reciprocal(minus_v, out=minus_v)
+            xp.multiply(xb, minus_v, out=y[i])           # y = x s
         # saved: x, s (one array more than x alone, so backward needs no exp) and
         # the output, which the next op keeps alive anyway
         self.x, self.s, self.y = x, s, y
@@ -441,18 +449,22 @@ class GeluTanhFunction(Function):
         # y = x s, s = sigmoid(v), v = 2c (x + a x^3), ds/dv = s (1 - s):
         #   dy/dx = s + x s (1 - s) dv/dx = s + y (1 - s) dv/dx;  dx = dy/dx * g
         xp = get_array_module(g)
-        x, s, y = self.x, self.s, self.y
         shape, g = g.shape, g.reshape(-1)               # (n,)
-        # v = 2c (x + a x^3)
-        x_sq = x * x
-        dv_dx = xp.multiply(x_sq, 6.0 * _SQRT_2_OVER_PI * _GELU_A, out=x_sq)  # dv/dx = 2c (1 + 3 a x^2)
-        dv_dx += 2.0 * _SQRT_2_OVER_PI                                       # (in x^2's buffer)
-        # y = x s, s = sigmoid(v)
-        y_s = y * s
-        y_one_minus_s = xp.subtract(y, y_s, out=y_s)     # y (1 - s) = x ds/dv   (in y s's buffer)
-        dy_dx = xp.multiply(y_one_minus_s, dv_dx, out=y_one_minus_s)  # dy/dx = s + y (1 - s) dv/dx
-        dy_dx += s
-        dx = xp.multiply(dy_dx, g, out=dy_dx)
+        dx = xp.empty_like(g)
+        work = xp.empty(min(g.size, _BLOCK), dtype=g.dtype)  # one block's temporary, reused
+        for i in _row_blocks(g.size, 1, xp):
+            x, s, y = self.x[i], self.s[i], self.y[i]
+            n = x.size
+            # v = 2c (x + a x^3)
+            dv_dx = xp.multiply(x, x, out=work[:n] if xp is np else None)
+            dv_dx *= 6.0 * _SQRT_2_OVER_PI * _GELU_A                     # dv/dx = 2c (1 + 3 a x^2)
+            dv_dx += 2.0 * _SQRT_2_OVER_PI
+            # y = x s, s = sigmoid(v)
+            y_one_minus_s = xp.multiply(y, s, out=dx[i])
+            xp.subtract(y, y_one_minus_s, out=y_one_minus_s)             # y (1 - s) = x ds/dv   (in dx's block)
+            y_one_minus_s *= dv_dx                                       # dy/dx = s + y (1 - s) dv/dx
+            y_one_minus_s += s
+            y_one_minus_s *= g[i]
         return dx.reshape(shape)
 
 
@@ -554,6 +566,16 @@ def _causal_chunks(tq: int, tk: int, causal: bool) -> list[tuple[int, int, int]]
     return [(i0, i1, min(tk, tk - tq + i1)) for i0, i1 in zip(bounds, bounds[1:]) if tk - tq + i1 > 0]
 
 
+def _batch_slices(scores: tuple[int, ...], xp: Any) -> list[slice]:
+    """Slices of the first axis of a block of scores (B, ..., r, kend) holding about
+    _ATTENTION_SCORES elements each on the CPU; on a GPU one slice of everything."""
+    if xp is not np:
+        return [slice(None)]
+    per_item = math.prod(scores[1:])
+    step = max(1, _ATTENTION_SCORES // max(per_item, 1))
+    return [slice(start, start + step) for start in range(0, scores[0], step)]
+
+
 class ScaledDotProductAttentionFunction(Function):
     """Derived in docs/attention.md; twin: reference.scaled_dot_product_attention.
 
@@ -580,34 +602,40 @@ class ScaledDotProductAttentionFunction(Function):
         qs = qg * scale
         blocks = []
         for i0, i1, kend in _causal_chunks(tq, tk, causal):
-            # S = (q * scale) @ k^T on this block of query rows
-            s = xp.matmul(qs[..., i0:i1, :], kg[..., :kend, :].swapaxes(-1, -2))  # (B, Hkv, G, r, kend)
-            if causal and tk - tq + i0 + 1 < kend:       # else every row sees all kend keys (one new token)
-                # row i0 + r sees keys j <= Tk - Tq + i0 + r
-                future = xp.triu(xp.ones((i1 - i0, kend), dtype=bool), k=tk - tq + i0 + 1)  # (r, kend)
-                xp.copyto(s, -xp.inf, where=future)
-            if mask is not None:
-                m = mask[..., i0:i1, :kend]
-                if m.dtype == bool:
-                    xp.copyto(s, -xp.inf, where=~m)      # True = keep
-                else:
-                    s += m                               # additive mask
-            # P = softmax(S) along the keys, shifted by the row max (in S's buffer)
-            rmax = s.max(axis=-1, keepdims=True)         # (B, Hkv, G, r, 1)
-            rmax[rmax == -xp.inf] = 0                    # a row with every key masked: keep it -inf
-            s -= rmax
-            p = xp.exp(s, out=s)
-            total = _sum_last(p)                         # (B, Hkv, G, r, 1)
-            total[total == 0] = 1                        # ... so its probabilities (and output) are 0
-            p *= 1.0 / total
-            # Pd = P * keep / (1 - p_drop), inverted dropout on the probabilities
-            kb = None if keep is None else keep[..., i0:i1, :kend]  # (B, Hkv, G, r, kend) bool
-            pd = p if kb is None else _dropped(p, kb, dropout_p)
-            # out = Pd @ v
-            xp.matmul(pd, vg[..., :kend, :], out=out[..., i0:i1, :])  # (B, Hkv, G, r, Dv)
-            blocks.append((i0, i1, kend, p, kb))
+            for b in _batch_slices(lead + (i1 - i0, kend), xp):
+                # a slice of the batch at a time, so that its scores stay in cache through
+                # the softmax's steps (a whole block of rows can be tens of MB)
+                # S = (q * scale) @ k^T on this block of query rows
+                s = xp.matmul(qs[b, ..., i0:i1, :], kg[b, ..., :kend, :].swapaxes(-1, -2))  # (b, Hkv, G, r, kend)
+                if causal and tk - tq + i0 + 1 < kend:   # else every row sees all kend keys (one new token)
+                    # row i0 + r sees keys j <= Tk - Tq + i0 + r: only the columns from c0 on
+                    # can be in the future, an upper triangle of them
+                    c0 = max(0, tk - tq + i0 + 1)
+                    future = xp.triu(xp.ones((i1 - i0, kend - c0), dtype=bool), k=tk - tq + i0 + 1 - c0)
+                    xp.copyto(s[..., c0:], -xp.inf, where=future)
+                if mask is not None:
+                    m = mask[b, ..., i0:i1, :kend]
+                    if m.dtype == bool:
+                        xp.copyto(s, -xp.inf, where=~m)  # True = keep
+                    else:
+                        s += m                           # additive mask
+                # P = softmax(S) along the keys, shifted by the row max (in S's buffer)
+                rmax = s.max(axis=-1, keepdims=True)     # (b, Hkv, G, r, 1)
+                rmax[rmax == -xp.inf] = 0                # a row with every key masked: keep it -inf
+                s -= rmax
+                p = xp.exp(s, out=s)
+                total = _sum_last(p)                     # (b, Hkv, G, r, 1)
+                total[total == 0] = 1                    # ... so its probabilities (and output) are 0
+                p *= 1.0 / total
+                # Pd = P * keep / (1 - p_drop), inverted dropout on the probabilities
+                kb = None if keep is None else keep[b, ..., i0:i1, :kend]  # (b, Hkv, G, r, kend) bool
+                pd = p if kb is None else _dropped(p, kb, dropout_p)
+                # out = Pd @ v
+                xp.matmul(pd, vg[b, ..., :kend, :], out=out[b, ..., i0:i1, :])  # (b, Hkv, G, r, Dv)
+                if any(self.needs_grad):                 # else no backward reads P, and the next
+                    blocks.append((b, i0, i1, kend, p, kb))   # block's scores reuse its memory, still in cache
         # saved: P of each block (together at most one (B, H, Tq, Tk) array, about
-        # half of it when causal), the boolean dropout mask, and references to the
+        # half of it when causal), its slice of the boolean dropout mask, and references to the
         # inputs and to the output (O is needed for rowsum below)
         self.blocks, self.q, self.k, self.v, self.out = blocks, qg, kg, vg, out
         self.dropout_p, self.scale = dropout_p, scale
@@ -628,7 +656,8 @@ class ScaledDotProductAttentionFunction(Function):
         # gets the sum of its G gradients: dk_j = scale * sum_g dS_g^T @ q_g, dv_j = sum_g Pd_g^T @ dout_g
         # (the sum over the group axis of the broadcast matmul's result); dq needs no sum.
         # Block by block of query rows: block [i0, i1) touches keys [0, kend) only (P is 0
-        # beyond, so are its gradients), and its dv and dk contributions add into those rows.
+        # beyond, so are its gradients), and its dv and dk contributions add into those rows;
+        # each block in the forward's slices b of the batch.
         xp = get_array_module(g)
         need_q, need_k, need_v = self.needs_grad
         q, k, v = self.q, self.k, self.v
@@ -638,28 +667,28 @@ class ScaledDotProductAttentionFunction(Function):
         dk = xp.zeros_like(k) if need_k else None        # (B, Hkv, 1, Tk, D)
         dv = xp.zeros(v.shape, dtype=g.dtype) if need_v else None  # (B, Hkv, 1, Tk, Dv)
         rowsum = _sum_last(g, self.out) if need_q or need_k else None  # (B, Hkv, G, Tq, 1) rowsum(dout * out)
-        for i0, i1, kend, p, keep in self.blocks:
-            dout = g[..., i0:i1, :]                      # (B, Hkv, G, r, Dv)
+        for b, i0, i1, kend, p, keep in self.blocks:
+            dout = g[b, ..., i0:i1, :]                   # (b, Hkv, G, r, Dv)
             # out = Pd @ v
             if need_v:
-                pd = p if keep is None else _dropped(p, keep, self.dropout_p)  # (B, Hkv, G, r, kend)
-                dv[..., :kend, :] += _group_sum(xp.matmul(pd.swapaxes(-1, -2), dout))  # dv = sum_g Pd^T @ dout
+                pd = p if keep is None else _dropped(p, keep, self.dropout_p)  # (b, Hkv, G, r, kend)
+                dv[b, ..., :kend, :] += _group_sum(xp.matmul(pd.swapaxes(-1, -2), dout))  # dv = sum_g Pd^T @ dout
             if not (need_q or need_k):
                 continue
-            dpd = xp.matmul(dout, v[..., :kend, :].swapaxes(-1, -2))  # (B, Hkv, G, r, kend) dPd = dout @ v^T
+            dpd = xp.matmul(dout, v[b, ..., :kend, :].swapaxes(-1, -2))  # (b, Hkv, G, r, kend) dPd = dout @ v^T
             # Pd = P * keep / (1 - p_drop)
             dp = dpd                                     # dP = dPd without dropout
             if keep is not None:
                 dp = xp.multiply(dpd, keep, out=dpd)     # dP = dPd * keep / (1 - p)   (in dPd's buffer)
                 dp *= inv_keep
             # P = softmax(S)
-            ds = xp.subtract(dp, rowsum[..., i0:i1, :], out=dp)  # dS = P * (dP - rowsum)  (in dP's buffer)
+            ds = xp.subtract(dp, rowsum[b, ..., i0:i1, :], out=dp)  # dS = P * (dP - rowsum)  (in dP's buffer)
             ds *= p
             # S = scale * q @ k^T (the scale is applied once, after the loop)
             if need_q:
-                xp.matmul(ds, k[..., :kend, :], out=dq[..., i0:i1, :])  # (B, Hkv, G, r, D)
+                xp.matmul(ds, k[b, ..., :kend, :], out=dq[b, ..., i0:i1, :])  # (b, Hkv, G, r, D)
             if need_k:
-                dk[..., :kend, :] += _group_sum(xp.matmul(ds.swapaxes(-1, -2), q[..., i0:i1, :]))  # sum_g dS^T @ q
+                dk[b, ..., :kend, :] += _group_sum(xp.matmul(ds.swapaxes(-1, -2), q[b, ..., i0:i1, :]))  # sum_g dS^T @ q
         if need_q:
             dq *= self.scale
         if need_k:
