@@ -426,3 +426,44 @@ def test_without_the_gguf_package_the_error_names_the_extra(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "gguf", None)          # import gguf now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'tinygpt\[gguf\]'"):
         GPT.from_pretrained(tmp_path / "m.gguf")
+
+
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_eval_puts_the_files_bos_first_when_it_says_so(tmp_path, add_bos, capsys):
+    """tokenizer.ggml.add_bos_token: eval's text starts with tokenizer.ggml.bos_token_id, so the
+    first text token is scored after it (one more token scored than without)."""
+    import json
+
+    from gpt.train.cli import main
+    from gpt.train.evaluate import bos_id
+
+    tok = small_tokenizer()
+    model = tiny(vocab_size=tok.vocab_size, block_size=64)
+    eot = tok.special_tokens["<|endoftext|>"]
+
+    def flags(w):
+        w.add_bool("tokenizer.ggml.add_bos_token", add_bos)
+        w.add_bos_token_id(eot)
+
+    path = tmp_path / "m.gguf"
+    write_gguf(path, model.config, gguf_tensors(model, "llama", permute=True), tok, extra=flags)
+    assert bos_id(path, tok) == (eot if add_bos else None)
+    (tmp_path / "t.txt").write_text(TEXT)
+    main(["eval", "--checkpoint", str(path), "--data", str(tmp_path / "t.txt"), "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["tokens"] == len(tok.encode(TEXT, disallowed_special=())) - 1 + add_bos
+
+
+def test_a_bos_id_outside_the_vocabulary_is_named(tmp_path):
+    from gpt.train.evaluate import bos_id
+
+    tok = small_tokenizer()
+    model = tiny(vocab_size=tok.vocab_size, block_size=64)
+
+    def flags(w):
+        w.add_bool("tokenizer.ggml.add_bos_token", True)
+        w.add_bos_token_id(10**6)
+
+    write_gguf(tmp_path / "m.gguf", model.config, gguf_tensors(model, "llama", permute=True), tok, extra=flags)
+    with pytest.raises(ValueError, match="tokenizer.ggml.bos_token_id is 1000000"):
+        bos_id(tmp_path / "m.gguf", tok)

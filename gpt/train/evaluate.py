@@ -21,10 +21,11 @@ import numpy as np
 from tqdm import tqdm
 
 from bpe import Tokenizer
+from bpe.gguf import metadata, open_gguf, special_ids
 from gpt import GPT
 from gpt.evaluate import TextScore, byte_lengths, choice_nll, score_tokens, sliding_windows, token_nll
 from gpt.files import read_json_object
-from gpt.pretrained import CONFIG_FILE, TOKENIZER_FILE, hf_model_type, read_config
+from gpt.pretrained import CONFIG_FILE, TOKENIZER_FILE, hf_model_type, is_gguf, read_config
 from tinytensor.functional import IGNORE_INDEX
 
 from .checkpoint import CKPT_DIR, STATE_FILE, resolve_checkpoint
@@ -41,7 +42,10 @@ from .instruct import (ALPACA, PromptTemplate, _parse_json, collate, encode_exam
 def bos_id(folder: Path, tok: Tokenizer) -> int | None:
     """The id the model's tokenizer puts before every text, or None: the first special
     token of tokenizer.json's TemplateProcessing (Llama 3), else tokenizer_config.json's
-    bos_token when its add_bos_token is true. Our folders and GPT-2's add none."""
+    bos_token when its add_bos_token is true; in a GGUF file, tokenizer.ggml.bos_token_id
+    when tokenizer.ggml.add_bos_token is true. Our folders and GPT-2's add none."""
+    if is_gguf(folder):
+        return _gguf_bos_id(folder, tok)
     if hf_model_type(read_config(folder)) is None:
         return None
     name = None
@@ -62,6 +66,17 @@ def bos_id(folder: Path, tok: Tokenizer) -> int | None:
     if not isinstance(name, str) or name not in tok.special_tokens:
         raise ValueError(f"{folder}: the tokenizer adds {name!r} before a text, but has no such special token")
     return tok.special_tokens[name]
+
+
+def _gguf_bos_id(path: Path, tok: Tokenizer) -> int | None:
+    reader = open_gguf(path)
+    if not metadata(reader, "tokenizer.ggml.add_bos_token", bool, False):
+        return None
+    bos = special_ids(reader).get("bos")
+    if bos is None or not 0 <= bos < tok.vocab_size:
+        raise ValueError(f"{path}: tokenizer.ggml.add_bos_token is true but tokenizer.ggml.bos_token_id is "
+                         f"{bos!r}, not an id of its {tok.vocab_size} tokens")
+    return bos
 
 
 def encode_documents(tok: Tokenizer, docs: list[str], bos: int | None) -> list[int]:
@@ -222,7 +237,7 @@ def evaluate(args: argparse.Namespace) -> None:
     model, tok = load_for_inference(args.checkpoint, device=args.device)
     if not isinstance(model, GPT):
         sys.exit(f"error: {args.checkpoint} holds a classifier; eval scores language models")
-    bos = bos_id(folder, tok) if folder.is_dir() else None
+    bos = bos_id(folder, tok)
     if args.choices:
         result = choices_eval(model, tok, read_choices(Path(args.choices))[:args.limit], bos)
         print(f"{result['n']} items: acc {result['acc']:.4f}, acc_norm {result['acc_norm']:.4f}")
