@@ -23,48 +23,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # the packages, ahead of this folder (which has a bpe.py of its own)
 DATA = ROOT.parent / "shared" / "data"
 from bench_quick import QUICK  # noqa: E402  (bench/bench_quick.py: bench/ is on the path)
+from peak_memory import run_watched  # noqa: E402
 EOT = "<|endoftext|>"
-
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-            total += int(status.split("VmRSS:")[1].split()[0]) * 1024
-            todo += [int(c) for t in os.listdir(f"/proc/{p}/task")
-                     for c in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
-    return total
 
 
 def timed(cmd: list[str]) -> tuple[float, int]:
     """(seconds, peak resident bytes of the process tree) of a command, which must succeed."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss(proc.pid))
-        time.sleep(0.05)
-    if proc.returncode:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
-    return time.perf_counter() - start, peak
+    seconds, returncode, peak = run_watched(cmd, ROOT)
+    if returncode:
+        raise SystemExit(f"failed ({returncode}): {' '.join(cmd)}")
+    return seconds, peak
 
 
 def prepare_cmd(data: Path, out: Path, tokenizer: list[str], workers: int, *flags: str) -> list[str]:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +22,8 @@ from gpt.train.prepare.shards import HEADER, MAGIC
 from tinytensor.serialize import CorruptFileError
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT / "bench"))     # last: bench/ has a bpe.py and a gpt.py of its own
+from peak_memory import run_watched  # noqa: E402
 WORDS = ("time people year way day thing man world life hand part child eye woman place work week case point "
          "number group problem fact river mountain garden letter window morning evening question answer story "
          "music paper money friend family house water light voice power reason moment idea country city road").split()
@@ -361,21 +360,6 @@ def test_a_missing_extra_names_it(monkeypatch):
 
 # ---- memory -------------------------------------------------------------------------------
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-            total += int(status.split("VmRSS:")[1].split()[0]) * 1024
-            todo += [int(c) for t in os.listdir(f"/proc/{p}/task")
-                     for c in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-    return total
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 def test_a_few_hundred_megabytes_prepare_in_bounded_memory(tmp_path):
@@ -390,12 +374,8 @@ def test_a_few_hundred_megabytes_prepare_in_bounded_memory(tmp_path):
     cmd = [sys.executable, "-m", "gpt", "prepare", "--data", str(corpus), "--tokenizer", "bytes",
            "--out", str(tmp_path / "out"), "--workers", "2", "--dedup", "--shard-tokens", "50000000",
            "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss(proc.pid))
-        time.sleep(0.2)
-    assert proc.returncode == 0
+    _, returncode, peak = run_watched(cmd, ROOT, every=0.2)
+    assert returncode == 0
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["train_tokens"] + meta["val_tokens"] > 190_000_000
     assert peak < 1_000_000_000, f"peak resident memory {peak / 1e6:.0f} MB"
