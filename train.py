@@ -74,9 +74,7 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
     out = check_output_folder(cfg.out)
     distributed.check_divides(cfg.batch_size, comm)
     distributed.on_device(cfg.device, comm)
-    plotting = cfg.plot and plot_available()
-    if cfg.plot and not plotting:
-        say("--plot needs matplotlib, which is not installed (pip install matplotlib): training goes on without loss.png")
+    plotting = plot_available(cfg.plot, "loss.png", say)
 
     # 1. the data: documents -> tokens, cached in OUT/data (or --cache-dir); rank 0 prepares, the others read
     start = time.perf_counter()

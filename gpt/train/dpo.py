@@ -49,7 +49,7 @@ from .epochs import EpochBatches, EpochTask
 from .finetune import Say, _adapt, _fit, _report_truncation, _save, _write_metrics, check_output, split_dataset
 from .inference import load_base
 from .loop import Batch, summed
-from .metrics import MetricsLog, draw_losses, plot_available
+from .metrics import MetricsLog, draw_losses, plot_available, save_figure, step_figure
 
 PLOT_FILE = "dpo.png"
 RESPONSES_FILE = "responses.jsonl"
@@ -249,9 +249,7 @@ def finetune_dpo(cfg: DPOConfig, say: Say | None = None, comm: Comm | None = Non
     say = say or comm.print
     out = check_output(cfg)
     template = instruct.PromptTemplate.from_file(cfg.prompt_template) if cfg.prompt_template else instruct.ALPACA
-    plotting = cfg.plot and plot_available()
-    if cfg.plot and not plotting:
-        say(f"--plot needs matplotlib, which is not installed (pip install matplotlib): no {PLOT_FILE}")
+    plotting = plot_available(cfg.plot, PLOT_FILE, say)
     tt.manual_seed(cfg.seed)
     entries = read_preferences(cfg.data)
     base = resolve_checkpoint(cfg.init_from, say)   # once: the adapters name the checkpoint that was loaded
@@ -321,23 +319,12 @@ def _answers(model: GPT, tok: Tokenizer, template: instruct.PromptTemplate, entr
 
 def plot_dpo(rows: list[dict], path: Path) -> None:
     """The loss (each step, and each evaluation's train and val) beside the val rewards."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
     evals = [r for r in rows if "val_loss" in r]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = step_figure(2)
     draw_losses(left, rows)
     left.axhline(np.log(2), color="grey", lw=0.5, ls="--")    # the loss at step 0, where the policy is the reference
     left.set_ylabel("DPO loss")
     for key in ("val_chosen_reward", "val_rejected_reward", "val_reward_margin", "val_reward_accuracy"):
         right.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=key[4:].replace("_", " "))
     right.set_ylabel("val rewards (accuracy as a fraction)")
-    for ax in (left, right):
-        ax.set_xlabel("step")
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, [left, right], path)

@@ -2,7 +2,8 @@
 
     MetricsLog(path)        one JSON object per line, appended as the run goes
     progress(total, ...)    a tqdm bar on a terminal; one summary line in a log file
-    plot_losses(rows, path) loss.png (matplotlib); draw_losses(ax, rows) its lines on given axes
+    plot_losses(rows, path) loss.png (matplotlib); draw_losses(ax, rows) its lines on given axes;
+                            step_figure / save_figure the frame every --plot picture shares
     measure_peak_flops(...) the FLOP/s that MFU is measured against
     perplexity(loss)        e^loss, inf where it overflows
     format_row(row)         an evaluation row on one line
@@ -108,29 +109,48 @@ def progress(total: int, initial: int = 0, desc: str = "train", enabled: bool = 
     return _Summary(total, initial, desc)
 
 
-def plot_available() -> bool:
+def plot_available(wanted: bool, picture: str, say: Callable[[str], None]) -> bool:
+    """Whether to draw `picture` for --plot: only when it is wanted and matplotlib is
+    installed; when it is missing, one line says so and the run goes on."""
+    if not wanted:
+        return False
     try:
         import matplotlib  # noqa: F401
     except ImportError:
+        say(f"--plot needs matplotlib, which is not installed (pip install matplotlib): no {picture}")
         return False
     return True
 
 
-def plot_losses(metrics: list[dict], path: Path) -> None:
+def step_figure(panels: int) -> tuple[Any, list[Any]]:
+    """A matplotlib figure of `panels` side by side, each with the step as its x axis, drawn
+    for a file only (no display needed)."""
     import matplotlib
 
-    matplotlib.use("Agg")  # files only: no display needed
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    draw_losses(ax, metrics)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, panels, figsize=(7 if panels == 1 else 5.5 * panels, 4), squeeze=False)
+    return fig, list(axes[0])
+
+
+def save_figure(fig: Any, axes: list[Any], path: Path) -> None:
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend()
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
     plt.close(fig)
+
+
+def plot_losses(metrics: list[dict], path: Path) -> None:
+    fig, (ax,) = step_figure(1)
+    draw_losses(ax, metrics)
+    ax.set_ylabel("loss (nats/token)")
+    save_figure(fig, [ax], path)
 
 
 def draw_losses(ax: Any, metrics: list[dict]) -> None:
