@@ -18,6 +18,7 @@ NOT_RUN = {
     "torch_gpt.py": "a module that bench/gpt.py imports when torch is installed (it imports torch), not a script",
     "bench_quick.py": "the quick mode's helper module, not a benchmark",
     "timing.py": "the scripts' shared timing helper module, not a benchmark",
+    "peak_memory.py": "the process-tree memory helper of prepare.py and test_prepare, not a benchmark",
     "gpu_check.sh": "tests/test_gpu_check.py runs it in its quick mode (its test stages run pytest, which would "
                     "run this test again)",
 }
