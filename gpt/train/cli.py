@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from gpt import GPTClassifier
 from gpt.chat_template import read_chat, stop_ids
@@ -121,13 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None) -> tuple[Callable[[Any], Any], Settings]:
+    """(the command, its settings): every value checked, a bad one a ValueError naming its flag."""
     args = build_parser().parse_args(argv)
+    return args.func, args.settings(**given_in(args, skip=("command", "func", "settings")))
+
+
+def main(argv: list[str] | None = None) -> None:
     try:
-        settings = args.settings(**given_in(args, skip=("command", "func", "settings")))   # checks every value
+        run, settings = parse(argv)
         if hasattr(settings, "device"):
             check_device_ready(settings.device)
-        args.func(settings)
+        run(settings)
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:   # ImportError: an extra to install
         sys.exit(f"error: {e}")
     except BrokenPipeError:
