@@ -160,21 +160,22 @@ def finetune(cfg: ClassifyConfig | InstructConfig | DPOConfig, comm: Comm) -> No
 
 
 # ---- the command line -----------------------------------------------------------------
-def add_task_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=TASKS, default=argparse.SUPPRESS,
+def task_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    # hand-written: it chooses which settings class makes the other flags, so it is read first, on its own
+    parser.add_argument("--task", choices=TASKS, default="pretrain",
                         help="pretrain from text (default), or fine-tune: see --task classify --help")
+    return parser
 
 
 def parse(argv: list[str] | None) -> tuple[str, dict]:
     """(task, the settings given on the command line)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--task", choices=TASKS, default="pretrain")
-    task = pre.parse_known_args(argv)[0].task
+    task_parser = task_flag(argparse.ArgumentParser(add_help=False))
+    task = task_parser.parse_known_args(argv)[0].task
     cls = CONFIGS[task]
     prog = "train.py" if task == "pretrain" else f"train.py --task {task}"
-    parser = build_parser(cls, prog, __doc__ if task == "pretrain" else cls.__doc__, extra=add_task_flag)
+    parser = build_parser(cls, prog, __doc__ if task == "pretrain" else cls.__doc__, parents=(task_parser,))
     given = parse_given(parser, argv)
-    given.pop("task", None)
+    given.pop("task")
     return task, given
 
 

@@ -9,11 +9,11 @@ token or one of the config's eos ids (see gpt/chat_template.py).
 """
 from __future__ import annotations
 
-import argparse
 import codecs
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -26,7 +26,8 @@ from gpt.sampling import check_sampling, sample_next
 
 from .chat_tuning import ChatPromptTemplate
 from .checkpoint import resolve_checkpoint
-from .flags import non_negative_seed
+from .config import DEVICE, Sampling
+from .flags import add_command, setting
 from .inference import load_finetuned, load_for_inference
 from .instruct import PromptTemplate, generate_response
 
@@ -96,7 +97,20 @@ def _questions(interactive: bool, prompt: str) -> Iterator[str]:
             yield line
 
 
-def chat(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class ChatSettings(Sampling):
+    """Talk to a model through its chat template, one message per line (Ctrl-D ends); piped, one question
+    per line. One of our instruction fine-tunes takes each line as an instruction in its Alpaca template."""
+    checkpoint: str | None = setting(None, "a model with a chat template: a .gguf file, a Hugging Face folder "
+                                     "(tokenizer_config.json's chat_template or chat_template.jinja), or one of our "
+                                     "instruction fine-tunes (Alpaca)", required=True)
+    system: str | None = setting(None, "a system message that opens the conversation", default_text="none")
+    input: str = setting("", "an instruction fine-tune only: an input passed along with every instruction "
+                         "(Alpaca's 'input')", default_text="none")
+    device: str = DEVICE("cpu")
+
+
+def chat(args: ChatSettings) -> None:
     path = resolve_checkpoint(args.checkpoint, print)     # a GGUF file is itself
     if not is_gguf(path) and read_config(path).get("task") in ("instruct", "dpo"):
         return _finetune_chat(args, path)
@@ -110,7 +124,7 @@ def chat(args: argparse.Namespace) -> None:
     _converse(model, tok, spec, args)
 
 
-def _converse(model: GPT, tok: Tokenizer, spec: ChatSpec, args: argparse.Namespace) -> None:
+def _converse(model: GPT, tok: Tokenizer, spec: ChatSpec, args: ChatSettings) -> None:
     conversation = Conversation(model, tok, spec, args.system)
     rng = np.random.default_rng(args.seed)
     interactive = sys.stdin.isatty()
@@ -121,7 +135,7 @@ def _converse(model: GPT, tok: Tokenizer, spec: ChatSpec, args: argparse.Namespa
         print(utf8.decode(b"", final=True), flush=True)
 
 
-def _finetune_chat(args: argparse.Namespace, path: Path) -> None:
+def _finetune_chat(args: ChatSettings, path: Path) -> None:
     """One of our instruction fine-tunes: each line is an instruction in its Alpaca template, or a
     turn of a conversation where it was tuned through its base's chat template."""
     model, tok, config = load_finetuned(path, device=args.device)
@@ -133,19 +147,7 @@ def _finetune_chat(args: argparse.Namespace, path: Path) -> None:
                                 args.temperature, args.seed), flush=True)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    ch = sub.add_parser("chat", help="talk to a model through its chat template, one message per line "
-                                     "(Ctrl-D ends); piped, one question per line")
-    ch.add_argument("--checkpoint", required=True,
-                    help="a model with a chat template: a .gguf file, a Hugging Face folder (tokenizer_config.json's "
-                         "chat_template or chat_template.jinja), or one of our instruction fine-tunes (Alpaca)")
-    ch.add_argument("--system", default=None, help="a system message that opens the conversation")
-    ch.add_argument("--input", default="", help="an instruction fine-tune only: an input passed along with every "
-                                                "instruction (Alpaca's 'input')")
-    ch.add_argument("--max-new-tokens", type=int, default=256)
-    ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the default)")
-    ch.add_argument("--top-k", type=int, default=None)
-    ch.add_argument("--top-p", type=float, default=None)
-    ch.add_argument("--seed", type=non_negative_seed, default=None)
-    ch.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ch.set_defaults(func=chat)
+def add_parser(sub: Any) -> None:
+    """Register `chat` on the subcommand parsers of python -m gpt."""
+    add_command(sub, "chat", ChatSettings, chat, "talk to a model through its chat template, one message per line "
+                                                 "(Ctrl-D ends); piped, one question per line")

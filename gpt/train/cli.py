@@ -14,6 +14,8 @@ import codecs
 import os
 import signal
 import sys
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from gpt import GPTClassifier
 from gpt.chat_template import read_chat, stop_ids
@@ -22,14 +24,45 @@ from gpt.lora import merge_lora
 from . import chat, evaluate
 from .checkpoint import resolve_checkpoint
 from .classify import classify_texts
+from .config import CHECKPOINT, DEVICE, MAX_NEW_TOKENS, TEMPERATURE, Sampling
 from .data import EOT
 from .distributed import check_device_ready
-from .flags import non_negative_seed
+from .flags import Settings, add_command, given_in, setting
 from .inference import check_export_folder, export_folder, load_finetuned, load_for_inference
 from .prepare import command as prepare_command
 
 
-def sample(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class SampleSettings(Sampling):
+    """Continue a text from a checkpoint, printed as it comes."""
+    checkpoint: str | None = CHECKPOINT(None)
+    prompt: str = setting("", "text to continue", default_text="start of a document")
+    stop_at_eos: bool = setting(True, "stop at <|endoftext|> and the config's eos_token_id", default_text="yes")
+    device: str = DEVICE("cpu")
+    max_new_tokens: int = MAX_NEW_TOKENS(200)
+    temperature: float = TEMPERATURE(0.8)
+
+
+@dataclass(frozen=True)
+class ClassifyTextSettings(Settings):
+    """Print the label and its probability for each text, one line per text (a blank line for a blank one)."""
+    checkpoint: str | None = setting(None, "the output folder of a classification fine-tune", required=True)
+    text: tuple[str, ...] = setting((), "texts to classify", positional=True, nargs="*",
+                                    default_text="one per line from stdin")
+    device: str = DEVICE("cpu")
+
+
+@dataclass(frozen=True)
+class ExportSettings(Settings):
+    """Write a model as a Hugging Face folder (config.json, model.safetensors, tokenizer.json);
+    the LoRA adapters of a fine-tune are merged into its weights."""
+    checkpoint: str | None = CHECKPOINT(None)
+    out: str | None = setting(None, "the folder to write; it must not hold a model already (unless --overwrite) "
+                              "nor be a training run's folder", required=True)
+    overwrite: bool = setting(False, "replace a model already in --out")
+
+
+def sample(args: SampleSettings) -> None:
     model, tok = load_for_inference(args.checkpoint, device=args.device)
     if isinstance(model, GPTClassifier):
         sys.exit(f"error: {args.checkpoint} holds a classifier, which labels texts rather than continuing them: "
@@ -50,7 +83,7 @@ def sample(args: argparse.Namespace) -> None:
     print(utf8.decode(b"", final=True))
 
 
-def classify(args: argparse.Namespace) -> None:
+def classify(args: ClassifyTextSettings) -> None:
     model, tok, config = load_finetuned(args.checkpoint, device=args.device)
     if config["task"] != "classify":
         sys.exit(f"error: {args.checkpoint} holds a model for task {config['task']!r}, not a classifier")
@@ -64,7 +97,7 @@ def classify(args: argparse.Namespace) -> None:
         print(f"{results[i][0]}\t{results[i][1]:.4f}" if i in results else "")
 
 
-def export(args: argparse.Namespace) -> None:
+def export(args: ExportSettings) -> None:
     check_export_folder(args.out, args.overwrite)            # before the model is read
     model, tok = load_for_inference(args.checkpoint)
     if isinstance(model, GPTClassifier):
@@ -76,52 +109,31 @@ def export(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m gpt", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m gpt", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("sample", help="generate text from a checkpoint, printed as it comes")
-    s.add_argument("--checkpoint", required=True,
-                   help="a checkpoint folder (config.json, model.safetensors, tokenizer.json) "
-                        "or a Hugging Face folder: GPT-2 (with vocab.json and merges.txt, or tokenizer.json), "
-                        "Llama, Qwen2 or Qwen3 (with tokenizer.json)")
-    s.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
-    s.add_argument("--max-new-tokens", type=int, default=200)
-    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--top-p", type=float, default=None)
-    s.add_argument("--seed", type=non_negative_seed, default=None)
-    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    s.add_argument("--stop-at-eos", action=argparse.BooleanOptionalAction, default=True,
-                   help="stop at <|endoftext|> and the config's eos_token_id (default: yes)")
-    s.set_defaults(func=sample)
-
-    c = sub.add_parser("classify", help="print the label and its probability for each text")
-    c.add_argument("--checkpoint", required=True, help="the output folder of a classification fine-tune")
-    c.add_argument("text", nargs="*", help="texts to classify (default: one per line from stdin)")
-    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    c.set_defaults(func=classify)
-
-    chat.add_parser(sub)
-
-    e = sub.add_parser("export", help="write a model as a Hugging Face folder (config.json, model.safetensors, "
-                                      "tokenizer.json)")
-    e.add_argument("--checkpoint", required=True, help="a training output folder, a checkpoint, an instruction "
-                                                       "fine-tune (LoRA adapters are merged) or a Hugging Face folder")
-    e.add_argument("--out", required=True, help="the folder to write; it must not hold a model already "
-                                                "(unless --overwrite) nor be a training run's folder")
-    e.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
-    e.set_defaults(func=export)
-
+    add_command(sub, "sample", SampleSettings, sample, "generate text from a checkpoint, printed as it comes")
+    add_command(sub, "classify", ClassifyTextSettings, classify, "print the label and its probability for each text")
+    chat.add_parser(sub)                      # python -m gpt chat: gpt/train/chat.py
+    add_command(sub, "export", ExportSettings, export,
+                "write a model as a Hugging Face folder (config.json, model.safetensors, tokenizer.json)")
     evaluate.add_parser(sub)                  # python -m gpt eval: gpt/train/evaluate.py
     prepare_command.register(sub)             # python -m gpt prepare: gpt/train/prepare/
     return ap
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None) -> tuple[Callable[[Any], Any], Settings]:
+    """(the command, its settings): every value checked, a bad one a ValueError naming its flag."""
     args = build_parser().parse_args(argv)
+    return args.func, args.settings(**given_in(args, skip=("command", "func", "settings")))
+
+
+def main(argv: list[str] | None = None) -> None:
     try:
-        if "device" in args:
-            check_device_ready(args.device)
-        args.func(args)
+        run, settings = parse(argv)
+        if hasattr(settings, "device"):
+            check_device_ready(settings.device)
+        run(settings)
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:   # ImportError: an extra to install
         sys.exit(f"error: {e}")
     except BrokenPipeError:

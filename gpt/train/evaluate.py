@@ -10,10 +10,10 @@ module reads the files, encodes them as the model's tokenizer does, and prints.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,10 +29,12 @@ from gpt.pretrained import CONFIG_FILE, TOKENIZER_FILE, hf_model_type, is_gguf, 
 from tinytensor.functional import IGNORE_INDEX
 
 from .checkpoint import CKPT_DIR, STATE_FILE, resolve_checkpoint
+from .config import CHECKPOINT, DEVICE, ERRORS
 from .data import EOT, read_text
 from .prepare import open_prepared
 from .prepare.sources import SourceStats, documents
 from .data import pad_id
+from .flags import Settings, add_command, at_least, non_negative, setting
 from .inference import load_for_inference
 from .instruct import (ALPACA, PromptTemplate, _parse_json, collate, encode_example, generate_response,
                        read_instructions)
@@ -221,12 +223,37 @@ def instruct_eval(model: GPT, tok: Tokenizer, template: PromptTemplate, entries:
 
 
 # ---- the command ---------------------------------------------------------------------------
-def evaluate(args: argparse.Namespace) -> None:
-    for name in ("context", "stride", "batch_size", "limit"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            sys.exit(f"error: --{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.max_new_tokens < 0:
-        sys.exit(f"error: --max-new-tokens must be >= 0, got {args.max_new_tokens}")
+@dataclass(frozen=True)
+class EvalSettings(Settings):
+    """Measure a model on local files: perplexity and bits per byte of a text (--data, --val),
+    zero-shot multiple choice (--choices), or answers to instructions (--instruct)."""
+    checkpoint: str | None = CHECKPOINT(None)
+    # what to score: exactly one of
+    data: str | None = setting(None, "a text file, a folder of .txt files or a .jsonl with 'text' (documents are "
+                               "joined with <|endoftext|>), or a folder prepare_data wrote (its val split)",
+                               one_of="what")
+    val: bool = setting(False, "the whole val split of the run that trained --checkpoint", one_of="what")
+    choices: str | None = setting(None, "multiple choice: a HellaSwag-format .jsonl (ctx, endings, label)",
+                                  one_of="what")
+    instruct: str | None = setting(None, "an Alpaca-format JSON or JSONL (instruction, input, output)",
+                                   one_of="what")
+    context: int | None = setting(None, "tokens per window", check=at_least(1), default_text="the block size")
+    stride: int | None = setting(None, "tokens between window starts; each scored token sees at least "
+                                 "context - stride before it", check=at_least(1),
+                                 default_text="half the context; = context: disjoint")
+    batch_size: int = setting(8, "windows (or examples) per forward", check=at_least(1))
+    limit: int | None = setting(None, "only the first N items or examples", check=at_least(1), default_text="all")
+    # not the sampling flags' --max-new-tokens: 0 here skips the answers
+    max_new_tokens: int = setting(256, "--instruct: tokens per greedy answer; 0 skips the answers (reference NLL "
+                                  "only)", check=non_negative)
+    prompt_template: str | None = setting(None, "--instruct: a JSON file {with_input, without_input}",
+                                          default_text="the fine-tune's own, else Alpaca's")
+    errors: str = ERRORS("strict")
+    json: bool = setting(False, "print the results as one JSON line last")
+    device: str = DEVICE("cpu")
+
+
+def evaluate(args: EvalSettings) -> None:
     quiet: Callable[[str], None] = lambda text: None   # noqa: E731
     if args.max_new_tokens and args.instruct:
         try:
@@ -271,26 +298,5 @@ def evaluate(args: argparse.Namespace) -> None:
 
 def add_parser(sub: Any) -> None:
     """Register `eval` on the subcommand parsers of python -m gpt."""
-    ev = sub.add_parser("eval", help="perplexity and bits per byte of a text, multiple-choice accuracy, "
-                                     "or instruction answers scored against references")
-    ev.add_argument("--checkpoint", required=True, help="anything `sample` takes: a checkpoint or training output "
-                                                        "folder, a fine-tune, a Hugging Face GPT-2/Llama/Qwen folder")
-    what = ev.add_mutually_exclusive_group(required=True)
-    what.add_argument("--data", help="a text file, a folder of .txt files or a .jsonl with 'text' (documents are "
-                                     "joined with <|endoftext|>), or a folder prepare_data wrote (its val split)")
-    what.add_argument("--val", action="store_true", help="the whole val split of the run that trained --checkpoint")
-    what.add_argument("--choices", help="multiple choice: a HellaSwag-format .jsonl (ctx, endings, label)")
-    what.add_argument("--instruct", help="an Alpaca-format JSON or JSONL (instruction, input, output)")
-    ev.add_argument("--context", type=int, default=None, help="tokens per window (default: the block size)")
-    ev.add_argument("--stride", type=int, default=None, help="tokens between window starts; each scored token sees "
-                    "at least context - stride before it (default: half the context; = context: disjoint)")
-    ev.add_argument("--batch-size", type=int, default=8, help="windows (or examples) per forward")
-    ev.add_argument("--limit", type=int, default=None, help="only the first N items or examples")
-    ev.add_argument("--max-new-tokens", type=int, default=256,
-                    help="--instruct: tokens per greedy answer; 0 skips the answers (reference NLL only)")
-    ev.add_argument("--prompt-template", default=None, help="--instruct: a JSON file {with_input, without_input} "
-                    "(default: the fine-tune's own, else Alpaca's)")
-    ev.add_argument("--errors", default="strict", choices=("strict", "replace"), help="undecodable UTF-8 in --data")
-    ev.add_argument("--json", action="store_true", help="print the results as one JSON line last")
-    ev.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ev.set_defaults(func=evaluate)
+    add_command(sub, "eval", EvalSettings, evaluate, "perplexity and bits per byte of a text, multiple-choice "
+                                                      "accuracy, or instruction answers scored against references")

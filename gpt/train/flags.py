@@ -1,24 +1,29 @@
 """Settings declared once: a dataclass field is the setting, its flag, its type, its default and its help.
 
     @dataclass(frozen=True)
-    class MyConfig:
+    class MyConfig(Settings):                           # Settings: every value validated when one is made
         lr: float = setting(1e-3, "peak learning rate", group="optimisation", check=positive)
 
     parser = build_parser(MyConfig, prog="train.py")   # --lr, typed, grouped, "(default: 0.001)" in its help
     given = parse_given(parser, argv)                   # only the flags on the command line: {"lr": 0.01}
     cfg = MyConfig(**given)                             # the dataclass validates every value
 
-A field's flag is its name with dashes (`max_iters` -> `--max-iters`). Flags left
-out are absent from `given` rather than set to their default, so a resumed run
-can tell "not given" from "given with the default value".
+add_settings fills a subcommand's parser the same way (python -m gpt's commands,
+gpt/train/cli.py). A flag several classes share is declared once with flag(), and
+each class gives it its own default. A field's flag is its name with dashes
+(`max_iters` -> `--max-iters`). Flags left out are absent from `given` rather than
+set to their default, so a resumed run can tell "not given" from "given with the
+default value".
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import math
 import types
 import typing
-from dataclasses import Field, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any, Callable
 
 Check = Callable[[Any], str | None]   # the problem with a value, or None when it is fine
@@ -26,17 +31,45 @@ Check = Callable[[Any], str | None]   # the problem with a value, or None when i
 
 def setting(default: Any, help: str, *, group: str | None = None, choices: tuple[str, ...] | None = None,
             check: Check | None = None, required: bool = False, default_text: str | None = None,
-            on_resume: bool = False) -> Any:
+            on_resume: bool = False, parse: Callable[[str], Any] | None = None, nargs: str | None = None,
+            metavar: str | None = None, positional: bool = False, one_of: str | None = None) -> Any:
     """A dataclass field that is also a command-line flag.
 
     check: returns what is wrong with a value (see positive, at_least, ...); every
     float is also required to be finite. required: the flag must be given.
     default_text: how --help shows the default, when the value itself would mislead.
     on_resume: a resumed pretraining run may change it (see gpt.train.pretrain).
+    parse: turns the flag's text into its value, refusing what it cannot be (an
+    argparse type, such as non_negative_seed); the field's type by default.
+    nargs, metavar: as argparse has them; a list given is kept as a tuple.
+    positional: an argument without a dash (`text`, not `--text`).
+    one_of: the name of a set of flags of which exactly one must be given.
     """
     meta = {"help": help, "group": group, "choices": choices, "check": check, "required": required,
-            "default_text": default_text, "on_resume": on_resume}
+            "default_text": default_text, "on_resume": on_resume, "parse": parse, "nargs": nargs,
+            "metavar": metavar, "positional": positional, "one_of": one_of}
     return field(default=default, metadata=meta)
+
+
+def flag(help: str, **meta: Any) -> Callable[..., Any]:
+    """A setting that several settings classes have, declared once: its help, checks and
+    choices here, and each class its own default where it uses it:
+
+        DEVICE = flag("where the arrays live", choices=("cpu", "cuda"))
+        device: str = DEVICE("cpu")                  # in each class
+    """
+    return functools.partial(setting, help=help, **meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A base for settings classes: every value is validated when one is made."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def flag_name(name: str) -> str:
@@ -96,50 +129,88 @@ def _comma_list(text: str) -> tuple[str, ...]:
     return tuple(part for part in text.split(",") if part)
 
 
+def _shows_default(f: Field, kind: Any) -> bool:
+    """A required flag, one of a set, and an off-by-default switch have no default to show."""
+    meta = f.metadata
+    return not (meta["required"] or meta["one_of"] or (kind is bool and f.default is False))
+
+
+def _value_type(meta: Any, kind: Any) -> Callable[[str], Any]:
+    """What turns a flag's text into its value: `parse`, else the field's type; a tuple's
+    values come as separate arguments (with nargs) or as one comma-separated argument."""
+    if meta["parse"]:
+        return meta["parse"]
+    if typing.get_origin(kind) is tuple:
+        return typing.get_args(kind)[0] if meta["nargs"] else _comma_list
+    return kind
+
+
 def _add_flag(parser: Any, f: Field, hint: Any) -> None:
     meta, kind = f.metadata, _base_type(hint)
-    shown = meta["default_text"] or f.default
     kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": meta["help"]}
+    if _shows_default(f, kind):
+        kw["help"] += f" (default: {meta['default_text'] or f.default})"
     if kind is bool:
         # --x and --no-x, unless the default is False (then --x alone); None: a default decided later
         kw["action"] = argparse.BooleanOptionalAction if f.default is not False else "store_true"
-        if f.default is not False:
-            kw["help"] += f" (default: {shown})"
     else:
-        if typing.get_origin(kind) is tuple:
-            kw["type"], kw["metavar"] = _comma_list, "A,B,..."
-        else:
-            kw["type"] = kind
-        kw["choices"] = meta["choices"]
-        kw["required"] = meta["required"]
-        if not meta["required"]:
-            kw["help"] += f" (default: {shown})"
-    parser.add_argument(flag_name(f.name), **kw)
+        comma_list = typing.get_origin(kind) is tuple and not meta["nargs"]
+        kw.update(type=_value_type(meta, kind), choices=meta["choices"], nargs=meta["nargs"],
+                  metavar=meta["metavar"] or ("A,B,..." if comma_list else None))
+        if not meta["positional"]:
+            kw["required"] = meta["required"]
+    parser.add_argument(f.name if meta["positional"] else flag_name(f.name), **kw)
 
 
-def build_parser(config_cls: type, prog: str, description: str = "",
-                 extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
-    """An ArgumentParser with one flag per field of `config_cls`, in argument
-    groups by the fields' `group`; `extra` may add flags that are not settings."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    if extra is not None:
-        extra(parser)
+def add_settings(parser: argparse.ArgumentParser, config_cls: type) -> argparse.ArgumentParser:
+    """Fill `parser` (a parser or a subcommand's) with one flag per field of `config_cls`
+    that is a setting, in argument groups by the fields' `group`."""
     hints = typing.get_type_hints(config_cls)
     groups: dict[str | None, Any] = {None: parser}
-    for f in fields(config_cls):
-        if "help" not in f.metadata:
-            continue
+    sets: dict[str, Any] = {}           # one_of -> its mutually exclusive group
+    flags = [f for f in fields(config_cls) if "help" in f.metadata]
+    # the ungrouped flags first, then group by group: the usage line lists them as --help does
+    order = list(dict.fromkeys([None] + [f.metadata["group"] for f in flags]))
+    for f in sorted(flags, key=lambda f: order.index(f.metadata["group"])):
         group = f.metadata["group"]
         if group not in groups:
             groups[group] = parser.add_argument_group(group)
-        _add_flag(groups[group], f, hints[f.name])
+        target = groups[group]
+        one_of = f.metadata["one_of"]
+        if one_of:
+            if one_of not in sets:
+                sets[one_of] = target.add_mutually_exclusive_group(required=True)
+            target = sets[one_of]
+        _add_flag(target, f, hints[f.name])
     return parser
+
+
+def build_parser(config_cls: type, prog: str, description: str = "",
+                 parents: tuple[argparse.ArgumentParser, ...] = ()) -> argparse.ArgumentParser:
+    """An ArgumentParser with the flags of `config_cls` (see add_settings), after those of `parents`."""
+    parser = argparse.ArgumentParser(prog=prog, description=inspect.cleandoc(description), parents=list(parents),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_settings(parser, config_cls)
+
+
+def add_command(sub: Any, name: str, config_cls: type, run: Callable[[Any], Any], help: str) -> None:
+    """The subcommand `name` of `sub` (a parser's add_subparsers()), its flags the fields of
+    `config_cls` and its description the class's docstring. Parsed, it holds `func` (run)
+    and `settings` (config_cls), to be made from given_in(args) and passed to run."""
+    parser = sub.add_parser(name, help=help, description=inspect.cleandoc(config_cls.__doc__ or ""),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_settings(parser, config_cls).set_defaults(func=run, settings=config_cls)
+
+
+def given_in(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings in parsed `args`, as field name -> value, less the entries named in `skip`."""
+    return {name: tuple(value) if isinstance(value, list) else value
+            for name, value in vars(args).items() if name not in skip}
 
 
 def parse_given(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, Any]:
     """The flags given on the command line, as field name -> value."""
-    return vars(parser.parse_args(argv))
+    return given_in(parser.parse_args(argv))
 
 
 def non_negative_seed(text: str) -> int:

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
-from ..flags import at_least, fraction, probability, setting, validate
+from ..flags import Settings, at_least, fraction, probability, setting
 from .tokenizer import TOKENIZERS
 
 
 @dataclass(frozen=True)
-class PrepareConfig:
+class PrepareConfig(Settings):
     """Stream a corpus through filters and a tokenizer into token shards in --out."""
-    data: tuple[str, ...] | None = None   # the inputs (a flag of its own: --data PATH...); None: CPython's docs
+    data: tuple[str, ...] | None = setting(None, "text files, .jsonl, .parquet (plain, .gz or .zst) or folders of "
+                                           "them", nargs="+", metavar="PATH",
+                                           default_text="CPython's reference docs")
     out: str | None = setting(None, "the folder to write: shards, tokenizer.json and meta.json", group="output",
                        required=True)
     overwrite: bool = setting(False, "replace a prepared folder already in --out", group="output")
@@ -57,7 +58,7 @@ class PrepareConfig:
     progress: bool = setting(True, "progress bars and the summary", group="speed")
 
     def __post_init__(self) -> None:
-        validate(self)
+        super().__post_init__()
         if self.data is not None and not self.data:
             raise ValueError("--data needs at least one path")
         if self.split_text == "":
@@ -65,9 +66,6 @@ class PrepareConfig:
         if self.workers is None:
             object.__setattr__(self, "workers", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                else os.cpu_count() or 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def filters_on(self) -> list[str]:
         return [name for name, on in (("fix_text", self.fix_text), ("lang", bool(self.lang)),
