@@ -25,7 +25,7 @@ Everything a run writes lands in --out:
 --task classify | instruct | dpo fine-tunes a pretrained model (one of our runs or
 checkpoints, or a Hugging Face GPT-2 / Llama / Qwen folder) through the same loop; its flags are
 listed by `python train.py --task classify --help` (see gpt/train/finetune.py).
-Every flag is a field of a dataclass in gpt/train/config.py.
+Every flag is a field of a dataclass in gpt/train/settings.py.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ from gpt import GPT  # noqa: E402
 from gpt.pretrained import write_json  # noqa: E402
 from gpt.train import distributed  # noqa: E402
 from gpt.train.checkpoint import Checkpoint, DiskFull, latest_checkpoint  # noqa: E402
-from gpt.train.config import CONFIGS, TASKS, ClassifyConfig, DPOConfig, InstructConfig, PretrainConfig  # noqa: E402
+from gpt.train.settings import CONFIGS, TASKS, ClassifyConfig, DPOConfig, InstructConfig, PretrainConfig  # noqa: E402
 from gpt.train.data import prepare_data  # noqa: E402
 from gpt.train.dpo import finetune_dpo  # noqa: E402
 from gpt.train.finetune import finetune_classifier, finetune_instruct  # noqa: E402

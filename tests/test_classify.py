@@ -16,7 +16,7 @@ from bpe import Tokenizer
 from gpt import GPT, GPTClassifier, GPTConfig
 from gpt.train.cli import main
 from gpt.train.classify import balance, classify_texts, label_ids, pad_batch, read_labeled
-from gpt.train.config import ClassifyConfig
+from gpt.train.settings import ClassifyConfig
 from gpt.train.finetune import finetune_classifier
 from gpt.train.inference import load_base, load_finetuned
 from gpt.lora import LoRALinear

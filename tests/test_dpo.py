@@ -18,7 +18,7 @@ from bpe import Tokenizer
 from gpt import GPT, GPTConfig
 from gpt.lora import adapters_off, apply_lora
 from gpt.train.cli import main as gpt_main
-from gpt.train.config import DPOConfig
+from gpt.train.settings import DPOConfig
 from gpt.train.dpo import (Preferences, Reference, collate_pairs, encode_pair, finetune_dpo, frozen_copy,
                            read_preferences, response_log_probs)
 from gpt.train.finetune import split_dataset

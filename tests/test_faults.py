@@ -16,7 +16,7 @@ from bpe import Tokenizer
 from gpt import GPT, GPTClassifier, GPTConfig
 from gpt.train.checkpoint import BrokenCheckpoint, Checkpoint, latest_checkpoint, list_checkpoints
 from gpt.train.cli import main as gpt_cli
-from gpt.train.config import ClassifyConfig
+from gpt.train.settings import ClassifyConfig
 from gpt.train.finetune import finetune_classifier
 from gpt.train.inference import load_base, load_for_inference
 from gpt.train.loop import Diverged

@@ -11,7 +11,7 @@ import pytest
 
 import train
 from gpt.train import cli
-from gpt.train.config import CONFIGS
+from gpt.train.settings import CONFIGS
 from gpt.train.flags import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]

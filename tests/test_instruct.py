@@ -15,7 +15,7 @@ import tinytensor as tt
 from bpe import Tokenizer
 from gpt import GPT, GPTConfig
 from gpt.train.cli import main
-from gpt.train.config import InstructConfig
+from gpt.train.settings import InstructConfig
 from gpt.train.finetune import finetune_instruct
 from gpt.train.inference import load_finetuned
 from gpt.train.instruct import ALPACA, PromptTemplate, collate, encode_example, read_instructions

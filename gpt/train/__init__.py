@@ -1,6 +1,6 @@
 """The training application around the model: what `train.py` and `python -m gpt` are made of.
 
-    config      every setting of a run, declared once (the flags come from it)
+    settings    every setting of a run, declared once (the flags come from it)
     flags       dataclass fields -> command-line flags
     data        corpus -> prepared token shards (prepare/) -> random or epoch batches (pretraining)
     prepare/    the data pipeline: stream, filter, deduplicate, tokenize in parallel, shard

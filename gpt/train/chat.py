@@ -26,7 +26,7 @@ from gpt.sampling import check_sampling, sample_next
 
 from .chat_tuning import ChatPromptTemplate
 from .checkpoint import resolve_checkpoint
-from .config import DEVICE, Sampling
+from .settings import DEVICE, Sampling
 from .flags import add_command, setting
 from .inference import load_finetuned, load_for_inference
 from .instruct import PromptTemplate, generate_response

@@ -24,7 +24,7 @@ from gpt.lora import merge_lora
 from . import chat, evaluate
 from .checkpoint import resolve_checkpoint
 from .classify import classify_texts
-from .config import CHECKPOINT, DEVICE, MAX_NEW_TOKENS, TEMPERATURE, Sampling
+from .settings import CHECKPOINT, DEVICE, MAX_NEW_TOKENS, TEMPERATURE, Sampling
 from .data import EOT
 from .distributed import check_device_ready
 from .flags import Settings, add_command, given_in, setting

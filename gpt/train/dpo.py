@@ -42,7 +42,7 @@ from tinytensor.backend import to_device
 
 from . import instruct
 from .checkpoint import resolve_checkpoint
-from .config import DPOConfig
+from .settings import DPOConfig
 from .data import pad_id, read_text
 from .distributed import Comm, SingleProcess
 from .epochs import EpochBatches, EpochTask

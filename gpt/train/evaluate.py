@@ -29,7 +29,7 @@ from gpt.pretrained import CONFIG_FILE, TOKENIZER_FILE, hf_model_type, is_gguf, 
 from tinytensor.functional import IGNORE_INDEX
 
 from .checkpoint import CKPT_DIR, STATE_FILE, resolve_checkpoint
-from .config import CHECKPOINT, DEVICE, ERRORS
+from .settings import CHECKPOINT, DEVICE, ERRORS
 from .data import EOT, read_text
 from .prepare import open_prepared
 from .prepare.sources import SourceStats, documents

@@ -40,7 +40,7 @@ from tinytensor import nn, optim
 from . import classify, instruct
 from .chat_tuning import ChatPromptTemplate, choose_template
 from .checkpoint import digests, resolve_checkpoint
-from .config import ClassifyConfig, FinetuneConfig, InstructConfig
+from .settings import ClassifyConfig, FinetuneConfig, InstructConfig
 from .data import pad_id
 from .inference import LORA_FILE, load_base
 from .distributed import Comm, SingleProcess

@@ -24,7 +24,7 @@ from tinytensor.functional import IGNORE_INDEX
 from tinytensor.random import get_rng_state, set_rng_state
 
 from .checkpoint import Checkpoint, latest_checkpoint, latest_good_checkpoint, save_checkpoint, step_folder
-from .config import PretrainConfig, changeable_on_resume
+from .settings import PretrainConfig, changeable_on_resume
 from .data import EOT, BatchSampler, PreparedData, make_sampler, unigram_loss
 from .flags import flag_name
 from .distributed import Comm, SingleProcess, seed_per_rank
