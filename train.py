@@ -132,7 +132,7 @@ def pretrain(cfg: PretrainConfig, ckpt: Checkpoint | None, comm: Comm) -> None:
     if trainer.stopped_by is not None:   # saved; a scheduler's SIGTERM (or a Ctrl-C) must not read as success
         say(f"continue with: python train.py --resume --out {out}")
         raise SystemExit(128 + trainer.stopped_by)
-    if trainer.step < cfg.max_iters:
+    if trainer.step < cfg.max_steps:
         say(f"continue with: python train.py --resume --out {out}")
     say(f"done: step {trainer.step} in {time.perf_counter() - start:.0f}s; "
         f"sample with: python -m gpt sample --checkpoint {out}")

@@ -372,3 +372,23 @@ def test_classify_from_stdin_prints_one_line_per_input_line(tmp_path, monkeypatc
     for line in (lines[0], lines[3]):
         label, prob = line.split("\t")
         assert label in ("a", "b") and 0.0 <= float(prob) <= 1.0
+
+
+def test_a_checkpoint_naming_the_step_counts_as_iters_resumes(corpus, tmp_path):
+    """Checkpoints written before the code said "step" throughout hold max_iters, warmup_iters,
+    lr_decay_iters and eval_iters in config.json: they resume under the new names."""
+    from gpt.train.checkpoint import CONFIG_FILE, STATE_FILE, digests
+
+    out = tmp_path / "out"
+    train_run(corpus, out, "--max-iters", "2", "--warmup-iters", "1")
+    folder = max((out / "ckpt").glob("step_*"))
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    old = {"max_steps": "max_iters", "warmup_steps": "warmup_iters", "decay_steps": "lr_decay_iters",
+           "eval_batches": "eval_iters"}
+    config["train"] = {old.get(k, k): v for k, v in config["train"].items()}
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    state = json.loads((folder / STATE_FILE).read_text())
+    state["checksums"] = digests(folder, (CONFIG_FILE,))
+    (folder / STATE_FILE).write_text(json.dumps(state))
+    train_run(corpus, out, "--max-iters", "3", "--resume")
+    assert (out / "ckpt" / "step_000003").is_dir()

@@ -38,7 +38,7 @@ def test_a_few_steps_reduce_the_loss(corpus, tmp_path, device):
     assert len(steps) == 30 and all(m["tokens_per_s"] > 0 and m["mfu"] > 0 for m in steps)
     # the resolved config, preset values included, is written beside the run
     run_cfg = json.loads((out / "run.json").read_text())
-    assert run_cfg["train"]["n_layer"] == 1 and run_cfg["train"]["lr_decay_iters"] == 30
+    assert run_cfg["train"]["n_layer"] == 1 and run_cfg["train"]["decay_steps"] == 30
     assert run_cfg["train"]["device"] == device
     assert run_cfg["model"]["vocab_size"] == 257 and run_cfg["model"]["n_embd"] == 16
 

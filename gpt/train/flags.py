@@ -11,7 +11,7 @@
 add_settings fills a subcommand's parser the same way (python -m gpt's commands,
 gpt/train/cli.py). A flag several classes share is declared once with flag(), and
 each class gives it its own default. A field's flag is its name with dashes
-(`max_iters` -> `--max-iters`). Flags left out are absent from `given` rather than
+(`batch_size` -> `--batch-size`), unless it has a spelling of its own. Flags left out are absent from `given` rather than
 set to their default, so a resumed run can tell "not given" from "given with the
 default value".
 """
@@ -32,7 +32,8 @@ Check = Callable[[Any], str | None]   # the problem with a value, or None when i
 def setting(default: Any, help: str, *, group: str | None = None, choices: tuple[str, ...] | None = None,
             check: Check | None = None, required: bool = False, default_text: str | None = None,
             on_resume: bool = False, parse: Callable[[str], Any] | None = None, nargs: str | None = None,
-            metavar: str | None = None, positional: bool = False, one_of: str | None = None) -> Any:
+            metavar: str | None = None, positional: bool = False, one_of: str | None = None,
+            spelling: str | None = None) -> Any:
     """A dataclass field that is also a command-line flag.
 
     check: returns what is wrong with a value (see positive, at_least, ...); every
@@ -44,10 +45,12 @@ def setting(default: Any, help: str, *, group: str | None = None, choices: tuple
     nargs, metavar: as argparse has them; a list given is kept as a tuple.
     positional: an argument without a dash (`text`, not `--text`).
     one_of: the name of a set of flags of which exactly one must be given.
+    spelling: the flag, where it is not the field's name with dashes (nanoGPT's
+    --max-iters for the field max_steps: the code says "step" throughout).
     """
     meta = {"help": help, "group": group, "choices": choices, "check": check, "required": required,
             "default_text": default_text, "on_resume": on_resume, "parse": parse, "nargs": nargs,
-            "metavar": metavar, "positional": positional, "one_of": one_of}
+            "metavar": metavar, "positional": positional, "one_of": one_of, "spelling": spelling}
     return field(default=default, metadata=meta)
 
 
@@ -72,7 +75,11 @@ class Settings:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def flag_name(name: str) -> str:
+def flag_name(name: str, config_cls: Any = None) -> str:
+    """The flag of field `name` (of `config_cls`, where it may be spelled otherwise)."""
+    for f in fields(config_cls) if config_cls is not None else ():
+        if f.name == name and f.metadata.get("spelling"):
+            return f.metadata["spelling"]
     return "--" + name.replace("_", "-")
 
 
@@ -103,7 +110,7 @@ def validate(config: Any) -> None:
         value = getattr(config, f.name)
         if value is None:
             if f.metadata.get("required"):
-                raise ValueError(f"{flag_name(f.name)} is required")
+                raise ValueError(f"{flag_name(f.name, config)} is required")
             continue
         problem = None
         if isinstance(value, float) and not math.isfinite(value):
@@ -113,7 +120,7 @@ def validate(config: Any) -> None:
         elif f.metadata.get("check"):
             problem = f.metadata["check"](value)
         if problem:
-            raise ValueError(f"{flag_name(f.name)} {problem}, got {value!r}")
+            raise ValueError(f"{flag_name(f.name, config)} {problem}, got {value!r}")
 
 
 # ---- the parser ----------------------------------------------------------------------
@@ -159,7 +166,12 @@ def _add_flag(parser: Any, f: Field, hint: Any) -> None:
                   metavar=meta["metavar"] or ("A,B,..." if comma_list else None))
         if not meta["positional"]:
             kw["required"] = meta["required"]
-    parser.add_argument(f.name if meta["positional"] else flag_name(f.name), **kw)
+    name = f.name if meta["positional"] else meta["spelling"] or flag_name(f.name)
+    if not meta["positional"]:
+        kw["dest"] = f.name                              # the field, whatever the flag's spelling
+        if kind is not bool and not kw["metavar"] and not kw["choices"]:
+            kw["metavar"] = name[2:].replace("-", "_").upper()
+    parser.add_argument(name, **kw)
 
 
 def add_settings(parser: argparse.ArgumentParser, config_cls: type) -> argparse.ArgumentParser:

@@ -64,10 +64,13 @@ def _resolve(given: dict[str, Any], say: Callable[[str], None]) -> tuple[Pretrai
     if ckpt is None:
         none = "no good checkpoint (see above)" if had_any else "no checkpoint"
         raise FileNotFoundError(f"--resume: there is {none} in {out / 'ckpt'} to continue from")
-    saved = PretrainConfig(**ckpt.config["train"])
+    # the names of the step counts in checkpoints written before the code said "step" throughout
+    renamed = {"max_iters": "max_steps", "warmup_iters": "warmup_steps", "lr_decay_iters": "decay_steps",
+               "eval_iters": "eval_batches"}
+    saved = PretrainConfig(**{renamed.get(k, k): v for k, v in ckpt.config["train"].items()})
     may_change = changeable_on_resume()
     differences = [
-        f"{flag_name(k)}: the checkpoint has {getattr(saved, k)!r}, the command line {v!r}"
+        f"{flag_name(k, PretrainConfig)}: the checkpoint has {getattr(saved, k)!r}, the command line {v!r}"
         for k, v in given.items() if k not in may_change and getattr(saved, k) != v
     ]
     if differences:
@@ -76,18 +79,18 @@ def _resolve(given: dict[str, Any], say: Callable[[str], None]) -> tuple[Pretrai
             + "\ndrop these flags to continue it as it was, or start a new run with another --out"
         )
     cfg = PretrainConfig(**{**saved.to_dict(), **{k: v for k, v in given.items() if k in may_change}})
-    if cfg.max_iters < ckpt.step:
-        raise ValueError(f"--max-iters {cfg.max_iters} is below the checkpoint's step {ckpt.step} ({ckpt.folder}): "
+    if cfg.max_steps < ckpt.step:
+        raise ValueError(f"--max-iters {cfg.max_steps} is below the checkpoint's step {ckpt.step} ({ckpt.folder}): "
                          f"give a --max-iters above {ckpt.step} to train on, or sample from it as it is")
-    if cfg.max_iters > cfg.lr_decay_iters:
-        say(f"note: the learning-rate schedule ends at step {cfg.lr_decay_iters} (--lr-decay-iters, fixed by the "
+    if cfg.max_steps > cfg.decay_steps:
+        say(f"note: the learning-rate schedule ends at step {cfg.decay_steps} (--lr-decay-iters, fixed by the "
             f"first run); steps past it run at --min-lr {cfg.min_lr}")
     return cfg, ckpt
 
 
 class LanguageModeling:
     """Next-token prediction: each micro-batch is `batch_size` random windows of the
-    training tokens; evaluation is the mean loss over `eval_iters` fixed batches
+    training tokens; evaluation is the mean loss over `eval_batches` fixed batches
     per split (and the val split's bits per byte), plus a short sample; with
     --full-val the final one also scores the whole val split in disjoint windows."""
 
@@ -123,7 +126,7 @@ class LanguageModeling:
         for i, (split, tokens) in enumerate((("train", self.data.train), ("val", self.data.val))):
             sampler = BatchSampler(tokens, self.block_size, self.cfg.batch_size, seed=[self.cfg.seed, 100 + i],
                                    name=split)
-            batches = [Batch(sampler.sample(), n_targets=0, n_tokens=0) for _ in range(self.cfg.eval_iters)]
+            batches = [Batch(sampler.sample(), n_targets=0, n_tokens=0) for _ in range(self.cfg.eval_batches)]
             losses[split], bpb[split] = self._loss_and_bpb(model, batches, comm)
         row = {"train_loss": losses["train"], "val_loss": losses["val"], "val_ppl": perplexity(losses["val"]),
                "val_bpb": bpb["val"]}

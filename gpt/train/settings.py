@@ -107,20 +107,22 @@ class PretrainConfig(Settings):
     # optimisation
     batch_size: int = BATCH_SIZE(32)
     grad_accum: int = GRAD_ACCUM(1)
-    max_iters: int = setting(500, "optimizer steps", group="optimisation", check=at_least(0), on_resume=True)
+    # the step counts keep nanoGPT's flags (--max-iters ...); the code says "step" throughout
+    max_steps: int = setting(500, "optimizer steps", group="optimisation", check=at_least(0), on_resume=True,
+                             spelling="--max-iters")
     lr: float = LR(2e-3)
     min_lr: float = MIN_LR(2e-4)
-    warmup_iters: int = WARMUP(50)
-    lr_decay_iters: int | None = setting(None, "step where the cosine reaches --min-lr; fixed by the first run, so "
+    warmup_steps: int = WARMUP(50, spelling="--warmup-iters")
+    decay_steps: int | None = setting(None, "step where the cosine reaches --min-lr; fixed by the first run, so "
                                          "plan a longer schedule from the start", group="optimisation",
-                                         check=at_least(0), default_text="--max-iters")
+                                         check=at_least(0), default_text="--max-iters", spelling="--lr-decay-iters")
     weight_decay: float = WEIGHT_DECAY(0.1)
     beta2: float = setting(0.99, "AdamW beta2", group="optimisation", check=probability)
     grad_clip: float = GRAD_CLIP(1.0)
     # evaluation, checkpoints, logging
     eval_interval: int = setting(100, "steps between evaluations", group="run", check=at_least(1), on_resume=True)
-    eval_iters: int = setting(20, "batches per split in an evaluation", group="run", check=at_least(1),
-                              on_resume=True)
+    eval_batches: int = setting(20, "batches per split in an evaluation", group="run", check=at_least(1),
+                                on_resume=True, spelling="--eval-iters")
     full_val: bool = setting(False, "the final evaluation also scores the whole val split in disjoint block_size "
                              "windows (val_full_loss, val_full_bpb)", group="run", on_resume=True)
     sample_tokens: int = setting(120, "tokens generated at each evaluation; 0 for none", group="run",
@@ -146,18 +148,18 @@ class PretrainConfig(Settings):
         for name in MODEL_FIELDS:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, getattr(preset, name))
-        if self.lr_decay_iters is None:
-            object.__setattr__(self, "lr_decay_iters", self.max_iters)
+        if self.decay_steps is None:
+            object.__setattr__(self, "decay_steps", self.max_steps)
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr ({self.min_lr}) is above --lr ({self.lr}): the schedule decays from --lr "
                              "down to --min-lr, so give a --min-lr at most --lr")
-        if self.warmup_iters > self.lr_decay_iters:
-            raise ValueError(f"--warmup-iters ({self.warmup_iters}) must be between 0 and --lr-decay-iters "
-                             f"(which is {self.lr_decay_iters}; it defaults to --max-iters): lower it for a short run")
+        if self.warmup_steps > self.decay_steps:
+            raise ValueError(f"--warmup-iters ({self.warmup_steps}) must be between 0 and --lr-decay-iters "
+                             f"(which is {self.decay_steps}; it defaults to --max-iters): lower it for a short run")
 
     def loop(self) -> LoopConfig:
-        return LoopConfig(max_steps=self.max_iters, lr=self.lr, min_lr=self.min_lr, warmup_steps=self.warmup_iters,
-                          decay_steps=self.lr_decay_iters, grad_accum=self.grad_accum, grad_clip=self.grad_clip,
+        return LoopConfig(max_steps=self.max_steps, lr=self.lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps,
+                          decay_steps=self.decay_steps, grad_accum=self.grad_accum, grad_clip=self.grad_clip,
                           eval_interval=self.eval_interval, eval_at_start=True, eval_at_end=True,
                           checkpoint_interval=self.checkpoint_interval)
 
