@@ -50,6 +50,9 @@ GPT_DEFAULTS = {
              {"checkpoint": "m", "data": "x", "val": False, "choices": None, "instruct": None, "context": None,
               "stride": None, "batch_size": 8, "limit": None, "max_new_tokens": 256, "prompt_template": None,
               "errors": "strict", "json": False, "device": "cpu"}),
+    "harness": (["--checkpoint", "m", "--tasks", "a,b"],
+                {"checkpoint": "m", "tasks": ("a", "b"), "include_path": None, "limit": None, "num_fewshot": None,
+                 "batch_size": 8, "output": None, "device": "cpu"}),
     "prepare": (["--out", "o"],
                 {"data": None, "out": "o", "overwrite": False, "errors": "skip", "split_text": None,
                  "text_field": "text", "tokenizer": "bpe", "vocab_size": 1024, "gpt2_vocab": None, "fix_text": False,
@@ -109,15 +112,15 @@ def meanings(flag: str) -> set[frozenset[str]]:
 TRAIN = {"train pretrain", "train classify", "train instruct", "train dpo"}
 TUNE = TRAIN - {"train pretrain"}
 SHARED = {   # flag: the commands that take it, in sets that share one help (one meaning)
-    "--device": [TRAIN | {"sample", "chat", "classify", "eval"}],
+    "--device": [TRAIN | {"sample", "chat", "classify", "eval", "harness"}],
     "--seed": [TRAIN, {"sample", "chat"}],
     "--max-new-tokens": [{"sample", "chat"}, {"train instruct", "train dpo"}, {"eval"}],
     "--temperature": [{"sample", "chat"}],
     "--top-k": [{"sample", "chat"}],
     "--top-p": [{"sample", "chat"}],
-    "--checkpoint": [{"sample", "eval", "export"}, {"classify"}, {"chat"}],
+    "--checkpoint": [{"sample", "eval", "export", "harness"}, {"classify"}, {"chat"}],
     "--errors": [{"train pretrain", "eval"}, {"prepare"}],
-    "--batch-size": [TRAIN, {"eval"}],
+    "--batch-size": [TRAIN, {"eval"}, {"harness"}],
     "--grad-accum": [TRAIN],
     "--lr": [TRAIN],
     "--min-lr": [TRAIN],
@@ -163,11 +166,11 @@ def takers(flag: str) -> set[str]:
 
 def test_who_takes_seed_and_device():
     assert takers("--seed") == TRAIN | {"sample", "chat"}
-    assert takers("--device") == TRAIN | {"sample", "chat", "classify", "eval"}
+    assert takers("--device") == TRAIN | {"sample", "chat", "classify", "eval", "harness"}
 
 
 @pytest.mark.parametrize("flag, value", [("--seed", "-1"), ("--device", "tpu")])
-@pytest.mark.parametrize("command", sorted(TRAIN | {"sample", "chat", "classify", "eval"}))
+@pytest.mark.parametrize("command", sorted(TRAIN | {"sample", "chat", "classify", "eval", "harness"}))
 def test_a_bad_seed_or_device_is_refused_naming_the_flag(command, flag, value, tmp_path, monkeypatch, capsys):
     if command not in takers(flag):
         pytest.skip(f"{command} takes no {flag}")

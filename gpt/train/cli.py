@@ -5,6 +5,7 @@
     python -m gpt chat --checkpoint DIR|X.gguf               talk to it through its chat template (an instruct fine-tune: Alpaca)
     python -m gpt export --checkpoint DIR --out HF_DIR       a Hugging Face folder (GPT-2, Llama, Qwen2 or Qwen3)
     python -m gpt eval --checkpoint DIR --data FILE          perplexity, bits per byte; or --choices, --instruct
+    python -m gpt harness --checkpoint DIR --tasks T         lm-evaluation-harness tasks (pip install 'tinygpt[eval]')
     python -m gpt prepare --data PATH... --out DIR           token shards for train.py --data DIR (see --help)
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from gpt import GPTClassifier
 from gpt.chat_template import read_chat, stop_ids
 from gpt.lora import merge_lora
 
-from . import chat, evaluate
+from . import chat, evaluate, harness
 from .checkpoint import resolve_checkpoint
 from .classify import classify_texts
 from .settings import CHECKPOINT, DEVICE, MAX_NEW_TOKENS, TEMPERATURE, Sampling
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_command(sub, "export", ExportSettings, export,
                 "write a model as a Hugging Face folder (config.json, model.safetensors, tokenizer.json)")
     evaluate.add_parser(sub)                  # python -m gpt eval: gpt/train/evaluate.py
+    harness.add_parser(sub)                   # python -m gpt harness: gpt/train/harness.py
     prepare_command.register(sub)             # python -m gpt prepare: gpt/train/prepare/
     return ap
 
