@@ -127,7 +127,7 @@ def folder_kind(path: str | os.PathLike) -> str | None:
         task = json.loads((path / CONFIG_FILE).read_text()).get("task")
     except (OSError, ValueError, AttributeError):
         task = None
-    return "a fine-tuned model" if task in ("classify", "instruct") else "a model"
+    return "a fine-tuned model" if task in FINETUNED_TASKS else "a model"
 
 
 def check_folder_kind(path: str | os.PathLike, writes: str, flag: str = "--out", overwrite: bool = False,
