@@ -61,7 +61,7 @@ from gpt.train.flags import build_parser, parse_given  # noqa: E402
 from gpt.train.distributed import Comm  # noqa: E402
 from gpt.train.loop import Diverged, Trainer  # noqa: E402
 from gpt.train.metrics import MetricsLog, measure_peak_flops, plot_available, plot_losses  # noqa: E402
-from gpt.train.output import check_folder_kind, check_output_folder, hold_output_folder  # noqa: E402
+from gpt.train.folders import check_folder_kind, check_output_folder, hold_output_folder  # noqa: E402
 from gpt.train.pretrain import LanguageModeling, checkpoint_writer, resolve_run, restore, unigram_baselines, unigram_note  # noqa: E402
 from tinytensor import optim  # noqa: E402
 

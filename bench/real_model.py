@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 import tinytensor as tt  # noqa: E402
 from bench_quick import QUICK  # noqa: E402  (bench/bench_quick.py: bench/ is on the path)
-from gpt.train.inference import export_folder, load_for_inference  # noqa: E402
+from gpt.train.folders import export_folder  # noqa: E402
+from gpt.train.inference import load_for_inference  # noqa: E402
 
 SMOLLM2 = ROOT.parent / "shared" / "data" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = ("<|im_start|>user\nWrite a short story about a robot who learns to paint, in three paragraphs."

@@ -105,13 +105,13 @@ def read_pretrained(folder: str | Path, **overrides: Any) -> tuple[GPTConfig, di
 def _read_ours(folder: Path, raw: dict) -> tuple[GPTConfig, dict[str, Any]]:
     if raw.get("task") == "classify":
         raise ValueError(f"{folder} holds a classifier (a GPT with a class head), not a language model: "
-                         "use gpt.train.inference.load_finetuned, or python -m gpt classify")
+                         "use gpt.train.folders.load_finetuned, or python -m gpt classify")
     if "checksums" in raw:
         checksums = raw["checksums"] if isinstance(raw["checksums"], dict) else {}
         verify_listed(folder, {k: v for k, v in checksums.items() if k == MODEL_FILE}, CONFIG_FILE)
     weights = folder / MODEL_FILE
     if not weights.is_file():
-        hint = (f"it holds LoRA adapters over {raw['lora']['base']}: load it with gpt.train.inference.load_finetuned"
+        hint = (f"it holds LoRA adapters over {raw['lora']['base']}: load it with gpt.train.folders.load_finetuned"
                 if raw.get("lora") else "it is incomplete")
         raise FileNotFoundError(f"{folder} has no {MODEL_FILE}: {hint}")
     model = raw.get("model", raw)

@@ -18,7 +18,8 @@ from gpt.train.cli import main
 from gpt.train.classify import balance, classify_texts, label_ids, pad_batch, read_labeled
 from gpt.train.settings import ClassifyConfig
 from gpt.train.finetune import finetune_classifier
-from gpt.train.inference import load_base, load_finetuned
+from gpt.train.folders import load_finetuned
+from gpt.train.inference import load_base
 from gpt.lora import LoRALinear
 from tinytensor import optim
 

@@ -22,6 +22,7 @@ from gpt.train.settings import DPOConfig
 from gpt.train.dpo import (Preferences, Reference, collate_pairs, encode_pair, finetune_dpo, frozen_copy,
                            read_preferences, response_log_probs)
 from gpt.train.finetune import split_dataset
+from gpt.train.folders import folder_kind
 from gpt.train.instruct import ALPACA, SPLIT
 from tinytensor import functional as F
 from tinytensor import reference as R
@@ -306,3 +307,8 @@ def test_plot_draws_the_loss_and_the_rewards(tmp_path):
              for s in (0, 5)]
     plot_dpo([{"step": s, "loss": 0.7} for s in range(1, 6)] + evals, tmp_path / "dpo.png")
     assert (tmp_path / "dpo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_dpo_folder_is_a_fine_tuned_model_to_the_folder_checks(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"task": "dpo"}))
+    assert folder_kind(tmp_path) == "a fine-tuned model"

@@ -19,7 +19,7 @@ from gpt import GPT, GPTConfig
 from gpt.evaluate import byte_lengths, choice_nll, score_tokens, sliding_windows, token_nll
 from gpt.train import cli
 from gpt.train.evaluate import bos_id, encode_documents, read_choices, response_nll
-from gpt.train.inference import export_folder
+from gpt.train.folders import export_folder
 from gpt.train.instruct import PromptTemplate, encode_example
 from conftest import TINY_RUN
 

@@ -348,7 +348,8 @@ def test_smollm2_tokenizer_equals_tokenizers_with_smollm2s_pre_tokenizer(shared_
 
 @pytest.mark.slow
 def test_smollm2_greedy_generation_equals_the_exported_folders(shared_data, tmp_path):
-    from gpt.train.inference import export_folder, load_for_inference
+    from gpt.train.folders import export_folder
+    from gpt.train.inference import load_for_inference
 
     model, tok = load_for_inference(shared_data / SMOLLM2)
     assert model.config.n_layer == 30 and model.config.kv_heads == 3 and model.config.tie_embeddings
@@ -375,7 +376,7 @@ def test_lora_instruction_tuning_from_a_gguf(tmp_path):
     import json
 
     import train
-    from gpt.train.inference import load_finetuned
+    from gpt.train.folders import load_finetuned
 
     path, model, tok = _tiny_file(tmp_path)
     entries = [{"instruction": "Say hello", "input": "", "output": "Hello world"},

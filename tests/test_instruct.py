@@ -17,7 +17,7 @@ from gpt import GPT, GPTConfig
 from gpt.train.cli import main
 from gpt.train.settings import InstructConfig
 from gpt.train.finetune import finetune_instruct
-from gpt.train.inference import load_finetuned
+from gpt.train.folders import load_finetuned
 from gpt.train.instruct import ALPACA, PromptTemplate, collate, encode_example, read_instructions
 from tinytensor.functional import IGNORE_INDEX
 from tinytensor import optim

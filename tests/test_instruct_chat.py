@@ -17,7 +17,7 @@ from gpt.chat_template import ChatSpec, read_chat  # noqa: E402
 from gpt.train.chat_tuning import ChatPromptTemplate, choose_template  # noqa: E402
 from gpt.train.cli import main  # noqa: E402
 from gpt.train.evaluate import response_nll  # noqa: E402
-from gpt.train.inference import export_folder, load_finetuned  # noqa: E402
+from gpt.train.folders import export_folder, load_finetuned  # noqa: E402
 from gpt.train.instruct import ALPACA, PromptTemplate, collate  # noqa: E402
 from tinytensor.functional import IGNORE_INDEX  # noqa: E402
 

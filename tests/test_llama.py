@@ -445,7 +445,7 @@ def test_apply_lora_wraps_every_projection_of_a_llama_block():
 def test_train_py_instruct_with_lora_from_a_llama_folder(tmp_path):
     import train
 
-    from gpt.train.inference import export_folder, load_finetuned
+    from gpt.train.folders import export_folder, load_finetuned
 
     entries = [{"instruction": f"Say {w}.", "input": "", "output": w} for w in ("hi", "cat", "dog", "mat")] * 3
     tok = Tokenizer.train([json.dumps(e) for e in entries] * 5, vocab_size=290, special_tokens=["<|endoftext|>"],

@@ -19,7 +19,7 @@ import tinytensor.serialize
 from bpe import Tokenizer
 from gpt.train.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints
 from gpt.train.cli import main as gpt_cli
-from gpt.train.output import hold_output_folder
+from gpt.train.folders import hold_output_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = ["--max-iters", "100000", "--eval-interval", "100000", "--checkpoint-interval", "100000"]
@@ -197,7 +197,7 @@ def test_sigterm_during_a_fine_tune_saves_the_model_and_exits_non_zero(tmp_path,
     import train
 
     import tinytensor.optim
-    from gpt.train.inference import load_finetuned
+    from gpt.train.folders import load_finetuned
 
     write_model_folder(tmp_path / "base", Tokenizer(special_tokens=["<|endoftext|>"]))
     data = tmp_path / "d.tsv"

@@ -11,11 +11,11 @@
     instruct    instruction-response pairs as a task of the loop
     dpo         preference pairs (chosen, rejected) as a task of the loop, and its run
     epochs      shuffled mini-batches, epoch after epoch (the fine-tuning tasks)
-    finetune    a fine-tuning run: load the base, adapt it, train, save
+    finetune    a fine-tuning run: load the base, adapt it, train
     checkpoint  checkpoints written atomically, verified by checksum on load
-    inference   load any model folder (ours or Hugging Face's) with its tokenizer
+    inference   load any model folder (ours or Hugging Face's) with its tokenizer, for sampling or fine-tuning
     metrics     metrics.jsonl, the progress bar, loss.png, MFU
-    output      the output folder, checked before any work
+    folders     the folders we write and read back: output checks and locks, fine-tuned models, exports
     evaluate    python -m gpt eval: perplexity, bits per byte, multiple choice, instruction answers
     chat        python -m gpt chat: a conversation through the model's own template
     cli         python -m gpt sample | classify | chat | eval | prepare | export

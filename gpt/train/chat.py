@@ -28,7 +28,8 @@ from .chat_tuning import ChatPromptTemplate
 from .checkpoint import resolve_checkpoint
 from .settings import DEVICE, Sampling
 from .flags import add_command, setting
-from .inference import load_finetuned, load_for_inference
+from .folders import load_finetuned
+from .inference import load_for_inference
 from .instruct import PromptTemplate, generate_response
 
 

@@ -29,7 +29,8 @@ from .settings import CHECKPOINT, DEVICE, MAX_NEW_TOKENS, TEMPERATURE, Sampling
 from .data import EOT
 from .distributed import check_device_ready
 from .flags import Settings, add_command, given_in, setting
-from .inference import check_export_folder, export_folder, load_finetuned, load_for_inference
+from .folders import check_export_folder, export_folder, load_finetuned
+from .inference import load_for_inference
 from .prepare import command as prepare_command
 
 

@@ -46,13 +46,13 @@ from .settings import DPOConfig
 from .data import pad_id, read_text
 from .distributed import Comm, SingleProcess
 from .epochs import EpochBatches, EpochTask
-from .finetune import Say, _adapt, _fit, _report_truncation, _save, _write_metrics, check_output, split_dataset
+from .finetune import Say, _adapt, _fit, _report_truncation, split_dataset
+from .folders import RESPONSES_FILE, check_finetune_output, save_finetuned, write_metrics
 from .inference import load_base
 from .loop import Batch, summed
 from .metrics import MetricsLog, draw_losses, plot_available, save_figure, step_figure
 
 PLOT_FILE = "dpo.png"
-RESPONSES_FILE = "responses.jsonl"
 RESPONSES = ("chosen", "rejected")
 # the numbers an evaluation adds up per pair, in this order (see _pair_sums)
 SUMS = ("loss", "reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward")
@@ -247,7 +247,7 @@ def finetune_dpo(cfg: DPOConfig, say: Say | None = None, comm: Comm | None = Non
     val split's before tuning."""
     comm = comm or SingleProcess()
     say = say or comm.print
-    out = check_output(cfg)
+    out = check_finetune_output(cfg)
     template = instruct.PromptTemplate.from_file(cfg.prompt_template) if cfg.prompt_template else instruct.ALPACA
     plotting = plot_available(cfg.plot, PLOT_FILE, say)
     tt.manual_seed(cfg.seed)
@@ -282,8 +282,8 @@ def finetune_dpo(cfg: DPOConfig, say: Say | None = None, comm: Comm | None = Non
     final, history = _fit(model, task, task.epochs.total, cfg, out, say, comm, after_eval=after_eval)
     final = {**final, **{f"val_{name}_before": value for name, value in before.items()}}
     if main:
-        _save(out, model, model, tok, {"task": "dpo", "prompt_template": template.to_dict()}, cfg, {}, base)
-        _write_metrics(out, final, history)
+        save_finetuned(out, model, model, tok, {"task": "dpo", "prompt_template": template.to_dict()}, cfg, {}, base)
+        write_metrics(out, final, history)
     if main and "stopped_by" not in final:   # a signal's stop saves the model as it is, and no more
         answers = _answers(model, tok, template, tests, cfg.max_new_tokens)
         with open(out / RESPONSES_FILE, "w", encoding="utf-8") as f:

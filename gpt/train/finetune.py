@@ -3,67 +3,42 @@
     finetune_classifier(cfg)    label<TAB>text -> a GPTClassifier
     finetune_instruct(cfg)      Alpaca JSON -> a GPT that answers
 
-gpt.train.inference.load_finetuned(folder) reads either back: (model, tokenizer, config).
+What each run writes into `cfg.out`, and gpt.train.folders.load_finetuned(folder), which
+reads either back as (model, tokenizer, config), are in gpt/train/folders.py.
 
 `cfg.init_from` is one of our checkpoint folders (or a training run's --out
-folder) or a Hugging Face GPT-2 / Llama / Qwen folder. Each run writes into `cfg.out`:
-
-    model.safetensors   all weights (classifier names: gpt.* and head.*; instruct: a plain GPT,
-                        so `python -m gpt sample` reads it too), or, with LoRA and no merge:
-    lora.safetensors    the adapters (and the classifier head) only; the base weights are
-                        read again from lora.base, which must still be there
-    tokenizer.json
-    config.json         {"task": "classify" | "instruct", "model": GPTConfig, "labels": [...],
-                         "n_classes": K, "prompt_template": {...}, "lora": null | {"rank", "alpha",
-                         "base", "merged"}, "finetune": the settings, "checksums": of the files above};
-                        written last
-    metrics.jsonl       one row per step and per evaluation, as pretraining writes
-    metrics.json        final losses / accuracies, and the evaluations along the way
-    responses.jsonl     (instruct) the model's answers to the test split
+folder) or a Hugging Face GPT-2 / Llama / Qwen folder.
 """
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 import tinytensor as tt
 from bpe import Tokenizer
 from gpt import GPT, GPTClassifier
-from gpt.lora import apply_lora, count_parameters, lora_state_dict, merge_lora
-from gpt.pretrained import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, write_json
+from gpt.lora import apply_lora, count_parameters
 from tinytensor import nn, optim
 
 from . import classify, instruct
 from .chat_tuning import ChatPromptTemplate, choose_template
-from .checkpoint import digests, resolve_checkpoint
+from .checkpoint import resolve_checkpoint
 from .settings import ClassifyConfig, FinetuneConfig, InstructConfig
 from .data import pad_id
-from .inference import LORA_FILE, load_base
+from .inference import load_base
 from .distributed import Comm, SingleProcess
+from .folders import RESPONSES_FILE, check_finetune_output, save_finetuned, write_metrics
 from .loop import LoopConfig, Task, Trainer
 from .metrics import MetricsLog
-from .output import check_folder_kind, check_output_folder
-
-METRICS_FILE = "metrics.json"
-RESPONSES_FILE = "responses.jsonl"
 
 Say = Callable[[str], None]   # print-like: one line of text
 
 
 # ---- shared pieces -----------------------------------------------------------------
-def check_output(cfg: FinetuneConfig) -> Path:
-    """--out, checked before any data or model is loaded."""
-    out = Path(cfg.out)
-    if Path(cfg.init_from).resolve() == out.resolve():
-        raise ValueError(f"--out {out} is the --init-from folder: write the fine-tuned model elsewhere")
-    check_folder_kind(out, "a fine-tuned model", overwrite=cfg.overwrite, replaceable=("a fine-tuned model", "a model"))
-    return check_output_folder(out)
-
-
 def split_dataset(n: int, seed: int, fractions: tuple[float, float, float]) -> dict[str, np.ndarray]:
     """Indices of a seeded shuffle of range(n) cut into train / val / test by `fractions`."""
     order = np.random.default_rng(seed).permutation(n)
@@ -106,34 +81,6 @@ def _fit(model: nn.Module, task: Task, steps: int, cfg: FinetuneConfig, out: Pat
     return final, history[:-1]
 
 
-def _save(out: Path, model: nn.Module, body: GPT, tok: Tokenizer, config: dict, cfg: FinetuneConfig,
-          extra_trainable: dict[str, Any], base: Path) -> None:
-    """Write the weights (full, merged, or adapters + `extra_trainable` over the checkpoint
-    `base`), tokenizer.json, then config.json with the checksums of both."""
-    lora = None
-    weights = MODEL_FILE
-    if cfg.lora_rank:
-        lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "merged": cfg.merge_lora,
-                "base": str(base.resolve())}
-        if cfg.merge_lora:
-            merge_lora(body)
-        else:
-            prefix = "gpt." if body is not model else ""
-            adapters = {prefix + k: v for k, v in lora_state_dict(body).items()}
-            tt.save({**adapters, **extra_trainable}, out / LORA_FILE)
-            weights = LORA_FILE
-    if weights == MODEL_FILE:
-        tt.save(model.state_dict(), out / MODEL_FILE)
-    (out / (LORA_FILE if weights == MODEL_FILE else MODEL_FILE)).unlink(missing_ok=True)   # an --overwrite's leftover
-    tok.save(out / TOKENIZER_FILE)
-    write_json(out / CONFIG_FILE, {**config, "model": body.config.to_dict(), "lora": lora, "finetune": cfg.to_dict(),
-                                   "checksums": digests(out, (weights, TOKENIZER_FILE))})
-
-
-def _write_metrics(out: Path, final: dict, history: list[dict]) -> None:
-    write_json(out / METRICS_FILE, {"final": final, "history": history})
-
-
 def _report_truncation(n_long: int, n: int, limit: int, say: Say) -> None:
     if n_long:
         say(f"warning: {n_long} of {n} examples are longer than {limit} tokens and are truncated")
@@ -144,7 +91,7 @@ def finetune_classifier(cfg: ClassifyConfig, say: Say | None = None, comm: Comm 
     """Fine-tune a classifier on cfg.data from the GPT in cfg.init_from; write it to
     cfg.out and return the final metrics (loss and accuracy on train / val / test)."""
     say = say or (comm or SingleProcess()).print
-    out = check_output(cfg)
+    out = check_finetune_output(cfg)
     tt.manual_seed(cfg.seed)
     examples = classify.read_labeled(cfg.data)
     labels, ids = classify.label_ids(examples, cfg.labels)
@@ -171,8 +118,8 @@ def finetune_classifier(cfg: ClassifyConfig, say: Say | None = None, comm: Comm 
     final, history = _fit(model, task, task.epochs.total, cfg, out, say, comm)
     if comm is None or comm.rank == 0:
         head = {f"head.{k}": v for k, v in model.head.state_dict().items()}
-        _save(out, model, body, tok, {"task": "classify", "labels": labels, "n_classes": len(labels)}, cfg, head, base)
-        _write_metrics(out, final, history)
+        save_finetuned(out, model, body, tok, {"task": "classify", "labels": labels, "n_classes": len(labels)}, cfg, head, base)
+        write_metrics(out, final, history)
     return final
 
 
@@ -183,7 +130,7 @@ def finetune_instruct(cfg: InstructConfig, say: Say | None = None, comm: Comm | 
     test split to out/responses.jsonl. Returns the final metrics (val loss
     before and after, train loss)."""
     say = say or (comm or SingleProcess()).print
-    out = check_output(cfg)
+    out = check_finetune_output(cfg)
     tt.manual_seed(cfg.seed)
     entries = instruct.read_instructions(cfg.data)
     base = resolve_checkpoint(cfg.init_from, say)   # once: the adapters name the checkpoint that was loaded
@@ -206,8 +153,8 @@ def finetune_instruct(cfg: InstructConfig, say: Say | None = None, comm: Comm | 
     final, history = _fit(model, task, task.epochs.total, cfg, out, say, comm)
     final = {**final, "val_loss_before": val_before}
     if comm is None or comm.rank == 0:
-        _save(out, model, model, tok, {"task": "instruct", "prompt_template": template.to_dict()}, cfg, {}, base)
-        _write_metrics(out, final, history)
+        save_finetuned(out, model, model, tok, {"task": "instruct", "prompt_template": template.to_dict()}, cfg, {}, base)
+        write_metrics(out, final, history)
         if "stopped_by" not in final:
             _write_responses(out, model, tok, template, [entries[i] for i in splits["test"][:cfg.n_responses]], cfg,
                              say)
