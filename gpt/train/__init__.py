@@ -17,8 +17,9 @@
     metrics     metrics.jsonl, the progress bar, loss.png, MFU
     folders     the folders we write and read back: output checks and locks, fine-tuned models, exports
     evaluate    python -m gpt eval: perplexity, bits per byte, multiple choice, instruction answers
+    harness     python -m gpt harness: lm-evaluation-harness tasks, answered by the scorers of eval
     chat        python -m gpt chat: a conversation through the model's own template
-    cli         python -m gpt sample | classify | chat | eval | prepare | export
+    cli         python -m gpt sample | classify | chat | eval | harness | prepare | export
 
 Imports go one way: gpt.train -> gpt (the model) -> tinytensor, bpe.
 """
